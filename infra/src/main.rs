@@ -1,0 +1,67 @@
+//! The dev server: every function's routes on one port, over an embedded DynamoDB-compatible
+//! engine whose data lives under `TALLY_DATA_DIR` and survives restarts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tally::clock::SystemClock;
+use tally::config::Config;
+use tally_dev::{Stack, Storage};
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("tally-dev: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    init_logging();
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let listen = address("TALLY_LISTEN", "127.0.0.1:3000")?;
+    let dynamo_listen = address("TALLY_DYNAMODB_LISTEN", "127.0.0.1:8000")?;
+    let stack = Stack::start(
+        &config,
+        Storage::Dir(config.data_dir.clone()),
+        dynamo_listen,
+        Arc::new(SystemClock),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("TALLY_LISTEN: cannot listen on {listen}: {e}"))?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    eprintln!(
+        "tally-dev: serving the API on {url} (data in {})",
+        config.data_dir.display()
+    );
+    eprintln!(
+        "tally-dev: DynamoDB engine for other processes at {}",
+        stack.dynamo.endpoint
+    );
+    axum::serve(listener, stack.app.clone())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn address(var: &str, default: &str) -> Result<SocketAddr, String> {
+    let raw = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    raw.parse()
+        .map_err(|_| format!("{var}: {raw:?} is not an address such as {default}"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,dynoxide=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,106 @@
+//! Application state and the functions' routers. Each Lambda function serves one router; the
+//! dev server merges them all. Both go through [`Function::app`], so there is one
+//! implementation of every route.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::auth::{KeyMaterial, TokenIssuer, TokenVerifier};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http;
+use crate::ports::Store;
+
+/// What handlers share: the store, the clock, and the token keys. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+    pub verifier: Arc<TokenVerifier>,
+    /// Present only in the function that mints tokens (auth) and the dev server.
+    pub issuer: Option<Arc<TokenIssuer>>,
+    pub refresh_token_ttl: i64,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the state from configuration. `keys` carries the private key only when this
+    /// process may mint tokens.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        keys: &KeyMaterial,
+    ) -> Result<Self, String> {
+        let verifier = TokenVerifier::new(keys, &config.issuer, &config.audience)?;
+        let issuer = match keys.private_pem {
+            Some(_) => Some(Arc::new(TokenIssuer::new(
+                keys,
+                &config.issuer,
+                &config.audience,
+                config.access_token_ttl,
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            clock,
+            verifier: Arc::new(verifier),
+            issuer,
+            refresh_token_ttl: config.refresh_token_ttl,
+        })
+    }
+}
+
+/// The Lambda functions behind the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Auth,
+    Polls,
+    Votes,
+}
+
+impl Function {
+    pub const ALL: [Self; 3] = [Self::Auth, Self::Polls, Self::Votes];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Polls => "polls",
+            Self::Votes => "votes",
+        }
+    }
+
+    /// Whether the function mints tokens and so needs the private key.
+    pub fn mints_tokens(self) -> bool {
+        self == Self::Auth
+    }
+
+    /// The function's routes, without the platform layers.
+    pub fn routes(self, state: AppState) -> Router {
+        match self {
+            Self::Auth => http::auth::routes(state),
+            Self::Polls => http::polls::routes(state),
+            Self::Votes => http::votes::routes(state),
+        }
+    }
+
+    /// The function's complete service, as Lambda runs it.
+    pub fn app(self, state: AppState) -> Router {
+        http::platform(self.routes(state))
+    }
+}
+
+/// Every function's routes on one router, as the dev server serves them.
+pub fn all_functions(state: &AppState) -> Router {
+    let merged = Function::ALL.into_iter().fold(Router::new(), |router, f| {
+        router.merge(f.routes(state.clone()))
+    });
+    http::platform(merged)
+}

@@ -1,0 +1,180 @@
+//! The one typed configuration, read once at start-up from environment variables. Only the
+//! binaries' `main` (through [`crate::lambda`] or the dev server) calls [`Config::from_env`];
+//! library code receives the struct.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A variable that is missing or unusable, by name.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// Where the access-token keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// PEM text from the environment (on AWS, injected from Secrets Manager / SSM).
+    Pem {
+        private: Option<String>,
+        public: String,
+    },
+    /// A key pair generated on first run into this folder (local only).
+    DataDir(PathBuf),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pem { private, .. } => f
+                .debug_struct("Pem")
+                .field("private", &private.as_ref().map(|_| "***"))
+                .finish_non_exhaustive(),
+            Self::DataDir(dir) => f.debug_tuple("DataDir").field(dir).finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TALLY_TABLE` (default `tally`): the DynamoDB table.
+    pub table: String,
+    /// `TALLY_JWT_ISSUER` (default `tally`).
+    pub issuer: String,
+    /// `TALLY_JWT_AUDIENCE` (default `tally-api`).
+    pub audience: String,
+    /// `TALLY_ACCESS_TOKEN_TTL` seconds (default 900, 60..=86400).
+    pub access_token_ttl: i64,
+    /// `TALLY_REFRESH_TOKEN_TTL` seconds (default 30 days).
+    pub refresh_token_ttl: i64,
+    /// `TALLY_RATE_LIMITS` `on` (default) or `off`.
+    pub rate_limits: bool,
+    /// `TALLY_DATA_DIR` (default `./.tally`): local data (engine files, generated keys).
+    pub data_dir: PathBuf,
+    /// `TALLY_JWT_PUBLIC_KEY` / `TALLY_JWT_PRIVATE_KEY` (PEM), required on Lambda; locally a
+    /// pair is generated into the data folder when they are unset.
+    pub keys: KeySource,
+}
+
+impl Config {
+    /// Reads the process environment. Call once, at start-up.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so that tests need not touch the environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = |var: &'static str, default: &str| -> Result<String, ConfigError> {
+            match lookup(var) {
+                None => Ok(default.to_owned()),
+                Some(v) if v.trim().is_empty() => Err(ConfigError {
+                    var,
+                    reason: "is empty".into(),
+                }),
+                Some(v) => Ok(v.trim().to_owned()),
+            }
+        };
+        let seconds =
+            |var: &'static str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
+                match lookup(var) {
+                    None => Ok(default),
+                    Some(v) => match v.trim().parse::<i64>() {
+                        Ok(n) if (min..=max).contains(&n) => Ok(n),
+                        _ => Err(ConfigError {
+                            var,
+                            reason: format!(
+                                "must be a whole number of seconds from {min} to {max}, got {v:?}"
+                            ),
+                        }),
+                    },
+                }
+            };
+        let rate_limits = match lookup("TALLY_RATE_LIMITS").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "TALLY_RATE_LIMITS",
+                    reason: format!("must be `on` or `off`, got {other:?}"),
+                });
+            }
+        };
+        let data_dir = PathBuf::from(text("TALLY_DATA_DIR", "./.tally")?);
+        let on_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let keys = match (
+            lookup("TALLY_JWT_PUBLIC_KEY"),
+            lookup("TALLY_JWT_PRIVATE_KEY"),
+        ) {
+            (Some(public), private) => KeySource::Pem { private, public },
+            (None, _) if on_lambda => {
+                return Err(ConfigError {
+                    var: "TALLY_JWT_PUBLIC_KEY",
+                    reason: "is required on Lambda (the PEM of the Ed25519 public key)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "TALLY_JWT_PUBLIC_KEY",
+                    reason: "must be set when TALLY_JWT_PRIVATE_KEY is".into(),
+                });
+            }
+            (None, None) => KeySource::DataDir(data_dir.clone()),
+        };
+        Ok(Self {
+            table: text("TALLY_TABLE", "tally")?,
+            issuer: text("TALLY_JWT_ISSUER", "tally")?,
+            audience: text("TALLY_JWT_AUDIENCE", "tally-api")?,
+            access_token_ttl: seconds("TALLY_ACCESS_TOKEN_TTL", 900, 60, 86_400)?,
+            refresh_token_ttl: seconds(
+                "TALLY_REFRESH_TOKEN_TTL",
+                30 * 86_400,
+                3_600,
+                365 * 86_400,
+            )?,
+            rate_limits,
+            data_dir,
+            keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.table.as_str(), c.access_token_ttl, c.rate_limits),
+            ("tally", 900, true)
+        );
+        assert!(matches!(c.keys, KeySource::DataDir(_)));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = config(&[("TALLY_ACCESS_TOKEN_TTL", "soon")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_ACCESS_TOKEN_TTL"));
+        let err = config(&[("TALLY_RATE_LIMITS", "maybe")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RATE_LIMITS"));
+        let err = config(&[("AWS_LAMBDA_FUNCTION_NAME", "votes")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_JWT_PUBLIC_KEY"));
+    }
+
+    #[test]
+    fn rate_limits_can_be_turned_off() {
+        let c = config(&[("TALLY_RATE_LIMITS", "off")]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.rate_limits);
+    }
+}

@@ -1,0 +1,34 @@
+//! Ballots: one per (poll, voter), whatever the number of requests.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+pub use super::poll::Choices;
+use super::{OptionId, PollId, UserId};
+
+/// Who casts a ballot. Invites (one ballot per invite) join this enum with the invite work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Voter {
+    User(UserId),
+}
+
+impl fmt::Display for Voter {
+    /// The stable text form used inside storage keys: `u:<user id>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "u:{id}"),
+        }
+    }
+}
+
+/// A ballot as recorded. `idempotency_key` is what the first request carried, so a retry
+/// with the same key can be answered with this very ballot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ballot {
+    pub poll_id: PollId,
+    pub voter: Voter,
+    pub choices: Vec<OptionId>,
+    pub voted_at: OffsetDateTime,
+    pub idempotency_key: Option<String>,
+}

@@ -1,0 +1,17 @@
+//! Domain types and rules. Nothing here knows about HTTP, DynamoDB or the AWS SDK: values are
+//! parsed once at the edge into these types, and the rules (who may vote, when a poll is closed)
+//! are plain functions over them.
+
+pub mod ballot;
+pub mod ids;
+pub mod poll;
+pub mod user;
+pub mod validation;
+
+pub use ballot::{Ballot, Choices, Voter};
+pub use ids::{FamilyId, OptionId, PollId, UserId};
+pub use poll::{
+    NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
+};
+pub use user::{Email, Password, User};
+pub use validation::FieldErrors;

@@ -1,0 +1,248 @@
+//! Stored item shapes, converted with `serde_dynamo`. Attribute names live here and in
+//! `keys.rs` only; the rest of the crate sees domain types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::keys::{Key, owner_index};
+use crate::domain::{
+    Ballot, OptionId, Poll, PollId, PollOption, PollStatus, ResultsVisibility, User, UserId,
+    Visibility, Voter,
+};
+use crate::ports::RefreshRecord;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub id: UserId,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl UserItem {
+    pub fn new(user: &User) -> Self {
+        let key = Key::User(user.id);
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            id: user.id,
+            email: user.email.as_str().into(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// The email marker. Holding the hash here makes login one read.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EmailItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub user_id: UserId,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefreshItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub user_id: UserId,
+    pub family: crate::domain::FamilyId,
+    pub expires_at: i64,
+    pub used: bool,
+    pub ttl: i64,
+}
+
+impl RefreshItem {
+    pub fn new(record: &RefreshRecord) -> Self {
+        let key = Key::Refresh(record.token_hash.clone());
+        let expires_at = record.expires_at.unix_timestamp();
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            user_id: record.user_id,
+            family: record.family,
+            expires_at,
+            used: record.used,
+            // A spent token is kept a day past its expiry, so reuse is still detected then.
+            ttl: expires_at + 86_400,
+        }
+    }
+
+    pub fn into_record(self, token_hash: String) -> RefreshRecord {
+        RefreshRecord {
+            token_hash,
+            user_id: self.user_id,
+            family: self.family,
+            expires_at: OffsetDateTime::from_unix_timestamp(self.expires_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            used: self.used,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PollItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1_pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1_sk: String,
+    pub id: PollId,
+    pub owner_id: UserId,
+    pub question: String,
+    pub options: Vec<PollOption>,
+    pub status: PollStatus,
+    pub visibility: Visibility,
+    pub results: ResultsVisibility,
+    pub max_choices: u8,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub closes_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub version: u64,
+    pub options_rev: u32,
+}
+
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl PollItem {
+    pub fn new(poll: &Poll) -> Self {
+        let key = Key::Poll(poll.id);
+        let (gsi1_pk, gsi1_sk) = owner_index(poll.owner_id, unix_ms(poll.created_at), poll.id);
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            gsi1_pk,
+            gsi1_sk,
+            id: poll.id,
+            owner_id: poll.owner_id,
+            question: poll.question.clone(),
+            options: poll.options.clone(),
+            status: poll.status,
+            visibility: poll.visibility,
+            results: poll.results,
+            max_choices: poll.max_choices,
+            closes_at: poll.closes_at,
+            created_at: poll.created_at,
+            updated_at: poll.updated_at,
+            version: poll.version,
+            options_rev: poll.options_rev,
+        }
+    }
+
+    pub fn into_poll(self) -> Poll {
+        Poll {
+            id: self.id,
+            owner_id: self.owner_id,
+            question: self.question,
+            options: self.options,
+            status: self.status,
+            visibility: self.visibility,
+            results: self.results,
+            max_choices: self.max_choices,
+            closes_at: self.closes_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            options_rev: self.options_rev,
+        }
+    }
+}
+
+/// One shard of a poll's counts, carrying copies of the poll's write-time guards (open,
+/// deadline, option revision) so that a ballot's transaction can check them on the item it
+/// updates anyway, instead of on the poll item, which every ballot would then contend for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CounterItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub open: bool,
+    /// Epoch milliseconds; `i64::MAX` when the poll has no deadline, so the guard is a plain
+    /// comparison.
+    pub deadline_ms: i64,
+    pub options_rev: u32,
+    pub ballots: u64,
+    pub votes: BTreeMap<String, u64>,
+}
+
+pub fn deadline_ms(poll: &Poll) -> i64 {
+    poll.closes_at.map_or(i64::MAX, unix_ms)
+}
+
+impl CounterItem {
+    pub fn new(poll: &Poll, shard: u8) -> Self {
+        let key = Key::Counter(poll.id, shard);
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            open: poll.status == PollStatus::Open,
+            deadline_ms: deadline_ms(poll),
+            options_rev: poll.options_rev,
+            ballots: 0,
+            votes: zero_votes(poll),
+        }
+    }
+}
+
+pub fn zero_votes(poll: &Poll) -> BTreeMap<String, u64> {
+    poll.options.iter().map(|o| (o.id.to_string(), 0)).collect()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BallotItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub poll_id: PollId,
+    pub voter: String,
+    pub choices: Vec<OptionId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub voted_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl BallotItem {
+    pub fn new(ballot: &Ballot) -> Self {
+        let key = Key::ballot(ballot.poll_id, ballot.voter);
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            poll_id: ballot.poll_id,
+            voter: ballot.voter.to_string(),
+            choices: ballot.choices.clone(),
+            voted_at: ballot.voted_at,
+            idempotency_key: ballot.idempotency_key.clone(),
+        }
+    }
+
+    pub fn into_ballot(self, voter: Voter) -> Ballot {
+        Ballot {
+            poll_id: self.poll_id,
+            voter,
+            choices: self.choices,
+            voted_at: self.voted_at,
+            idempotency_key: self.idempotency_key,
+        }
+    }
+}

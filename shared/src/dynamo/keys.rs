@@ -1,0 +1,149 @@
+//! The only place where a DynamoDB key is spelled. Every item of the single table has a string
+//! partition key `PK` and sort key `SK`; polls also carry the `GSI1` keys that list them by
+//! owner. Each shape below is one variant, and [`Key::parse`] reads them back.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::domain::{FamilyId, PollId, UserId, Voter};
+
+pub const PK: &str = "PK";
+pub const SK: &str = "SK";
+pub const GSI1: &str = "GSI1";
+pub const GSI1_PK: &str = "GSI1PK";
+pub const GSI1_SK: &str = "GSI1SK";
+/// The attribute DynamoDB's TTL deletes by (epoch seconds). Deletion lags up to 48 h, so every
+/// read that cares filters on its own expiry field too.
+pub const TTL: &str = "ttl";
+
+/// How many counter items a poll's votes are spread over. Each lives under its own partition
+/// key, so one viral poll's writes land on `COUNTER_SHARDS` partitions instead of one, and
+/// concurrent ballots rarely touch the same item (which would make their transactions
+/// conflict). Results read all of them in one `BatchGetItem`.
+pub const COUNTER_SHARDS: u8 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// `USER#<id>` / `USER`: the profile.
+    User(UserId),
+    /// `EMAIL#<email>` / `EMAIL`: the uniqueness marker, which also holds the password hash.
+    Email(String),
+    /// `REFRESH#<sha256>` / `REFRESH`: one refresh token, by hash.
+    Refresh(String),
+    /// `FAMILY#<id>` / `FAMILY`: exists only once a refresh-token family is revoked.
+    Family(FamilyId),
+    /// `POLL#<id>` / `POLL`: the poll.
+    Poll(PollId),
+    /// `POLL#<id>#C<n>` / `COUNTER`: shard `n` of the poll's counts and write-time guards.
+    Counter(PollId, u8),
+    /// `BALLOT#<poll>#<voter>` / `BALLOT`: one voter's ballot; its existence is the guard.
+    Ballot(PollId, String),
+}
+
+impl Key {
+    pub fn ballot(poll: PollId, voter: Voter) -> Self {
+        Self::Ballot(poll, voter.to_string())
+    }
+
+    pub fn pk(&self) -> String {
+        match self {
+            Self::User(id) => format!("USER#{id}"),
+            Self::Email(email) => format!("EMAIL#{email}"),
+            Self::Refresh(hash) => format!("REFRESH#{hash}"),
+            Self::Family(id) => format!("FAMILY#{id}"),
+            Self::Poll(id) => format!("POLL#{id}"),
+            Self::Counter(id, n) => format!("POLL#{id}#C{n}"),
+            Self::Ballot(poll, voter) => format!("BALLOT#{poll}#{voter}"),
+        }
+    }
+
+    pub fn sk(&self) -> &'static str {
+        match self {
+            Self::User(_) => "USER",
+            Self::Email(_) => "EMAIL",
+            Self::Refresh(_) => "REFRESH",
+            Self::Family(_) => "FAMILY",
+            Self::Poll(_) => "POLL",
+            Self::Counter(..) => "COUNTER",
+            Self::Ballot(..) => "BALLOT",
+        }
+    }
+
+    /// The key as the SDK wants it for `GetItem`, `DeleteItem`, `UpdateItem`.
+    pub fn item_key(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (PK.to_owned(), AttributeValue::S(self.pk())),
+            (SK.to_owned(), AttributeValue::S(self.sk().to_owned())),
+        ])
+    }
+
+    /// Reads a key back from its attributes; `None` for anything this module did not write.
+    pub fn parse(pk: &str, sk: &str) -> Option<Self> {
+        let (prefix, rest) = pk.split_once('#')?;
+        let key = match (prefix, sk) {
+            ("USER", "USER") => Self::User(rest.parse().ok()?),
+            ("EMAIL", "EMAIL") => Self::Email(rest.to_owned()),
+            ("REFRESH", "REFRESH") => Self::Refresh(rest.to_owned()),
+            ("FAMILY", "FAMILY") => Self::Family(rest.parse().ok()?),
+            ("POLL", "POLL") => Self::Poll(rest.parse().ok()?),
+            ("POLL", "COUNTER") => {
+                let (id, n) = rest.split_once("#C")?;
+                Self::Counter(id.parse().ok()?, n.parse().ok()?)
+            }
+            ("BALLOT", "BALLOT") => {
+                let (poll, voter) = rest.split_once('#')?;
+                Self::Ballot(poll.parse().ok()?, voter.to_owned())
+            }
+            _ => return None,
+        };
+        (key.pk() == pk).then_some(key)
+    }
+}
+
+/// The owner index: `OWNER#<user>` / `<created ms, zero-padded>#<poll>`, so a query on one
+/// owner returns their polls in creation order.
+pub fn owner_index(owner: UserId, created_ms: i64, poll: PollId) -> (String, String) {
+    (format!("OWNER#{owner}"), format!("{created_ms:015}#{poll}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shape_round_trips() {
+        let poll = PollId::new();
+        let keys = [
+            Key::User(UserId::new()),
+            Key::Email("ann@example.com".into()),
+            Key::Refresh("abc123".into()),
+            Key::Family(FamilyId::new()),
+            Key::Poll(poll),
+            Key::Counter(poll, 7),
+            Key::ballot(poll, Voter::User(UserId::new())),
+        ];
+        for key in keys {
+            assert_eq!(
+                Key::parse(&key.pk(), key.sk()),
+                Some(key.clone()),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_keys_are_not_parsed() {
+        assert_eq!(Key::parse("POLL#nope", "POLL"), None);
+        assert_eq!(Key::parse("USER#x", "POLL"), None);
+        assert_eq!(Key::parse("nothing", "USER"), None);
+    }
+
+    #[test]
+    fn the_owner_index_sorts_by_creation_time() {
+        let owner = UserId::new();
+        let (_, early) = owner_index(owner, 999, PollId::new());
+        let (_, late) = owner_index(owner, 1_000, PollId::new());
+        assert!(early < late);
+    }
+}

@@ -1,0 +1,88 @@
+//! The table's definition, for the local engines (dev server, tests, emulators). On AWS the
+//! same shape is declared in `template.yaml`; keep the two in step.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+
+use super::keys::{GSI1, GSI1_PK, GSI1_SK, PK, SK, TTL};
+
+/// Creates the table (with its owner index and TTL) unless it exists. Idempotent, so every
+/// start of the dev server may call it.
+pub async fn ensure_table(client: &Client, table: &str) -> Result<(), String> {
+    match client.describe_table().table_name(table).send().await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+        Err(e) => {
+            return Err(format!(
+                "describe table {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            ));
+        }
+    }
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(GSI1)
+        .key_schema(key(GSI1_PK, KeyType::Hash).map_err(|e| e.to_string())?)
+        .key_schema(key(GSI1_SK, KeyType::Range).map_err(|e| e.to_string())?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut create = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(PK, KeyType::Hash).map_err(|e| e.to_string())?)
+        .key_schema(key(SK, KeyType::Range).map_err(|e| e.to_string())?)
+        .global_secondary_indexes(index);
+    for name in [PK, SK, GSI1_PK, GSI1_SK] {
+        create = create.attribute_definitions(attribute(name).map_err(|e| e.to_string())?);
+    }
+    match create.send().await {
+        Ok(_) => {}
+        // Another process created it between our describe and create: that is success.
+        Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "create table {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            ));
+        }
+    }
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name(TTL)
+        .enabled(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "enable TTL on {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+        })?;
+    Ok(())
+}

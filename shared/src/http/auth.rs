@@ -1,0 +1,166 @@
+//! The auth function: register, login, refresh, and `GET /v1/me`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use time::Duration;
+
+use super::extract::{ApiJson, Caller};
+use super::views::{TokensView, UserView};
+use crate::app::AppState;
+use crate::auth::{password, refresh};
+use crate::domain::{Email, FamilyId, FieldErrors, Password, User, UserId};
+use crate::error::{ApiResult, AppError};
+use crate::ports::RefreshRecord;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh_tokens))
+        .route("/v1/me", get(me))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<impl IntoResponse> {
+    let mut errors = FieldErrors::new();
+    let email = errors.check("email", Email::parse(&body.email));
+    let password = errors.check("password", Password::new_for_signup(body.password));
+    errors.into_result()?;
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(AppError::internal("validated fields missing"));
+    };
+    let hash = blocking(move || password::hash(&password)).await?;
+    let user = User {
+        id: UserId::new(),
+        email,
+        created_at: state.clock.now(),
+    };
+    state.store.create_user(&user, &hash).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<axum::Json<TokensView>> {
+    let password = Password::for_login(body.password).ok_or(AppError::InvalidCredentials)?;
+    // An unparseable email cannot be registered; it is treated like an unknown one, including
+    // the time spent hashing, so the answer reveals nothing.
+    let credentials = match Email::parse(&body.email) {
+        Ok(email) => state.store.credentials(&email).await?,
+        Err(_) => None,
+    };
+    let (user_id, phc) = match credentials {
+        Some(c) => (Some(c.user_id), c.password_hash),
+        None => (None, password::decoy_hash().to_owned()),
+    };
+    let verified = blocking(move || Ok(password::verify(&password, &phc))).await?;
+    match user_id {
+        Some(user) if verified => issue_tokens(&state, user, FamilyId::new(), None)
+            .await
+            .map(axum::Json),
+        _ => Err(AppError::InvalidCredentials),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh_tokens(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> ApiResult<axum::Json<TokensView>> {
+    let hash = refresh::hash(&body.refresh_token);
+    let record = state
+        .store
+        .refresh(&hash)
+        .await?
+        .ok_or(AppError::InvalidRefreshToken)?;
+    if record.expires_at <= state.clock.now() {
+        return Err(AppError::InvalidRefreshToken);
+    }
+    if record.used {
+        // A spent token presented again means it was copied: end the whole session family,
+        // so that whoever holds the newer tokens must sign in again too.
+        tracing::warn!(user_id = %record.user_id, "refresh token reuse; revoking its family");
+        state.store.revoke_family(record.family).await?;
+        return Err(AppError::InvalidRefreshToken);
+    }
+    issue_tokens(&state, record.user_id, record.family, Some(&hash))
+        .await
+        .map(axum::Json)
+}
+
+/// Mints an access token and a refresh token; with `rotating`, the old refresh token is spent
+/// in the same transaction that stores the new one.
+async fn issue_tokens(
+    state: &AppState,
+    user: UserId,
+    family: FamilyId,
+    rotating: Option<&str>,
+) -> ApiResult<TokensView> {
+    let issuer = state
+        .issuer
+        .as_ref()
+        .ok_or_else(|| AppError::internal("this function holds no signing key"))?;
+    let now = state.clock.now();
+    let access_token = issuer.issue(user, now).map_err(AppError::internal)?;
+    let (refresh_token, token_hash) = refresh::generate().map_err(AppError::internal)?;
+    let record = RefreshRecord {
+        token_hash,
+        user_id: user,
+        family,
+        expires_at: now + Duration::seconds(state.refresh_token_ttl),
+        used: false,
+    };
+    match rotating {
+        None => state.store.put_refresh(&record).await?,
+        Some(old) => state
+            .store
+            .rotate(old, &record)
+            .await
+            .map_err(|e| match e {
+                crate::ports::StoreError::ConditionFailed => AppError::InvalidRefreshToken,
+                other => other.into(),
+            })?,
+    }
+    Ok(TokensView {
+        access_token,
+        token_type: "Bearer",
+        expires_in: issuer.ttl_seconds(),
+        refresh_token,
+    })
+}
+
+async fn me(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<axum::Json<UserView>> {
+    let user = state.store.user(user).await?.ok_or(AppError::NotFound)?;
+    Ok(axum::Json(UserView::from(&user)))
+}
+
+/// Runs CPU-heavy work (Argon2) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}

@@ -1,0 +1,350 @@
+//! The polls function: create, read, list mine, patch, delete, close. Only the owner writes;
+//! another user gets 403 on a poll it can see and 404 on one it cannot.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Deserializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::extract::{ApiJson, ApiQuery, Caller, IfMatch, parse_id};
+use super::views::{ListView, PollView};
+use crate::app::AppState;
+use crate::domain::{
+    FieldErrors, NewPoll, Poll, PollId, PollPatch, PollStatus, ResultsVisibility, UserId,
+    Visibility,
+};
+use crate::error::{ApiResult, AppError};
+use crate::ports::{PollCursor, StoreError};
+
+pub const PAGE_DEFAULT: u16 = 20;
+pub const PAGE_MAX: u16 = 100;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/polls", post(create).get(list))
+        .route("/v1/polls/{id}", get(read).patch(patch).delete(delete))
+        .route("/v1/polls/{id}/close", post(close))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePoll {
+    question: String,
+    options: Vec<OptionInput>,
+    #[serde(default)]
+    closes_at: Option<String>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    results: Option<String>,
+    #[serde(default)]
+    max_choices: Option<u32>,
+}
+
+/// An option as a client may send it: plain text, or `{text}` as the API shows it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OptionInput {
+    Text(String),
+    Object { text: String },
+}
+
+impl OptionInput {
+    fn into_text(self) -> String {
+        match self {
+            Self::Text(text) | Self::Object { text } => text,
+        }
+    }
+}
+
+/// Parses the enum and time fields, recording failures per field.
+fn parse_timestamp(errors: &mut FieldErrors, raw: Option<String>) -> Option<OffsetDateTime> {
+    let raw = raw?;
+    errors.check(
+        "closes_at",
+        OffsetDateTime::parse(&raw, &Rfc3339)
+            .map_err(|_| "must be an RFC 3339 timestamp such as 2030-01-31T18:00:00Z"),
+    )
+}
+
+fn parse_visibility(errors: &mut FieldErrors, raw: Option<String>) -> Option<Visibility> {
+    match raw.as_deref()? {
+        "public" => Some(Visibility::Public),
+        "invite" => Some(Visibility::Invite),
+        _ => {
+            errors.add("visibility", "must be `public` or `invite`");
+            None
+        }
+    }
+}
+
+fn parse_results(errors: &mut FieldErrors, raw: Option<String>) -> Option<ResultsVisibility> {
+    match raw.as_deref()? {
+        "always" => Some(ResultsVisibility::Always),
+        "after_close" => Some(ResultsVisibility::AfterClose),
+        _ => {
+            errors.add("results", "must be `always` or `after_close`");
+            None
+        }
+    }
+}
+
+fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&poll.etag()) {
+        headers.insert(header::ETAG, etag);
+    }
+    if status == StatusCode::CREATED {
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/polls/{}", poll.id)) {
+            headers.insert(header::LOCATION, location);
+        }
+    }
+    (status, headers, axum::Json(PollView::new(poll, now))).into_response()
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<CreatePoll>,
+) -> ApiResult<Response> {
+    let now = state.clock.now();
+    let mut errors = FieldErrors::new();
+    let closes_at = parse_timestamp(&mut errors, body.closes_at);
+    let visibility = parse_visibility(&mut errors, body.visibility);
+    let results = parse_results(&mut errors, body.results);
+    let options = body
+        .options
+        .into_iter()
+        .map(OptionInput::into_text)
+        .collect();
+    let parsed = NewPoll::parse(
+        &body.question,
+        options,
+        closes_at,
+        visibility,
+        results,
+        body.max_choices,
+        now,
+    );
+    let new = match parsed {
+        Ok(new) if errors.is_empty() => new,
+        Ok(_) => return Err(errors.into()),
+        Err(more) => {
+            errors.extend(more);
+            return Err(errors.into());
+        }
+    };
+    let poll = new.into_poll(PollId::new(), user, now);
+    state.store.create_poll(&poll).await?;
+    Ok(poll_response(StatusCode::CREATED, &poll, now))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    mine: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<axum::Json<ListView<PollView>>> {
+    if !matches!(query.mine.as_deref(), None | Some("true")) {
+        return Err(AppError::BadParameter(
+            "only `mine=true` is supported: polls are listed for their owner".into(),
+        ));
+    }
+    let limit = match query.limit.as_deref() {
+        None => PAGE_DEFAULT,
+        Some(raw) => raw
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                AppError::BadParameter(format!("limit must be a whole number from 1 to {PAGE_MAX}"))
+            })?,
+    };
+    let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = state
+        .store
+        .polls_by_owner(user, limit, cursor.as_ref())
+        .await?;
+    let now = state.clock.now();
+    Ok(axum::Json(ListView {
+        items: page.items.iter().map(|p| PollView::new(p, now)).collect(),
+        next_cursor: page.next.as_ref().map(encode_cursor),
+    }))
+}
+
+fn encode_cursor(cursor: &PollCursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+}
+
+fn decode_cursor(raw: &str) -> ApiResult<PollCursor> {
+    URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| AppError::BadParameter("cursor is not one this API returned".into()))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let poll = state
+        .store
+        .poll(parse_id(&id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !poll.is_visible_to(user) {
+        return Err(AppError::NotFound);
+    }
+    Ok(poll_response(StatusCode::OK, &poll, state.clock.now()))
+}
+
+/// Loads a poll for a write by `user`: 404 when it does not exist or is hidden from them,
+/// 403 when they can see it but do not own it, 412 when `If-Match` names another version.
+async fn load_for_write(
+    state: &AppState,
+    user: UserId,
+    raw_id: &str,
+    if_match: &IfMatch,
+) -> ApiResult<Poll> {
+    let poll = state
+        .store
+        .poll(parse_id(raw_id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !poll.is_visible_to(user) {
+        return Err(AppError::NotFound);
+    }
+    if !poll.is_owned_by(user) {
+        return Err(AppError::Forbidden("Only the poll's owner may change it."));
+    }
+    if !if_match.allows(&poll.etag()) {
+        return Err(AppError::PreconditionFailed);
+    }
+    Ok(poll)
+}
+
+/// A write lost a race with another write: with `If-Match` that is a failed precondition,
+/// without it a conflict the client may retry.
+fn lost_race(if_match: &IfMatch) -> impl Fn(StoreError) -> AppError + '_ {
+    move |e| match e {
+        StoreError::ConditionFailed if if_match.is_present() => AppError::PreconditionFailed,
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    question: Option<String>,
+    #[serde(default)]
+    options: Option<Vec<OptionInput>>,
+    #[serde(default, deserialize_with = "present")]
+    closes_at: Option<Option<String>>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    results: Option<String>,
+    #[serde(default)]
+    max_choices: Option<u32>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> ApiResult<Response> {
+    let now = state.clock.now();
+    let poll = load_for_write(&state, user, &id, &if_match).await?;
+    if poll.status_at(now) == PollStatus::Closed {
+        return Err(AppError::PollClosed);
+    }
+    let mut errors = FieldErrors::new();
+    let closes_at = body.closes_at.map(|c| parse_timestamp(&mut errors, c));
+    let visibility = parse_visibility(&mut errors, body.visibility);
+    let results = parse_results(&mut errors, body.results);
+    errors.into_result()?;
+    let patch = PollPatch {
+        question: body.question,
+        options: body
+            .options
+            .map(|o| o.into_iter().map(OptionInput::into_text).collect()),
+        closes_at,
+        visibility,
+        results,
+        max_choices: body.max_choices,
+    };
+    let (next, effect) = patch.apply(&poll, now)?;
+    state
+        .store
+        .update_poll(&poll, &next, effect.options_changed)
+        .await
+        .map_err(lost_race(&if_match))?;
+    Ok(poll_response(StatusCode::OK, &next, now))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> ApiResult<StatusCode> {
+    let poll = load_for_write(&state, user, &id, &if_match).await?;
+    state
+        .store
+        .delete_poll(&poll)
+        .await
+        .map_err(lost_race(&if_match))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn close(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> ApiResult<Response> {
+    let now = state.clock.now();
+    let poll = load_for_write(&state, user, &id, &if_match).await?;
+    if poll.status == PollStatus::Closed {
+        // Closing is idempotent: a retried close answers like the first.
+        return Ok(poll_response(StatusCode::OK, &poll, now));
+    }
+    let mut next = poll.clone();
+    next.status = PollStatus::Closed;
+    next.version += 1;
+    next.updated_at = now;
+    state
+        .store
+        .update_poll(&poll, &next, false)
+        .await
+        .map_err(lost_race(&if_match))?;
+    Ok(poll_response(StatusCode::OK, &next, now))
+}

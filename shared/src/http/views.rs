@@ -1,0 +1,132 @@
+//! Representations: the JSON the API sends. Field names are part of the public contract.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    Ballot, OptionId, Poll, PollOption, PollStatus, ResultsVisibility, Tally, User, Visibility,
+};
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id.to_string(),
+            email: user.email.to_string(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokensView {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PollView {
+    pub id: String,
+    pub owner_id: String,
+    pub question: String,
+    pub options: Vec<PollOption>,
+    pub status: PollStatus,
+    pub visibility: Visibility,
+    pub results: ResultsVisibility,
+    pub max_choices: u8,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub closes_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl PollView {
+    /// The poll as seen at `now` (a poll past its deadline reads as closed).
+    pub fn new(poll: &Poll, now: OffsetDateTime) -> Self {
+        Self {
+            id: poll.id.to_string(),
+            owner_id: poll.owner_id.to_string(),
+            question: poll.question.clone(),
+            options: poll.options.clone(),
+            status: poll.status_at(now),
+            visibility: poll.visibility,
+            results: poll.results,
+            max_choices: poll.max_choices,
+            closes_at: poll.closes_at,
+            created_at: poll.created_at,
+            updated_at: poll.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListView<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BallotView {
+    pub poll_id: String,
+    pub choices: Vec<OptionId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub voted_at: OffsetDateTime,
+}
+
+impl From<&Ballot> for BallotView {
+    fn from(ballot: &Ballot) -> Self {
+        Self {
+            poll_id: ballot.poll_id.to_string(),
+            choices: ballot.choices.clone(),
+            voted_at: ballot.voted_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OptionResult {
+    pub id: OptionId,
+    pub text: String,
+    pub votes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResultsView {
+    pub poll_id: String,
+    pub status: PollStatus,
+    pub total: u64,
+    pub options: Vec<OptionResult>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub as_of: OffsetDateTime,
+}
+
+impl ResultsView {
+    pub fn new(poll: &Poll, tally: &Tally, now: OffsetDateTime) -> Self {
+        Self {
+            poll_id: poll.id.to_string(),
+            status: poll.status_at(now),
+            total: tally.ballots,
+            options: poll
+                .options
+                .iter()
+                .map(|o| OptionResult {
+                    id: o.id.clone(),
+                    text: o.text.clone(),
+                    votes: tally.per_option.get(&o.id).copied().unwrap_or(0),
+                })
+                .collect(),
+            as_of: now,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The votes function: cast a ballot (exactly once per voter), read results (one read).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, Caller, IdempotencyKey, parse_id};
+use super::views::{BallotView, ResultsView};
+use crate::app::AppState;
+use crate::domain::{Ballot, Visibility, Voter};
+use crate::error::{ApiResult, AppError};
+use crate::ports::CastOutcome;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/polls/{id}/votes", post(cast))
+        .route("/v1/polls/{id}/results", get(results))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CastBody {
+    choices: Vec<String>,
+}
+
+/// Casting costs two storage calls: the poll read (to check the choices) and one
+/// transaction that writes the ballot only if none exists and counts it.
+async fn cast(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<CastBody>,
+) -> ApiResult<Response> {
+    let poll = state
+        .store
+        .poll(parse_id(&id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if poll.visibility == Visibility::Invite {
+        return Err(AppError::Forbidden(
+            "This poll takes ballots by invite only.",
+        ));
+    }
+    let choices = poll.parse_choices(&body.choices)?;
+    let now = state.clock.now();
+    let ballot = Ballot {
+        poll_id: poll.id,
+        voter: Voter::User(user),
+        choices: choices.ids().to_vec(),
+        voted_at: now,
+        idempotency_key: key.clone(),
+    };
+    match state.store.cast(&poll, &ballot, now).await? {
+        CastOutcome::Recorded => Ok(ballot_created(&ballot, false)),
+        CastOutcome::AlreadyVoted(first) => match (&key, &first.idempotency_key) {
+            (Some(ours), Some(theirs)) if ours == theirs => {
+                if first.choices == ballot.choices {
+                    Ok(ballot_created(&first, true))
+                } else {
+                    Err(AppError::IdempotencyKeyReused)
+                }
+            }
+            _ => Err(AppError::AlreadyVoted),
+        },
+        CastOutcome::PollClosed => Err(AppError::PollClosed),
+        CastOutcome::PollChanged => Err(AppError::Conflict),
+    }
+}
+
+/// 201 with the ballot; a replay (same `Idempotency-Key`) says so in a header.
+fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, axum::Json(BallotView::from(ballot))).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// One storage call: the poll and its counter shards in a single batch read.
+async fn results(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ResultsView>> {
+    let (poll, tally) = state
+        .store
+        .poll_with_tally(parse_id(&id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !poll.is_visible_to(user) {
+        return Err(AppError::NotFound);
+    }
+    let now = state.clock.now();
+    if !poll.results_visible_to(user, now) {
+        return Err(AppError::Forbidden(
+            "The results of this poll are shown after it closes.",
+        ));
+    }
+    Ok(axum::Json(ResultsView::new(&poll, &tally, now)))
+}

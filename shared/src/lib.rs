@@ -1,0 +1,24 @@
+//! Tally's library: everything the Lambda functions and the dev server share.
+//!
+//! # Layout
+//! - [`domain`]: ids, emails, polls, ballots and their rules. Knows no HTTP and no AWS.
+//! - [`ports`]: the storage traits handlers call, with their failure modes.
+//! - [`dynamo`]: the DynamoDB adapter (the only code that knows keys and attribute names).
+//! - [`auth`]: Argon2id passwords, EdDSA access tokens, refresh tokens, key material.
+//! - [`http`]: routers and handlers of each function, extractors, platform layers.
+//! - [`error`]: the one error type and its mapping to problem+json.
+//! - [`app`]: shared state and the function list; [`lambda`]: the runner each binary calls.
+//! - [`config`], [`clock`]: typed configuration read once; time as a port.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod dynamo;
+pub mod error;
+pub mod http;
+pub mod lambda;
+pub mod ports;
+
+pub use app::{AppState, Function};
