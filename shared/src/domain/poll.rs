@@ -250,27 +250,27 @@ impl PollPatch {
     ) -> Result<(Poll, PatchEffect), FieldErrors> {
         let mut errors = FieldErrors::new();
         let mut next = poll.clone();
-        if let Some(question) = self.question {
-            if let Some(q) = errors.check("question", parse_question(&question)) {
-                next.question = q;
-            }
+        if let Some(question) = self.question
+            && let Some(q) = errors.check("question", parse_question(&question))
+        {
+            next.question = q;
         }
         let mut options_changed = false;
-        if let Some(options) = self.options {
-            if let Some(texts) = errors.check("options", parse_options(options)) {
-                let unchanged = texts.len() == poll.options.len()
-                    && texts.iter().zip(&poll.options).all(|(t, o)| *t == o.text);
-                if !unchanged {
-                    next.options = numbered(texts);
-                    next.options_rev = poll.options_rev + 1;
-                    options_changed = true;
-                }
+        if let Some(options) = self.options
+            && let Some(texts) = errors.check("options", parse_options(options))
+        {
+            let unchanged = texts.len() == poll.options.len()
+                && texts.iter().zip(&poll.options).all(|(t, o)| *t == o.text);
+            if !unchanged {
+                next.options = numbered(texts);
+                next.options_rev = poll.options_rev + 1;
+                options_changed = true;
             }
         }
-        if let Some(closes_at) = self.closes_at {
-            if let Some(c) = errors.check("closes_at", parse_closes_at(closes_at, now)) {
-                next.closes_at = c;
-            }
+        if let Some(closes_at) = self.closes_at
+            && let Some(c) = errors.check("closes_at", parse_closes_at(closes_at, now))
+        {
+            next.closes_at = c;
         }
         if let Some(visibility) = self.visibility {
             next.visibility = visibility;

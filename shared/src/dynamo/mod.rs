@@ -142,6 +142,7 @@ impl DynamoStore {
         let mut condition = "attribute_exists(PK)".to_owned();
         if options_changed {
             values.insert(":zeroes".into(), to_attr(&zero_votes(poll))?);
+            values.insert(":zero".into(), num(0));
             expression.push_str(", votes = :zeroes");
             condition.push_str(" AND ballots = :zero");
         }

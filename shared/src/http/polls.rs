@@ -101,10 +101,10 @@ fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Respon
     if let Ok(etag) = HeaderValue::from_str(&poll.etag()) {
         headers.insert(header::ETAG, etag);
     }
-    if status == StatusCode::CREATED {
-        if let Ok(location) = HeaderValue::from_str(&format!("/v1/polls/{}", poll.id)) {
-            headers.insert(header::LOCATION, location);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(location) = HeaderValue::from_str(&format!("/v1/polls/{}", poll.id))
+    {
+        headers.insert(header::LOCATION, location);
     }
     (status, headers, axum::Json(PollView::new(poll, now))).into_response()
 }

@@ -1,0 +1,146 @@
+//! Accounts and sessions.
+
+use serde_json::json;
+use tally_tests::{PASSWORD, TestApp};
+
+#[tokio::test]
+async fn register_normalises_the_email_and_refuses_a_second_account() {
+    let app = TestApp::start().await;
+    let user = app
+        .post("/v1/auth/register")
+        .json(json!({ "email": "  Ann@Example.COM ", "password": PASSWORD }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(user.body["email"], "ann@example.com");
+    assert!(user.body["id"].is_string() && user.body["created_at"].is_string());
+    assert!(user.body.get("password").is_none() && user.body.get("password_hash").is_none());
+    app.post("/v1/auth/register")
+        .json(json!({ "email": "ann@example.com", "password": "another password" }))
+        .send()
+        .await
+        .expect_problem(409, "email-taken");
+}
+
+#[tokio::test]
+async fn login_then_me_shows_the_caller() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let me = app
+        .get("/v1/me")
+        .bearer(&ann.access_token)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(me.body["id"], ann.user_id.as_str());
+    assert_eq!(me.body["email"], "ann@example.com");
+    let tokens = app.login("ANN@example.com", PASSWORD).await.expect(200);
+    assert_eq!(tokens.body["token_type"], "Bearer");
+    assert_eq!(tokens.body["expires_in"], 900);
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_get_the_same_answer() {
+    let app = TestApp::start().await;
+    app.sign_up("ann@example.com").await;
+    let wrong = app
+        .login("ann@example.com", "not the password")
+        .await
+        .expect_problem(401, "invalid-credentials");
+    let unknown = app
+        .login("bob@example.com", PASSWORD)
+        .await
+        .expect_problem(401, "invalid-credentials");
+    let malformed = app
+        .login("not an email", PASSWORD)
+        .await
+        .expect_problem(401, "invalid-credentials");
+    for reply in [&unknown, &malformed] {
+        assert_eq!(reply.body["detail"], wrong.body["detail"]);
+        assert_eq!(reply.body["title"], wrong.body["title"]);
+    }
+}
+
+#[tokio::test]
+async fn a_password_is_never_truncated() {
+    let app = TestApp::start().await;
+    let long = "p".repeat(127);
+    app.post("/v1/auth/register")
+        .json(json!({ "email": "ann@example.com", "password": format!("{long}1") }))
+        .send()
+        .await
+        .expect(201);
+    app.login("ann@example.com", &format!("{long}2"))
+        .await
+        .expect(401);
+    app.login("ann@example.com", &format!("{long}1"))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_ends_the_session_family() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let refresh = |token: &str| {
+        app.post("/v1/auth/refresh")
+            .json(json!({ "refresh_token": token }))
+            .send()
+    };
+
+    let second = refresh(&ann.refresh_token).await.expect(200);
+    let second_token = second.body["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(second_token, ann.refresh_token);
+    app.get("/v1/me")
+        .bearer(second.body["access_token"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect(200);
+
+    // The first token was spent: presenting it again is refused, and because that means it
+    // was copied, the newer token of the same family stops working too.
+    refresh(&ann.refresh_token)
+        .await
+        .expect_problem(401, "invalid-refresh-token");
+    refresh(&second_token)
+        .await
+        .expect_problem(401, "invalid-refresh-token");
+
+    // A fresh login starts a new family that works.
+    let again = app.login("ann@example.com", PASSWORD).await.expect(200);
+    refresh(again.body["refresh_token"].as_str().unwrap_or_default())
+        .await
+        .expect(200);
+    refresh("made-up-token")
+        .await
+        .expect_problem(401, "invalid-refresh-token");
+}
+
+#[tokio::test]
+async fn two_concurrent_refreshes_with_one_token_yield_one_new_pair() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let body = json!({ "refresh_token": ann.refresh_token });
+    let (a, b) = tokio::join!(
+        app.post("/v1/auth/refresh").json(body.clone()).send(),
+        app.post("/v1/auth/refresh").json(body.clone()).send(),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+}
+
+#[tokio::test]
+async fn an_expired_refresh_token_is_refused() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    app.clock.advance(time::Duration::days(31));
+    app.post("/v1/auth/refresh")
+        .json(json!({ "refresh_token": ann.refresh_token }))
+        .send()
+        .await
+        .expect_problem(401, "invalid-refresh-token");
+}

@@ -1,0 +1,11 @@
+//! End-to-end scenarios through the public HTTP API: the real routers, the production
+//! DynamoDB adapter, and a real DynamoDB-compatible engine on loopback. One binary, one
+//! module per area.
+
+mod auth;
+mod events;
+mod polls;
+mod problems;
+mod races;
+mod tokens;
+mod votes;

@@ -1,0 +1,141 @@
+//! Races: many ballots at the same moment through the real routers and the real store, then
+//! exact counts. The engine serialises requests like DynamoDB's conditional writes do per item,
+//! so these prove that the guard is the conditional write and not a read before it.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use serde_json::json;
+use tally_tests::TestApp;
+use tokio::sync::Barrier;
+
+/// 500 voters each send two ballots at once: each gets exactly one 201 and one 409, and the
+/// results count exactly 500, split by the choices made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_voters_racing_two_ballots_each() {
+    const VOTERS: usize = 500;
+    let app = Arc::new(TestApp::start().await);
+    let owner = app.mint_token();
+    let poll = app
+        .create_poll(
+            &owner,
+            json!({ "question": "Race?", "options": ["a", "b", "c"] }),
+        )
+        .await;
+    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
+    let voters: Vec<String> = (0..VOTERS).map(|_| app.mint_token()).collect();
+    let barrier = Arc::new(Barrier::new(VOTERS * 2));
+    let mut tasks = Vec::new();
+    for (i, token) in voters.iter().enumerate() {
+        for _ in 0..2 {
+            let (app, id, token, barrier) =
+                (app.clone(), id.clone(), token.clone(), barrier.clone());
+            let choice = ["o1", "o2", "o3"][i % 3];
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                (i, app.vote(&token, &id, &[choice]).await.status.as_u16())
+            }));
+        }
+    }
+    let mut per_voter = vec![Vec::new(); VOTERS];
+    for outcome in join_all(tasks).await {
+        let (i, status) = outcome.unwrap_or_else(|e| panic!("task: {e}"));
+        per_voter[i].push(status);
+    }
+    for (i, statuses) in per_voter.iter_mut().enumerate() {
+        statuses.sort_unstable();
+        assert_eq!(statuses, &[201, 409], "voter {i}");
+    }
+    let results = app.results(&owner, &id).await.expect(200);
+    assert_eq!(results.body["total"], VOTERS);
+    let expected = |k: usize| (0..VOTERS).filter(|i| i % 3 == k).count();
+    for k in 0..3 {
+        assert_eq!(
+            results.body["options"][k]["votes"],
+            expected(k),
+            "option {k}"
+        );
+    }
+}
+
+/// One voter sends 50 ballots at once: one 201, 49 409s, one vote counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_voter_racing_fifty_ballots() {
+    const BALLOTS: usize = 50;
+    let app = Arc::new(TestApp::start().await);
+    let owner = app.mint_token();
+    let poll = app
+        .create_poll(
+            &owner,
+            json!({ "question": "Race?", "options": ["a", "b"] }),
+        )
+        .await;
+    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
+    let voter: Arc<str> = app.mint_token().into();
+    let barrier = Arc::new(Barrier::new(BALLOTS));
+    let tasks = (0..BALLOTS).map(|i| {
+        let (app, id, voter, barrier) = (app.clone(), id.clone(), voter.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            app.vote(&voter, &id, &[["o1", "o2"][i % 2]])
+                .await
+                .status
+                .as_u16()
+        })
+    });
+    let mut statuses: Vec<u16> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_default())
+        .collect();
+    statuses.sort_unstable();
+    let mut expected = vec![201];
+    expected.extend(std::iter::repeat_n(409, BALLOTS - 1));
+    assert_eq!(statuses, expected);
+    let results = app.results(&owner, &id).await.expect(200);
+    assert_eq!(results.body["total"], 1);
+    let votes = results.body["options"][0]["votes"].as_u64().unwrap_or(9)
+        + results.body["options"][1]["votes"].as_u64().unwrap_or(9);
+    assert_eq!(votes, 1);
+}
+
+/// One voter retries one request 20 times at once with the same Idempotency-Key: every
+/// answer is the same 201 and one vote is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer() {
+    const RETRIES: usize = 20;
+    let app = Arc::new(TestApp::start().await);
+    let owner = app.mint_token();
+    let poll = app
+        .create_poll(
+            &owner,
+            json!({ "question": "Race?", "options": ["a", "b"] }),
+        )
+        .await;
+    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
+    let voter: Arc<str> = app.mint_token().into();
+    let barrier = Arc::new(Barrier::new(RETRIES));
+    let tasks = (0..RETRIES).map(|_| {
+        let (app, id, voter, barrier) = (app.clone(), id.clone(), voter.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            app.post(&format!("/v1/polls/{id}/votes"))
+                .bearer(&voter)
+                .header("idempotency-key", "same-request")
+                .json(json!({ "choices": ["o2"] }))
+                .send()
+                .await
+        })
+    });
+    let replies: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(replies.len(), RETRIES);
+    for reply in &replies {
+        assert_eq!(reply.status.as_u16(), 201, "{reply:#?}");
+        assert_eq!(reply.body, replies[0].body);
+    }
+    assert_eq!(app.results(&owner, &id).await.body["total"], 1);
+}

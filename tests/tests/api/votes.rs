@@ -1,0 +1,179 @@
+//! Ballots and results.
+
+use serde_json::json;
+use tally_tests::TestApp;
+
+#[tokio::test]
+async fn a_voter_votes_once_and_results_count_it() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let id = app.lunch_poll(&ann.access_token).await;
+    let ballot = app.vote(&ann.access_token, &id, &["o2"]).await.expect(201);
+    assert_eq!(ballot.body["poll_id"], id.as_str());
+    assert_eq!(ballot.body["choices"], json!(["o2"]));
+    assert!(ballot.body["voted_at"].is_string());
+    app.vote(&ann.access_token, &id, &["o1"])
+        .await
+        .expect_problem(409, "already-voted");
+    let results = app.results(&ann.access_token, &id).await.expect(200);
+    assert_eq!(results.body["total"], 1);
+    assert_eq!(
+        results.body["options"],
+        json!([{ "id": "o1", "text": "Pizza", "votes": 0 }, { "id": "o2", "text": "Soup", "votes": 1 }])
+    );
+    assert!(results.body["as_of"].is_string());
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer() {
+    let app = TestApp::start().await;
+    let voter = app.mint_token();
+    let ann = app.sign_up("ann@example.com").await;
+    let id = app.lunch_poll(&ann.access_token).await;
+    let send = |key: &str, choice: &str| {
+        app.post(&format!("/v1/polls/{id}/votes"))
+            .bearer(&voter)
+            .header("idempotency-key", key)
+            .json(json!({ "choices": [choice] }))
+            .send()
+    };
+    let first = send("k-1", "o1").await.expect(201);
+    let replay = send("k-1", "o1").await.expect(201);
+    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    send("k-1", "o2")
+        .await
+        .expect_problem(422, "idempotency-key-reused");
+    send("k-2", "o1").await.expect_problem(409, "already-voted");
+    let results = app.results(&voter, &id).await.expect(200);
+    assert_eq!(results.body["total"], 1);
+}
+
+#[tokio::test]
+async fn invalid_choices_are_refused_and_nothing_is_counted() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let id = app.lunch_poll(&ann.access_token).await;
+    let voter = app.mint_token();
+    for choices in [
+        vec![],
+        vec!["o3"],
+        vec!["o1", "o2"],
+        vec!["o1", "o1"],
+        vec!["'; DROP TABLE"],
+    ] {
+        let reply = app
+            .vote(&voter, &id, &choices)
+            .await
+            .expect_problem(422, "validation-failed");
+        assert!(reply.body["errors"]["choices"].is_array(), "{reply:#?}");
+    }
+    app.post(&format!("/v1/polls/{id}/votes"))
+        .bearer(&voter)
+        .json(json!({ "choices": "o1" }))
+        .send()
+        .await
+        .expect_problem(400, "malformed-request");
+    let results = app.results(&voter, &id).await.expect(200);
+    assert_eq!(results.body["total"], 0);
+    // The voter can still vote properly afterwards.
+    app.vote(&voter, &id, &["o1"]).await.expect(201);
+}
+
+#[tokio::test]
+async fn multiple_choice_ballots_count_each_choice_once() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let poll = app
+        .create_poll(&ann.access_token, json!({ "question": "Toppings?", "options": ["Ham", "Olives", "Basil"], "max_choices": 2 }))
+        .await;
+    let id = poll.body["id"].as_str().unwrap_or_default();
+    app.vote(&app.mint_token(), id, &["o1", "o3"])
+        .await
+        .expect(201);
+    app.vote(&app.mint_token(), id, &["o3"]).await.expect(201);
+    let results = app.results(&ann.access_token, id).await.expect(200);
+    assert_eq!(results.body["total"], 2);
+    let votes: Vec<_> = results.body["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o["votes"].clone())
+        .collect();
+    assert_eq!(votes, [json!(1), json!(0), json!(2)]);
+}
+
+#[tokio::test]
+async fn the_deadline_is_checked_when_the_ballot_is_written() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let closes_at = (app.now() + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let poll = app
+        .create_poll(
+            &ann.access_token,
+            json!({ "question": "Soon?", "options": ["a", "b"], "closes_at": closes_at }),
+        )
+        .await;
+    let id = poll.body["id"].as_str().unwrap_or_default();
+    app.vote(&app.mint_token(), id, &["o1"]).await.expect(201);
+    app.clock.advance(time::Duration::minutes(11));
+    app.vote(&app.mint_token(), id, &["o1"])
+        .await
+        .expect_problem(409, "poll-closed");
+    let read = app
+        .get(&format!("/v1/polls/{id}"))
+        .bearer(&ann.access_token)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(read.body["status"], "closed");
+    assert_eq!(app.results(&ann.access_token, id).await.body["total"], 1);
+}
+
+#[tokio::test]
+async fn results_after_close_are_hidden_from_others_until_then() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let poll = app
+        .create_poll(&ann.access_token, json!({ "question": "Secret ballot?", "options": ["a", "b"], "results": "after_close" }))
+        .await;
+    let id = poll.body["id"].as_str().unwrap_or_default();
+    let voter = app.mint_token();
+    app.vote(&voter, id, &["o2"]).await.expect(201);
+    app.results(&voter, id)
+        .await
+        .expect_problem(403, "forbidden");
+    app.results(&ann.access_token, id).await.expect(200);
+    app.post(&format!("/v1/polls/{id}/close"))
+        .bearer(&ann.access_token)
+        .send()
+        .await
+        .expect(200);
+    let results = app.results(&voter, id).await.expect(200);
+    assert_eq!(results.body["status"], "closed");
+    assert_eq!(results.body["options"][1]["votes"], 1);
+}
+
+#[tokio::test]
+async fn results_take_one_storage_call_and_a_ballot_two_whatever_the_count() {
+    let app = TestApp::start().await;
+    let ann = app.sign_up("ann@example.com").await;
+    let id = app.lunch_poll(&ann.access_token).await;
+    let calls = |app: &TestApp| app.store().calls();
+
+    let before = calls(&app);
+    app.results(&ann.access_token, &id).await.expect(200);
+    assert_eq!(calls(&app) - before, 1, "results with no ballots");
+
+    for _ in 0..200 {
+        let before = calls(&app);
+        app.vote(&app.mint_token(), &id, &["o1"]).await.expect(201);
+        assert_eq!(calls(&app) - before, 2, "a ballot");
+    }
+    let before = calls(&app);
+    let results = app.results(&ann.access_token, &id).await.expect(200);
+    assert_eq!(calls(&app) - before, 1, "results with 200 ballots");
+    assert_eq!(results.body["total"], 200);
+}
