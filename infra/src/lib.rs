@@ -50,6 +50,7 @@ pub struct LocalDynamo {
     pub endpoint: String,
     pub db: dynoxide::Database,
     stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
     sweeper: tokio::task::JoinHandle<()>,
 }
 
@@ -75,7 +76,7 @@ impl LocalDynamo {
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let served = db.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
@@ -99,8 +100,21 @@ impl LocalDynamo {
             endpoint,
             db,
             stop: Some(stop),
+            server: Some(server),
             sweeper,
         })
+    }
+
+    /// Stops serving and waits until the engine has let go of its data file, so that another
+    /// engine may open it (one engine per file).
+    pub async fn shutdown(mut self) {
+        self.sweeper.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 }
 
@@ -169,5 +183,18 @@ impl Stack {
             keys,
             dynamo,
         })
+    }
+
+    /// Stops the engine and waits for it to close its file.
+    pub async fn shutdown(self) {
+        let Self {
+            app,
+            state,
+            store,
+            dynamo,
+            ..
+        } = self;
+        drop((app, state, store));
+        dynamo.shutdown().await;
     }
 }

@@ -93,7 +93,7 @@ impl Function {
 
     /// The function's complete service, as Lambda runs it.
     pub fn app(self, state: AppState) -> Router {
-        http::platform(self.routes(state))
+        http::platform(self.routes(state), self.name())
     }
 }
 
@@ -102,5 +102,5 @@ pub fn all_functions(state: &AppState) -> Router {
     let merged = Function::ALL.into_iter().fold(Router::new(), |router, f| {
         router.merge(f.routes(state.clone()))
     });
-    http::platform(merged)
+    http::platform(merged, "dev")
 }

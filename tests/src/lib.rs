@@ -149,18 +149,28 @@ pub struct Session {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    /// A fresh API over an empty in-memory engine.
+    /// A fresh API over an empty in-memory engine, with default configuration.
     pub async fn start() -> Self {
+        Self::start_with(&[], Storage::Memory).await
+    }
+
+    /// An API configured by `vars` (as if they were environment variables) over `storage`.
+    pub async fn start_with(vars: &[(&str, &str)], storage: Storage) -> Self {
         // Logs go to the test's captured output, so a failing test shows the internal error
         // behind a 500 (which the client, rightly, never sees).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn,dynoxide=error"))
             .try_init();
-        let config = Config::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         let clock = ManualClock::new();
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let stack = Stack::start(&config, Storage::Memory, addr, Arc::new(clock.clone()))
+        let stack = Stack::start(&config, storage, addr, Arc::new(clock.clone()))
             .await
             .unwrap_or_else(|e| panic!("start the stack: {e}"));
         Self {

@@ -673,7 +673,147 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt:
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use aws_credential_types::Credentials;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Region, retry::RetryConfig};
+    use aws_smithy_http_client::test_util::infallible_client_fn;
+
     use super::*;
+    use crate::domain::{NewPoll, OptionId, Voter};
+
+    /// A store whose HTTP client answers from a script, recording each request body. The local
+    /// engine serialises requests and never reports `TransactionConflict`; DynamoDB does, so
+    /// the adapter's handling of it is checked against DynamoDB's wire format here.
+    fn scripted(responses: Vec<(u16, String)>) -> (DynamoStore, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(responses)));
+        let log = seen.clone();
+        let http = infallible_client_fn(move |request| {
+            let body = request
+                .body()
+                .bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(body.unwrap_or_default());
+            let (status, body) = script
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front()
+                .unwrap_or((500, "{}".into()));
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(body)
+                .unwrap_or_default()
+        });
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("k", "s", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .http_client(http)
+            .build();
+        (DynamoStore::new(Client::from_conf(config), "tally"), seen)
+    }
+
+    fn cancelled(reasons: &str) -> (u16, String) {
+        (
+            400,
+            format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled","CancellationReasons":{reasons}}}"#
+            ),
+        )
+    }
+
+    fn conflict() -> (u16, String) {
+        cancelled(
+            r#"[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
+        )
+    }
+
+    fn ballot_for(poll: &Poll) -> Ballot {
+        Ballot {
+            poll_id: poll.id,
+            voter: Voter::User(UserId::new()),
+            choices: vec![OptionId::for_index(0)],
+            voted_at: OffsetDateTime::now_utc(),
+            idempotency_key: None,
+        }
+    }
+
+    fn sample_poll() -> Poll {
+        let now = OffsetDateTime::now_utc();
+        NewPoll::parse(
+            "q",
+            vec!["a".into(), "b".into()],
+            None,
+            None,
+            None,
+            None,
+            now,
+        )
+        .map(|p| p.into_poll(PollId::new(), UserId::new(), now))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflicting_ballot_is_retried_and_recorded_once() {
+        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
+        let poll = sample_poll();
+        let outcome = store
+            .cast(&poll, &ballot_for(&poll), OffsetDateTime::now_utc())
+            .await;
+        assert!(matches!(outcome, Ok(CastOutcome::Recorded)), "{outcome:?}");
+        let requests = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(requests.len(), 3);
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.contains("attribute_not_exists(PK)"))
+        );
+        assert_eq!(store.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_conflicts_give_up_as_unavailable() {
+        let (store, seen) = scripted((0..10).map(|_| conflict()).collect());
+        let poll = sample_poll();
+        let outcome = store
+            .cast(&poll, &ballot_for(&poll), OffsetDateTime::now_utc())
+            .await;
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        let sent = seen.lock().map(|s| s.len()).unwrap_or_default();
+        assert_eq!(sent, 1 + CONFLICT_RETRIES as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_existing_ballot_comes_back_with_the_cancellation() {
+        let poll = sample_poll();
+        let first = ballot_for(&poll);
+        let item = format!(
+            r#"{{"PK":{{"S":"{pk}"}},"SK":{{"S":"BALLOT"}},"poll_id":{{"S":"{poll}"}},"voter":{{"S":"{voter}"}},"choices":{{"L":[{{"S":"o2"}}]}},"voted_at":{{"S":"2026-01-01T00:00:00Z"}},"idempotency_key":{{"S":"k1"}}}}"#,
+            pk = Key::ballot(poll.id, first.voter).pk(),
+            poll = poll.id,
+            voter = first.voter,
+        );
+        let (store, _) = scripted(vec![cancelled(&format!(
+            r#"[{{"Code":"ConditionalCheckFailed","Item":{item}}},{{"Code":"None"}}]"#
+        ))]);
+        match store.cast(&poll, &first, OffsetDateTime::now_utc()).await {
+            Ok(CastOutcome::AlreadyVoted(existing)) => {
+                assert_eq!(existing.choices, vec![OptionId::for_index(1)]);
+                assert_eq!(existing.idempotency_key.as_deref(), Some("k1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.calls(), 1, "no read after the cancellation");
+    }
 
     #[test]
     fn backoff_stays_under_its_ceiling() {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,8 +32,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Wraps a function's routes in the layers every response passes through.
-pub fn platform(routes: Router) -> Router {
+/// Wraps a function's routes in the layers every response passes through. `service` names
+/// the function (or `dev` for the dev server) on every log line.
+pub fn platform(routes: Router, service: &'static str) -> Router {
     routes
         .route("/v1/health", get(health))
         .fallback(not_found)
@@ -42,7 +43,7 @@ pub fn platform(routes: Router) -> Router {
             tracing::error!("handler panicked");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }))
-        .layer(middleware::from_fn(context))
+        .layer(middleware::from_fn_with_state(service, context))
 }
 
 async fn health() -> impl IntoResponse {
@@ -57,7 +58,11 @@ async fn not_found() -> Response {
 /// logs one line per request, and makes every error response a complete problem document
 /// carrying that id: handler errors are completed, and bare errors from the framework (404,
 /// 405, 413, a caught panic) are replaced by one.
-async fn context(mut request: Request, next: Next) -> Response {
+async fn context(
+    State(service): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = request
         .headers()
@@ -68,7 +73,7 @@ async fn context(mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", function = service, request_id = %id);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {

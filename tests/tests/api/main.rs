@@ -7,5 +7,6 @@ mod events;
 mod polls;
 mod problems;
 mod races;
+mod restart;
 mod tokens;
 mod votes;

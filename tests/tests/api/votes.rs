@@ -168,9 +168,17 @@ async fn results_take_one_storage_call_and_a_ballot_two_whatever_the_count() {
     assert_eq!(calls(&app) - before, 1, "results with no ballots");
 
     for _ in 0..200 {
+        let voter = app.mint_token();
         let before = calls(&app);
-        app.vote(&app.mint_token(), &id, &["o1"]).await.expect(201);
+        app.vote(&voter, &id, &["o1"]).await.expect(201);
         assert_eq!(calls(&app) - before, 2, "a ballot");
+        let before = calls(&app);
+        app.vote(&voter, &id, &["o1"]).await.expect(409);
+        assert_eq!(
+            calls(&app) - before,
+            2,
+            "a duplicate ballot: the first comes back with the cancellation"
+        );
     }
     let before = calls(&app);
     let results = app.results(&ann.access_token, &id).await.expect(200);
