@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use axum::Router;
 use tally::AppState;
@@ -28,7 +29,14 @@ pub const LOCAL_REGION: &str = "us-east-1";
 
 /// A DynamoDB SDK client for a local endpoint (embedded engine or emulator).
 pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    // A local engine facing a thousand simultaneous connections (the race tests) may leave some
+    // in its accept backlog for seconds; the SDK's default 3.1 s connect timeout would turn
+    // that wait into a failed request, which says nothing about Tally.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .build();
     let config = aws_sdk_dynamodb::Config::builder()
+        .timeout_config(timeouts)
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
@@ -142,6 +150,9 @@ pub enum Storage {
     Dir(PathBuf),
     /// Everything in memory, keys generated afresh (tests).
     Memory,
+    /// A DynamoDB-compatible engine someone else runs (an emulator such as moto, or another
+    /// dev server's engine); keys generated afresh.
+    Endpoint(String),
 }
 
 /// The whole API over a local engine: what the dev server serves and what tests call.
@@ -151,7 +162,8 @@ pub struct Stack {
     pub state: AppState,
     pub store: DynamoStore,
     pub keys: KeyMaterial,
-    pub dynamo: LocalDynamo,
+    /// The embedded engine, unless the stack uses an external endpoint.
+    pub dynamo: Option<LocalDynamo>,
 }
 
 impl Stack {
@@ -163,15 +175,23 @@ impl Stack {
         dynamo_addr: SocketAddr,
         clock: SharedClock,
     ) -> Result<Self, String> {
-        let (file, keys) = match &storage {
+        let (dynamo, keys) = match &storage {
             Storage::Dir(dir) => (
-                Some(dir.join("dynamodb.sqlite")),
+                Some(LocalDynamo::start(Some(&dir.join("dynamodb.sqlite")), dynamo_addr).await?),
                 tally::lambda::key_material(config, tally::Function::Auth)?,
             ),
-            Storage::Memory => (None, KeyMaterial::generate()?),
+            Storage::Memory => (
+                Some(LocalDynamo::start(None, dynamo_addr).await?),
+                KeyMaterial::generate()?,
+            ),
+            Storage::Endpoint(_) => (None, KeyMaterial::generate()?),
         };
-        let dynamo = LocalDynamo::start(file.as_deref(), dynamo_addr).await?;
-        let client = local_dynamodb_client(&dynamo.endpoint);
+        let endpoint = match (&storage, &dynamo) {
+            (Storage::Endpoint(endpoint), _) => endpoint.clone(),
+            (_, Some(local)) => local.endpoint.clone(),
+            (_, None) => return Err("no DynamoDB endpoint".into()),
+        };
+        let client = local_dynamodb_client(&endpoint);
         ensure_table(&client, &config.table).await?;
         let store = DynamoStore::new(client, config.table.clone());
         let state = AppState::new(config, Arc::new(store.clone()), clock, &keys)?;
@@ -195,6 +215,8 @@ impl Stack {
             ..
         } = self;
         drop((app, state, store));
-        dynamo.shutdown().await;
+        if let Some(dynamo) = dynamo {
+            dynamo.shutdown().await;
+        }
     }
 }

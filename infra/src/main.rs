@@ -39,10 +39,12 @@ async fn run() -> Result<(), String> {
         "tally-dev: serving the API on {url} (data in {})",
         config.data_dir.display()
     );
-    eprintln!(
-        "tally-dev: DynamoDB engine for other processes at {}",
-        stack.dynamo.endpoint
-    );
+    if let Some(dynamo) = &stack.dynamo {
+        eprintln!(
+            "tally-dev: DynamoDB engine for other processes at {}",
+            dynamo.endpoint
+        );
+    }
     axum::serve(listener, stack.app.clone())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

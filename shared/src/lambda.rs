@@ -37,6 +37,7 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     let sdk = aws_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
+    store.warm_up().await;
     let keys = key_material(&config, function)?;
     let state = AppState::new(&config, Arc::new(store), Arc::new(SystemClock), &keys)?;
     lambda_http::run(function.app(state)).await

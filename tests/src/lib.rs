@@ -4,7 +4,7 @@
 //! adding a case is a few lines.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -16,8 +16,74 @@ use tally::clock::ManualClock;
 use tally::config::Config;
 use tally::domain::UserId;
 use tally::dynamo::DynamoStore;
-use tally_dev::{Stack, Storage};
+use tally_dev::Stack;
+pub use tally_dev::Storage;
 use tower::ServiceExt;
+
+/// The DynamoDB engine under a test: the embedded one, or moto (a second implementation of the
+/// wire protocol) when `TALLY_MOTO=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Moto,
+}
+
+/// The moto server shared by every test of this process, started on first use. It exits when
+/// this process does (it watches its stdin, which only this process holds).
+struct Moto {
+    endpoint: String,
+    _stdin: std::process::ChildStdin,
+}
+
+static MOTO: OnceLock<Result<Moto, String>> = OnceLock::new();
+
+fn moto_endpoint() -> Result<String, String> {
+    let moto = MOTO.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/moto/serve.py");
+        let python = std::env::var("TALLY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = std::process::Command::new(&python)
+            .arg(&script)
+            .arg("--exit-with-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start {python} {}: {e}", script.display()))?;
+        let stdout = child.stdout.take().ok_or("moto has no stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .map_err(|e| format!("read moto's address: {e}"))?;
+        let endpoint = line
+            .trim()
+            .strip_prefix("ready ")
+            .ok_or_else(|| {
+                format!("moto did not start (is `pip install 'moto[server]'` done?): {line:?}")
+            })?
+            .to_owned();
+        let stdin = child.stdin.take().ok_or("moto has no stdin")?;
+        Ok(Moto {
+            endpoint,
+            _stdin: stdin,
+        })
+    });
+    moto.as_ref()
+        .map(|m| m.endpoint.clone())
+        .map_err(Clone::clone)
+}
+
+/// Whether the moto cross-check is switched on (CI sets `TALLY_MOTO=1`).
+pub fn moto_enabled() -> bool {
+    std::env::var("TALLY_MOTO").is_ok_and(|v| v == "1")
+}
+
+/// Says, past the test harness's output capture, that a test did not run.
+pub fn announce_skip(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test} on moto: set TALLY_MOTO=1 (after `pip install 'moto[server]'`) to cross-check on a second DynamoDB implementation"
+    );
+}
 
 /// A running API over an in-memory engine, with a clock tests can move.
 #[derive(Debug)]
@@ -152,6 +218,25 @@ impl TestApp {
     /// A fresh API over an empty in-memory engine, with default configuration.
     pub async fn start() -> Self {
         Self::start_with(&[], Storage::Memory).await
+    }
+
+    /// A fresh API on `backend`, or `None` (announced loudly) when that backend is switched
+    /// off. On moto each app gets a table of its own on the shared server.
+    pub async fn on(backend: Backend, test: &str) -> Option<Self> {
+        match backend {
+            Backend::Embedded => Some(Self::start().await),
+            Backend::Moto if !moto_enabled() => {
+                announce_skip(test);
+                None
+            }
+            Backend::Moto => {
+                let endpoint = moto_endpoint().unwrap_or_else(|e| panic!("TALLY_MOTO=1 but {e}"));
+                let table = format!("tally-{}", uuid::Uuid::new_v4().simple());
+                Some(
+                    Self::start_with(&[("TALLY_TABLE", &table)], Storage::Endpoint(endpoint)).await,
+                )
+            }
+        }
     }
 
     /// An API configured by `vars` (as if they were environment variables) over `storage`.
@@ -299,4 +384,31 @@ impl TestApp {
             .send()
             .await
     }
+}
+
+/// Declares scenario functions `async fn name(app: TestApp)` as tests, once per backend:
+/// `name::embedded` always runs, `name::moto` runs when `TALLY_MOTO=1` and says so loudly when not.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn embedded() {
+                    let app = $crate::TestApp::on($crate::Backend::Embedded, stringify!($scenario)).await;
+                    if let Some(app) = app {
+                        super::$scenario(app).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn moto() {
+                    let app = $crate::TestApp::on($crate::Backend::Moto, stringify!($scenario)).await;
+                    if let Some(app) = app {
+                        super::$scenario(app).await;
+                    }
+                }
+            }
+        )+
+    };
 }

@@ -63,6 +63,21 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Opens the first connection (DNS, TCP, TLS) during the cold start, so that the first
+    /// request does not pay for it. A failure is only logged: the request path will report
+    /// a real problem with the right status.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self
+            .client
+            .describe_table()
+            .table_name(&*self.table)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "DynamoDB warm-up failed");
+        }
+    }
+
     /// DynamoDB requests sent so far by this store and its clones. Tests read it to hold each
     /// route to its storage-call budget.
     pub fn calls(&self) -> u64 {

@@ -3,9 +3,7 @@
 use serde_json::json;
 use tally_tests::{PASSWORD, TestApp};
 
-#[tokio::test]
-async fn register_normalises_the_email_and_refuses_a_second_account() {
-    let app = TestApp::start().await;
+async fn register_normalises_the_email_and_refuses_a_second_account(app: TestApp) {
     let user = app
         .post("/v1/auth/register")
         .json(json!({ "email": "  Ann@Example.COM ", "password": PASSWORD }))
@@ -22,9 +20,7 @@ async fn register_normalises_the_email_and_refuses_a_second_account() {
         .expect_problem(409, "email-taken");
 }
 
-#[tokio::test]
-async fn login_then_me_shows_the_caller() {
-    let app = TestApp::start().await;
+async fn login_then_me_shows_the_caller(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let me = app
         .get("/v1/me")
@@ -39,9 +35,7 @@ async fn login_then_me_shows_the_caller() {
     assert_eq!(tokens.body["expires_in"], 900);
 }
 
-#[tokio::test]
-async fn unknown_email_and_wrong_password_get_the_same_answer() {
-    let app = TestApp::start().await;
+async fn unknown_email_and_wrong_password_get_the_same_answer(app: TestApp) {
     app.sign_up("ann@example.com").await;
     let wrong = app
         .login("ann@example.com", "not the password")
@@ -61,9 +55,7 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
     }
 }
 
-#[tokio::test]
-async fn a_password_is_never_truncated() {
-    let app = TestApp::start().await;
+async fn a_password_is_never_truncated(app: TestApp) {
     let long = "p".repeat(127);
     app.post("/v1/auth/register")
         .json(json!({ "email": "ann@example.com", "password": format!("{long}1") }))
@@ -78,9 +70,7 @@ async fn a_password_is_never_truncated() {
         .expect(200);
 }
 
-#[tokio::test]
-async fn refresh_rotates_and_a_reused_token_ends_the_session_family() {
-    let app = TestApp::start().await;
+async fn refresh_rotates_and_a_reused_token_ends_the_session_family(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let refresh = |token: &str| {
         app.post("/v1/auth/refresh")
@@ -119,9 +109,7 @@ async fn refresh_rotates_and_a_reused_token_ends_the_session_family() {
         .expect_problem(401, "invalid-refresh-token");
 }
 
-#[tokio::test]
-async fn two_concurrent_refreshes_with_one_token_yield_one_new_pair() {
-    let app = TestApp::start().await;
+async fn two_concurrent_refreshes_with_one_token_yield_one_new_pair(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let body = json!({ "refresh_token": ann.refresh_token });
     let (a, b) = tokio::join!(
@@ -133,9 +121,7 @@ async fn two_concurrent_refreshes_with_one_token_yield_one_new_pair() {
     assert_eq!(statuses, [200, 401]);
 }
 
-#[tokio::test]
-async fn an_expired_refresh_token_is_refused() {
-    let app = TestApp::start().await;
+async fn an_expired_refresh_token_is_refused(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     app.clock.advance(time::Duration::days(31));
     app.post("/v1/auth/refresh")
@@ -144,3 +130,13 @@ async fn an_expired_refresh_token_is_refused() {
         .await
         .expect_problem(401, "invalid-refresh-token");
 }
+
+tally_tests::on_every_backend!(
+    register_normalises_the_email_and_refuses_a_second_account,
+    login_then_me_shows_the_caller,
+    unknown_email_and_wrong_password_get_the_same_answer,
+    a_password_is_never_truncated,
+    refresh_rotates_and_a_reused_token_ends_the_session_family,
+    two_concurrent_refreshes_with_one_token_yield_one_new_pair,
+    an_expired_refresh_token_is_refused,
+);

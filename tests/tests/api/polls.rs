@@ -3,9 +3,7 @@
 use serde_json::{Value, json};
 use tally_tests::TestApp;
 
-#[tokio::test]
-async fn create_applies_defaults_and_answers_with_location_and_etag() {
-    let app = TestApp::start().await;
+async fn create_applies_defaults_and_answers_with_location_and_etag(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let reply = app
         .create_poll(
@@ -52,9 +50,7 @@ async fn create_applies_defaults_and_answers_with_location_and_etag() {
     assert_eq!(read.header("etag"), Some("\"v1\""));
 }
 
-#[tokio::test]
-async fn listing_pages_through_my_polls_newest_first() {
-    let app = TestApp::start().await;
+async fn listing_pages_through_my_polls_newest_first(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let bob = app.sign_up("bob@example.com").await;
     let mut created = Vec::new();
@@ -101,9 +97,7 @@ async fn listing_pages_through_my_polls_newest_first() {
     assert_eq!(pages, 3);
 }
 
-#[tokio::test]
-async fn a_list_page_is_one_storage_call_whatever_the_number_of_polls() {
-    let app = TestApp::start().await;
+async fn a_list_page_is_one_storage_call_whatever_the_number_of_polls(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     for i in 0..30 {
         app.create_poll(
@@ -123,9 +117,7 @@ async fn a_list_page_is_one_storage_call_whatever_the_number_of_polls() {
     assert_eq!(page.body["items"].as_array().map(Vec::len), Some(25));
 }
 
-#[tokio::test]
-async fn bad_list_parameters_are_problems() {
-    let app = TestApp::start().await;
+async fn bad_list_parameters_are_problems(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     for query in [
         "limit=0",
@@ -143,9 +135,7 @@ async fn bad_list_parameters_are_problems() {
     }
 }
 
-#[tokio::test]
-async fn patch_honours_if_match_and_bumps_the_etag() {
-    let app = TestApp::start().await;
+async fn patch_honours_if_match_and_bumps_the_etag(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let path = format!("/v1/polls/{id}");
@@ -199,9 +189,7 @@ async fn patch_honours_if_match_and_bumps_the_etag() {
     assert_eq!(cleared.body["closes_at"], Value::Null);
 }
 
-#[tokio::test]
-async fn options_change_freely_until_the_first_ballot() {
-    let app = TestApp::start().await;
+async fn options_change_freely_until_the_first_ballot(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let path = format!("/v1/polls/{id}");
@@ -238,9 +226,7 @@ async fn options_change_freely_until_the_first_ballot() {
     );
 }
 
-#[tokio::test]
-async fn close_is_idempotent_and_stops_ballots_and_changes() {
-    let app = TestApp::start().await;
+async fn close_is_idempotent_and_stops_ballots_and_changes(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let close = format!("/v1/polls/{id}/close");
@@ -269,9 +255,7 @@ async fn close_is_idempotent_and_stops_ballots_and_changes() {
         .expect_problem(409, "poll-closed");
 }
 
-#[tokio::test]
-async fn delete_removes_the_poll() {
-    let app = TestApp::start().await;
+async fn delete_removes_the_poll(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let path = format!("/v1/polls/{id}");
@@ -303,9 +287,7 @@ async fn delete_removes_the_poll() {
 
 /// Every owner-only route, tried by another signed-in user: 403 on a poll they can see,
 /// 404 on one they cannot, and the poll unchanged afterwards.
-#[tokio::test]
-async fn only_the_owner_writes() {
-    let app = TestApp::start().await;
+async fn only_the_owner_writes(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let mallory = app.sign_up("mallory@example.com").await;
     for (visibility, status, slug) in [("public", 403, "forbidden"), ("invite", 404, "not-found")] {
@@ -346,9 +328,7 @@ async fn only_the_owner_writes() {
     }
 }
 
-#[tokio::test]
-async fn invite_only_polls_are_hidden_from_other_users() {
-    let app = TestApp::start().await;
+async fn invite_only_polls_are_hidden_from_other_users(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let poll = app
         .create_poll(
@@ -378,9 +358,7 @@ async fn invite_only_polls_are_hidden_from_other_users() {
     assert_eq!(list.body, json!({ "items": [], "next_cursor": null }));
 }
 
-#[tokio::test]
-async fn polls_need_a_signed_in_caller() {
-    let app = TestApp::start().await;
+async fn polls_need_a_signed_in_caller(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     for call in [
@@ -396,3 +374,17 @@ async fn polls_need_a_signed_in_caller() {
         call.send().await.expect_problem(401, "unauthorized");
     }
 }
+
+tally_tests::on_every_backend!(
+    create_applies_defaults_and_answers_with_location_and_etag,
+    listing_pages_through_my_polls_newest_first,
+    a_list_page_is_one_storage_call_whatever_the_number_of_polls,
+    bad_list_parameters_are_problems,
+    patch_honours_if_match_and_bumps_the_etag,
+    options_change_freely_until_the_first_ballot,
+    close_is_idempotent_and_stops_ballots_and_changes,
+    delete_removes_the_poll,
+    only_the_owner_writes,
+    invite_only_polls_are_hidden_from_other_users,
+    polls_need_a_signed_in_caller,
+);

@@ -11,10 +11,9 @@ use tokio::sync::Barrier;
 
 /// 500 voters each send two ballots at once: each gets exactly one 201 and one 409, and the
 /// results count exactly 500, split by the choices made.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_hundred_voters_racing_two_ballots_each() {
+async fn five_hundred_voters_racing_two_ballots_each(app: TestApp) {
     const VOTERS: usize = 500;
-    let app = Arc::new(TestApp::start().await);
+    let app = Arc::new(app);
     let owner = app.mint_token();
     let poll = app
         .create_poll(
@@ -59,10 +58,9 @@ async fn five_hundred_voters_racing_two_ballots_each() {
 }
 
 /// One voter sends 50 ballots at once: one 201, 49 409s, one vote counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_voter_racing_fifty_ballots() {
+async fn one_voter_racing_fifty_ballots(app: TestApp) {
     const BALLOTS: usize = 50;
-    let app = Arc::new(TestApp::start().await);
+    let app = Arc::new(app);
     let owner = app.mint_token();
     let poll = app
         .create_poll(
@@ -101,10 +99,9 @@ async fn one_voter_racing_fifty_ballots() {
 
 /// One voter retries one request 20 times at once with the same Idempotency-Key: every
 /// answer is the same 201 and one vote is counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer() {
+async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer(app: TestApp) {
     const RETRIES: usize = 20;
-    let app = Arc::new(TestApp::start().await);
+    let app = Arc::new(app);
     let owner = app.mint_token();
     let poll = app
         .create_poll(
@@ -139,3 +136,9 @@ async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer() 
     }
     assert_eq!(app.results(&owner, &id).await.body["total"], 1);
 }
+
+tally_tests::on_every_backend!(
+    five_hundred_voters_racing_two_ballots_each,
+    one_voter_racing_fifty_ballots,
+    concurrent_retries_with_one_idempotency_key_all_get_the_first_answer,
+);

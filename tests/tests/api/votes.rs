@@ -3,9 +3,7 @@
 use serde_json::json;
 use tally_tests::TestApp;
 
-#[tokio::test]
-async fn a_voter_votes_once_and_results_count_it() {
-    let app = TestApp::start().await;
+async fn a_voter_votes_once_and_results_count_it(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let ballot = app.vote(&ann.access_token, &id, &["o2"]).await.expect(201);
@@ -24,9 +22,7 @@ async fn a_voter_votes_once_and_results_count_it() {
     assert!(results.body["as_of"].is_string());
 }
 
-#[tokio::test]
-async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer() {
-    let app = TestApp::start().await;
+async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer(app: TestApp) {
     let voter = app.mint_token();
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
@@ -49,9 +45,7 @@ async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer() {
     assert_eq!(results.body["total"], 1);
 }
 
-#[tokio::test]
-async fn invalid_choices_are_refused_and_nothing_is_counted() {
-    let app = TestApp::start().await;
+async fn invalid_choices_are_refused_and_nothing_is_counted(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let voter = app.mint_token();
@@ -80,9 +74,7 @@ async fn invalid_choices_are_refused_and_nothing_is_counted() {
     app.vote(&voter, &id, &["o1"]).await.expect(201);
 }
 
-#[tokio::test]
-async fn multiple_choice_ballots_count_each_choice_once() {
-    let app = TestApp::start().await;
+async fn multiple_choice_ballots_count_each_choice_once(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let poll = app
         .create_poll(&ann.access_token, json!({ "question": "Toppings?", "options": ["Ham", "Olives", "Basil"], "max_choices": 2 }))
@@ -103,9 +95,7 @@ async fn multiple_choice_ballots_count_each_choice_once() {
     assert_eq!(votes, [json!(1), json!(0), json!(2)]);
 }
 
-#[tokio::test]
-async fn the_deadline_is_checked_when_the_ballot_is_written() {
-    let app = TestApp::start().await;
+async fn the_deadline_is_checked_when_the_ballot_is_written(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let closes_at = (app.now() + time::Duration::minutes(10))
         .format(&time::format_description::well_known::Rfc3339)
@@ -132,9 +122,7 @@ async fn the_deadline_is_checked_when_the_ballot_is_written() {
     assert_eq!(app.results(&ann.access_token, id).await.body["total"], 1);
 }
 
-#[tokio::test]
-async fn results_after_close_are_hidden_from_others_until_then() {
-    let app = TestApp::start().await;
+async fn results_after_close_are_hidden_from_others_until_then(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let poll = app
         .create_poll(&ann.access_token, json!({ "question": "Secret ballot?", "options": ["a", "b"], "results": "after_close" }))
@@ -156,9 +144,7 @@ async fn results_after_close_are_hidden_from_others_until_then() {
     assert_eq!(results.body["options"][1]["votes"], 1);
 }
 
-#[tokio::test]
-async fn results_take_one_storage_call_and_a_ballot_two_whatever_the_count() {
-    let app = TestApp::start().await;
+async fn results_take_one_storage_call_and_a_ballot_two_whatever_the_count(app: TestApp) {
     let ann = app.sign_up("ann@example.com").await;
     let id = app.lunch_poll(&ann.access_token).await;
     let calls = |app: &TestApp| app.store().calls();
@@ -185,3 +171,13 @@ async fn results_take_one_storage_call_and_a_ballot_two_whatever_the_count() {
     assert_eq!(calls(&app) - before, 1, "results with 200 ballots");
     assert_eq!(results.body["total"], 200);
 }
+
+tally_tests::on_every_backend!(
+    a_voter_votes_once_and_results_count_it,
+    a_retry_with_the_same_idempotency_key_replays_the_first_answer,
+    invalid_choices_are_refused_and_nothing_is_counted,
+    multiple_choice_ballots_count_each_choice_once,
+    the_deadline_is_checked_when_the_ballot_is_written,
+    results_after_close_are_hidden_from_others_until_then,
+    results_take_one_storage_call_and_a_ballot_two_whatever_the_count,
+);

@@ -1,0 +1,65 @@
+"""moto's server with DynamoDB requests serialised: a second implementation of the AWS wire
+protocols (DynamoDB, S3, SQS on one port, path-style S3) for cross-checking Tally's adapters.
+
+Why the lock: stock ``moto_server`` handles each request on its own thread with no lock around
+its DynamoDB backend. Under concurrent transactions that was measured to break atomicity now and
+then (a cancelled transaction leaving an item behind, a conditional counter passing its cap, 500s),
+which would make Tally's race tests fail for moto's sake, not Tally's. DynamoDB itself is atomic
+per request, so holding one lock per DynamoDB request restores the semantics under test; S3 and
+SQS requests are left concurrent.
+
+Usage: ``python3 infra/moto/serve.py [--port N] [--exit-with-stdin]``. Port 0 (the default) picks a free port; the
+first line on stdout is ``ready http://127.0.0.1:<port>``, which the test harness waits for.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+_DYNAMODB = threading.Lock()
+
+
+def serialised(app):
+    def wrapped(environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with _DYNAMODB:
+            # Drain the response while holding the lock: werkzeug would otherwise iterate it
+            # after we return, outside the critical section.
+            return [b"".join(app(environ, start_response))]
+
+    return wrapped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="exit when stdin closes, so the server dies with the test process that started it",
+    )
+    args = parser.parse_args()
+    if args.exit_with_stdin:
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    # One access-log line per request would drown the test output.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(args.host, args.port, serialised(app), threaded=True)
+    print(f"ready http://{args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
