@@ -151,7 +151,7 @@ pub enum Storage {
     /// Everything in memory, keys generated afresh (tests).
     Memory,
     /// A DynamoDB-compatible engine someone else runs (an emulator such as moto, or another
-    /// dev server's engine); keys generated afresh.
+    /// dev server's engine); keys from the configuration, as with `Dir`.
     Endpoint(String),
 }
 
@@ -184,7 +184,10 @@ impl Stack {
                 Some(LocalDynamo::start(None, dynamo_addr).await?),
                 KeyMaterial::generate()?,
             ),
-            Storage::Endpoint(_) => (None, KeyMaterial::generate()?),
+            Storage::Endpoint(_) => (
+                None,
+                tally::lambda::key_material(config, tally::Function::Auth)?,
+            ),
         };
         let endpoint = match (&storage, &dynamo) {
             (Storage::Endpoint(endpoint), _) => endpoint.clone(),

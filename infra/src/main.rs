@@ -21,13 +21,12 @@ async fn run() -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
     let listen = address("TALLY_LISTEN", "127.0.0.1:3000")?;
     let dynamo_listen = address("TALLY_DYNAMODB_LISTEN", "127.0.0.1:8000")?;
-    let stack = Stack::start(
-        &config,
-        Storage::Dir(config.data_dir.clone()),
-        dynamo_listen,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    // An external engine (moto, say) replaces the embedded one when named.
+    let storage = match std::env::var("TALLY_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) => Storage::Endpoint(endpoint),
+        Err(_) => Storage::Dir(config.data_dir.clone()),
+    };
+    let stack = Stack::start(&config, storage, dynamo_listen, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("TALLY_LISTEN: cannot listen on {listen}: {e}"))?;

@@ -232,9 +232,15 @@ impl TestApp {
             Backend::Moto => {
                 let endpoint = moto_endpoint().unwrap_or_else(|e| panic!("TALLY_MOTO=1 but {e}"));
                 let table = format!("tally-{}", uuid::Uuid::new_v4().simple());
-                Some(
-                    Self::start_with(&[("TALLY_TABLE", &table)], Storage::Endpoint(endpoint)).await,
-                )
+                // Keys come through configuration, as on Lambda, so nothing is written to disk.
+                let keys = KeyMaterial::generate().unwrap_or_else(|e| panic!("{e}"));
+                let private = keys.private_pem.unwrap_or_default();
+                let vars = [
+                    ("TALLY_TABLE", table.as_str()),
+                    ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
+                    ("TALLY_JWT_PRIVATE_KEY", private.as_str()),
+                ];
+                Some(Self::start_with(&vars, Storage::Endpoint(endpoint)).await)
             }
         }
     }
