@@ -24,6 +24,32 @@ from werkzeug.serving import make_server
 _DYNAMODB = threading.Lock()
 
 
+def complete_multipart_root(app):
+    """moto 5.2 names the root element of CompleteMultipartUpload's answer
+    ``CompleteMultipartUploadResponse``; S3 (and so the AWS SDKs, which check it) uses
+    ``CompleteMultipartUploadResult``. Renaming it is the whole fix."""
+
+    def wrapped(environ, start_response):
+        is_completion = environ.get("REQUEST_METHOD") == "POST" and "uploadId=" in environ.get(
+            "QUERY_STRING", ""
+        )
+        if not is_completion:
+            return app(environ, start_response)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda _: None
+
+        body = b"".join(app(environ, capture))
+        body = body.replace(b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult")
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    return wrapped
+
+
 def serialised(app):
     def wrapped(environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -52,7 +78,7 @@ def main() -> None:
     # One access-log line per request would drown the test output.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(args.host, args.port, serialised(app), threaded=True)
+    server = make_server(args.host, args.port, complete_multipart_root(serialised(app)), threaded=True)
     print(f"ready http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -14,12 +14,20 @@ use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use axum::Router;
+pub mod queue;
+pub mod s3;
+
+pub use queue::{LocalQueue, QueueOptions};
+pub use s3::LocalS3;
 use tally::AppState;
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
 use tally::dynamo::DynamoStore;
 use tally::dynamo::table::ensure_table;
+use tally::ports::BlobStore;
+use tally::s3::S3Blobs;
+use tally::worker::Worker;
 use tokio::sync::oneshot;
 
 /// The dummy credentials local engines accept. Not a secret: they open nothing on AWS.
@@ -146,80 +154,170 @@ impl Drop for LocalDynamo {
 /// Where a [`Stack`] keeps its data.
 #[derive(Debug, Clone)]
 pub enum Storage {
-    /// Engine file and keys under this folder; survives restarts.
+    /// Engine files (`dynamodb.sqlite`, `s3/`) and keys under this folder; survives restarts.
     Dir(PathBuf),
-    /// Everything in memory, keys generated afresh (tests).
+    /// Everything in memory or a temporary folder, keys generated afresh (tests).
     Memory,
-    /// A DynamoDB-compatible engine someone else runs (an emulator such as moto, or another
-    /// dev server's engine); keys from the configuration, as with `Dir`.
+    /// An AWS emulator someone else runs (moto: DynamoDB and S3 on one port); keys from the
+    /// configuration, as with `Dir`.
     Endpoint(String),
 }
 
-/// The whole API over a local engine: what the dev server serves and what tests call.
+/// A function that wraps the render worker's file store (tests inject faults with it).
+pub type BlobWrapper = Arc<dyn Fn(Arc<dyn BlobStore>) -> Arc<dyn BlobStore> + Send + Sync>;
+
+/// How to assemble a [`Stack`] beyond its storage.
+#[derive(Clone)]
+pub struct StackOptions {
+    pub dynamo_addr: SocketAddr,
+    pub s3_addr: SocketAddr,
+    pub clock: SharedClock,
+    pub queue: QueueOptions,
+    pub wrap_worker_blobs: Option<BlobWrapper>,
+}
+
+impl std::fmt::Debug for StackOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackOptions")
+            .field("dynamo_addr", &self.dynamo_addr)
+            .field("s3_addr", &self.s3_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StackOptions {
+    /// Free loopback ports, the given clock, SQS-like queue defaults shortened for local use.
+    pub fn local(clock: SharedClock) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            dynamo_addr: any,
+            s3_addr: any,
+            clock,
+            queue: QueueOptions {
+                visibility_timeout: Duration::from_millis(200),
+                max_receives: 5,
+                concurrency: 2,
+            },
+            wrap_worker_blobs: None,
+        }
+    }
+}
+
+/// The whole system over local engines: what the dev server serves and what tests call. The
+/// in-process queue runs the render worker, as SQS runs the render function on AWS.
 #[derive(Debug)]
 pub struct Stack {
     pub app: Router,
     pub state: AppState,
     pub store: DynamoStore,
+    pub blobs: S3Blobs,
+    pub queue: LocalQueue,
+    pub worker: Worker,
     pub keys: KeyMaterial,
-    /// The embedded engine, unless the stack uses an external endpoint.
+    /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
+    pub s3: Option<LocalS3>,
+    /// The temporary folder of an in-memory stack's S3 engine, removed on drop.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Stack {
-    /// Starts the engine (at `dynamo_addr`), creates the table if needed, loads or makes
-    /// the keys, and assembles every function's router on one service.
+    /// Starts the engines, creates the table and bucket if needed, loads or makes the keys,
+    /// and assembles every function's router on one service.
     pub async fn start(
         config: &Config,
         storage: Storage,
-        dynamo_addr: SocketAddr,
-        clock: SharedClock,
+        options: StackOptions,
     ) -> Result<Self, String> {
-        let (dynamo, keys) = match &storage {
+        let mut scratch = None;
+        let (dynamo, s3, keys) = match &storage {
             Storage::Dir(dir) => (
-                Some(LocalDynamo::start(Some(&dir.join("dynamodb.sqlite")), dynamo_addr).await?),
+                Some(
+                    LocalDynamo::start(Some(&dir.join("dynamodb.sqlite")), options.dynamo_addr)
+                        .await?,
+                ),
+                Some(LocalS3::start(&dir.join("s3"), options.s3_addr).await?),
                 tally::lambda::key_material(config, tally::Function::Auth)?,
             ),
-            Storage::Memory => (
-                Some(LocalDynamo::start(None, dynamo_addr).await?),
-                KeyMaterial::generate()?,
-            ),
+            Storage::Memory => {
+                let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+                let s3 = LocalS3::start(dir.path(), options.s3_addr).await?;
+                scratch = Some(dir);
+                (
+                    Some(LocalDynamo::start(None, options.dynamo_addr).await?),
+                    Some(s3),
+                    KeyMaterial::generate()?,
+                )
+            }
             Storage::Endpoint(_) => (
+                None,
                 None,
                 tally::lambda::key_material(config, tally::Function::Auth)?,
             ),
         };
-        let endpoint = match (&storage, &dynamo) {
-            (Storage::Endpoint(endpoint), _) => endpoint.clone(),
-            (_, Some(local)) => local.endpoint.clone(),
-            (_, None) => return Err("no DynamoDB endpoint".into()),
+        let (dynamo_endpoint, s3_endpoint) = match (&storage, &dynamo, &s3) {
+            (Storage::Endpoint(endpoint), ..) => (endpoint.clone(), endpoint.clone()),
+            (_, Some(d), Some(s)) => (d.endpoint.clone(), s.endpoint.clone()),
+            _ => return Err("no storage endpoint".into()),
         };
-        let client = local_dynamodb_client(&endpoint);
+        let client = local_dynamodb_client(&dynamo_endpoint);
         ensure_table(&client, &config.table).await?;
+        let s3_client = s3::local_s3_client(&s3_endpoint);
+        s3::ensure_bucket(&s3_client, &config.bucket).await?;
         let store = DynamoStore::new(client, config.table.clone());
-        let state = AppState::new(config, Arc::new(store.clone()), clock, &keys)?;
+        let blobs = S3Blobs::new(s3_client, config.bucket.clone());
+        let worker_blobs: Arc<dyn BlobStore> = match &options.wrap_worker_blobs {
+            Some(wrap) => wrap(Arc::new(blobs.clone())),
+            None => Arc::new(blobs.clone()),
+        };
+        // The worker is another function on AWS: it gets its own store handle, so the API's
+        // storage-call counts (which tests assert) never include the worker's background work.
+        let worker = Worker {
+            store: Arc::new(DynamoStore::new(
+                store.client().clone(),
+                config.table.clone(),
+            )),
+            blobs: worker_blobs,
+            clock: options.clock.clone(),
+            public_base_url: config.public_base_url.clone(),
+            max_receives: options.queue.max_receives,
+        };
+        let queue = LocalQueue::start(worker.clone(), options.queue);
+        let state = AppState::new(config, Arc::new(store.clone()), options.clock, &keys)?
+            .with_jobs(Arc::new(blobs.clone()), Arc::new(queue.clone()));
         let app = tally::app::all_functions(&state);
         Ok(Self {
             app,
             state,
             store,
+            blobs,
+            queue,
+            worker,
             keys,
             dynamo,
+            s3,
+            _scratch: scratch,
         })
     }
 
-    /// Stops the engine and waits for it to close its file.
+    /// Stops the engines and waits for them to close their files.
     pub async fn shutdown(self) {
         let Self {
             app,
             state,
             store,
+            queue,
+            worker,
             dynamo,
+            s3,
             ..
         } = self;
-        drop((app, state, store));
+        drop((app, state, store, queue, worker));
         if let Some(dynamo) = dynamo {
             dynamo.shutdown().await;
+        }
+        if let Some(s3) = s3 {
+            s3.shutdown().await;
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tally::clock::SystemClock;
 use tally::config::Config;
-use tally_dev::{Stack, Storage};
+use tally_dev::{Stack, StackOptions, Storage};
 
 #[tokio::main]
 async fn main() {
@@ -18,15 +18,23 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     init_logging();
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
     let listen = address("TALLY_LISTEN", "127.0.0.1:3000")?;
-    let dynamo_listen = address("TALLY_DYNAMODB_LISTEN", "127.0.0.1:8000")?;
-    // An external engine (moto, say) replaces the embedded one when named.
-    let storage = match std::env::var("TALLY_DYNAMODB_ENDPOINT") {
+    let mut options = StackOptions::local(Arc::new(SystemClock));
+    options.dynamo_addr = address("TALLY_DYNAMODB_LISTEN", "127.0.0.1:8000")?;
+    options.s3_addr = address("TALLY_S3_LISTEN", "127.0.0.1:9090")?;
+    options.queue.visibility_timeout = std::time::Duration::from_secs(5);
+    options.queue.max_receives = config.render_max_receives;
+    // Guests' QR codes must open this server unless another public origin is configured.
+    if std::env::var("TALLY_PUBLIC_BASE_URL").is_err() {
+        config.public_base_url = format!("http://{listen}");
+    }
+    // An external emulator (moto, say) replaces the embedded engines when named.
+    let storage = match std::env::var("TALLY_AWS_ENDPOINT") {
         Ok(endpoint) => Storage::Endpoint(endpoint),
         Err(_) => Storage::Dir(config.data_dir.clone()),
     };
-    let stack = Stack::start(&config, storage, dynamo_listen, Arc::new(SystemClock)).await?;
+    let stack = Stack::start(&config, storage, options).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("TALLY_LISTEN: cannot listen on {listen}: {e}"))?;
@@ -38,6 +46,12 @@ async fn run() -> Result<(), String> {
         "tally-dev: serving the API on {url} (data in {})",
         config.data_dir.display()
     );
+    if let Some(s3) = &stack.s3 {
+        eprintln!(
+            "tally-dev: S3 engine for other processes at {}",
+            s3.endpoint
+        );
+    }
     if let Some(dynamo) = &stack.dynamo {
         eprintln!(
             "tally-dev: DynamoDB engine for other processes at {}",

@@ -10,7 +10,7 @@ use crate::auth::{KeyMaterial, TokenIssuer, TokenVerifier};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http;
-use crate::ports::Store;
+use crate::ports::{BlobStore, RenderQueue, Store};
 
 /// What handlers share: the store, the clock, and the token keys. Cheap to clone.
 #[derive(Clone)]
@@ -21,6 +21,10 @@ pub struct AppState {
     /// Present only in the function that mints tokens (auth) and the dev server.
     pub issuer: Option<Arc<TokenIssuer>>,
     pub refresh_token_ttl: i64,
+    /// Generated files: present where a function reads or signs them (jobs).
+    pub blobs: Option<Arc<dyn BlobStore>>,
+    /// The render queue: present where a function starts jobs (jobs).
+    pub queue: Option<Arc<dyn RenderQueue>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,7 +58,16 @@ impl AppState {
             verifier: Arc::new(verifier),
             issuer,
             refresh_token_ttl: config.refresh_token_ttl,
+            blobs: None,
+            queue: None,
         })
+    }
+
+    /// The same state with the file store and render queue a jobs function needs.
+    pub fn with_jobs(mut self, blobs: Arc<dyn BlobStore>, queue: Arc<dyn RenderQueue>) -> Self {
+        self.blobs = Some(blobs);
+        self.queue = Some(queue);
+        self
     }
 }
 
@@ -64,17 +77,24 @@ pub enum Function {
     Auth,
     Polls,
     Votes,
+    Jobs,
 }
 
 impl Function {
-    pub const ALL: [Self; 3] = [Self::Auth, Self::Polls, Self::Votes];
+    pub const ALL: [Self; 4] = [Self::Auth, Self::Polls, Self::Votes, Self::Jobs];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Auth => "auth",
             Self::Polls => "polls",
             Self::Votes => "votes",
+            Self::Jobs => "jobs",
         }
+    }
+
+    /// Whether the function starts render jobs and so needs the bucket and the queue.
+    pub fn runs_jobs(self) -> bool {
+        self == Self::Jobs
     }
 
     /// Whether the function mints tokens and so needs the private key.
@@ -88,6 +108,7 @@ impl Function {
             Self::Auth => http::auth::routes(state),
             Self::Polls => http::polls::routes(state),
             Self::Votes => http::votes::routes(state),
+            Self::Jobs => http::jobs::routes(state),
         }
     }
 

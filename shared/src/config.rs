@@ -56,6 +56,20 @@ pub struct Config {
     /// `TALLY_JWT_PUBLIC_KEY` / `TALLY_JWT_PRIVATE_KEY` (PEM), required on Lambda; locally a
     /// pair is generated into the data folder when they are unset.
     pub keys: KeySource,
+    /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
+    pub bucket: String,
+    /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
+    /// that enqueue (locally the dev server's in-process queue stands in).
+    pub render_queue_url: Option<String>,
+    /// `TALLY_PUBLIC_BASE_URL` (default `http://127.0.0.1:3000`): the origin guests open;
+    /// invite QR codes encode `<base>/i/<token>`.
+    pub public_base_url: String,
+    /// `TALLY_RENDER_MAX_RECEIVES` (default 5): deliveries of a render message before it
+    /// goes to the dead-letter queue; must equal the queue's `maxReceiveCount`.
+    pub render_max_receives: u32,
+    /// `TALLY_S3_PATH_STYLE` (`off` by default; `on` for local engines and emulators, which
+    /// serve buckets as paths rather than host names).
+    pub s3_path_style: bool,
 }
 
 impl Config {
@@ -91,16 +105,18 @@ impl Config {
                     },
                 }
             };
-        let rate_limits = match lookup("TALLY_RATE_LIMITS").as_deref().map(str::trim) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(ConfigError {
-                    var: "TALLY_RATE_LIMITS",
+        let switch = |var: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match lookup(var).as_deref().map(str::trim) {
+                None => Ok(default),
+                Some("on") => Ok(true),
+                Some("off") => Ok(false),
+                Some(other) => Err(ConfigError {
+                    var,
                     reason: format!("must be `on` or `off`, got {other:?}"),
-                });
+                }),
             }
         };
+        let rate_limits = switch("TALLY_RATE_LIMITS", true)?;
         let data_dir = PathBuf::from(text("TALLY_DATA_DIR", "./.tally")?);
         let on_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let keys = match (
@@ -136,6 +152,14 @@ impl Config {
             rate_limits,
             data_dir,
             keys,
+            bucket: text("TALLY_BUCKET", "tally-files")?,
+            render_queue_url: lookup("TALLY_RENDER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            public_base_url: text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
+                .trim_end_matches('/')
+                .to_owned(),
+            render_max_receives: u32::try_from(seconds("TALLY_RENDER_MAX_RECEIVES", 5, 1, 1000)?)
+                .unwrap_or(5),
+            s3_path_style: switch("TALLY_S3_PATH_STYLE", false)?,
         })
     }
 }

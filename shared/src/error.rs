@@ -56,6 +56,12 @@ pub enum AppError {
     /// 409: the resource changed while the request was being handled; retrying may work.
     #[error("conflict")]
     Conflict,
+    /// 409: the job's file is not ready yet.
+    #[error("job not ready")]
+    JobNotReady,
+    /// 410: the file's 24 hours are over.
+    #[error("gone")]
+    Gone,
     /// 412: `If-Match` does not name the current version.
     #[error("precondition failed")]
     PreconditionFailed,
@@ -152,6 +158,19 @@ impl AppError {
                 "conflict",
                 "Conflict",
                 "The resource changed while the request was handled; read it and try again.".into(),
+            ),
+            Self::JobNotReady => (
+                S::CONFLICT,
+                "job-not-ready",
+                "Job not ready",
+                "The job has not finished; poll it until its status is done.".into(),
+            ),
+            Self::Gone => (
+                S::GONE,
+                "gone",
+                "Gone",
+                "The file was available for 24 hours after the job finished; run the job again."
+                    .into(),
             ),
             Self::PreconditionFailed => (
                 S::PRECONDITION_FAILED,

@@ -4,9 +4,12 @@
 //! - [`domain`]: ids, emails, polls, ballots and their rules. Knows no HTTP and no AWS.
 //! - [`ports`]: the storage traits handlers call, with their failure modes.
 //! - [`dynamo`]: the DynamoDB adapter (the only code that knows keys and attribute names).
+//! - [`s3`], [`sqs`]: the S3 and SQS adapters (generated files, the render queue).
+//! - [`worker`]: the render function's work: chunks of invite cards, QR codes, charts, the ZIP.
 //! - [`auth`]: Argon2id passwords, EdDSA access tokens, refresh tokens, key material.
 //! - [`http`]: routers and handlers of each function, extractors, platform layers.
 //! - [`error`]: the one error type and its mapping to problem+json.
+//! - [`render`]: invite cards, share QR codes (PNG, SVG) and results charts; pure functions.
 //! - [`app`]: shared state and the function list; [`lambda`]: the runner each binary calls.
 //! - [`config`], [`clock`]: typed configuration read once; time as a port.
 
@@ -20,5 +23,9 @@ pub mod error;
 pub mod http;
 pub mod lambda;
 pub mod ports;
+pub mod render;
+pub mod s3;
+pub mod sqs;
+pub mod worker;
 
 pub use app::{AppState, Function};

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Ballot, Email, FamilyId, Poll, PollId, Tally, User, UserId};
+use crate::domain::{
+    Ballot, Email, FamilyId, Guest, Invite, Job, JobId, Poll, PollId, Tally, User, UserId, Voter,
+};
 
 /// Why a storage call failed. Conditions that are part of the domain (a taken email, a stale
 /// version) have their own variants so that handlers never inspect SDK errors.
@@ -133,6 +135,119 @@ pub trait BallotStore: Send + Sync {
     async fn poll_with_tally(&self, id: PollId) -> StoreResult<Option<(Poll, Tally)>>;
 }
 
+/// Whether a job request made a new job or found the one the same request made earlier.
+#[derive(Debug, Clone)]
+pub enum JobCreated {
+    New,
+    Existing(JobId),
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores the job unless a job with the same request fingerprint was created within the
+    /// last 24 hours (one transaction); then returns that job's id.
+    async fn create_job(
+        &self,
+        job: &Job,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<JobCreated>;
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Stores a chunk's invites. Idempotent: a redelivered chunk writes the same items.
+    /// One `BatchWriteItem` per 25 invites.
+    async fn put_invites(&self, invites: &[Invite]) -> StoreResult<()>;
+    /// Counts chunk `chunk` of the job once, with its done and failed units: `true` when
+    /// counted now, `false` when it had been counted before (a redelivery).
+    async fn record_chunk(
+        &self,
+        job: JobId,
+        chunk: u32,
+        done: u32,
+        failed: u32,
+    ) -> StoreResult<bool>;
+    /// Claims the right to build the job's final file until `until`: `false` while another
+    /// worker holds an unexpired claim or the job is complete.
+    async fn claim_finish(
+        &self,
+        job: JobId,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Gives the claim up (the builder failed), so that a redelivery may build at once.
+    async fn release_finish(&self, job: JobId) -> StoreResult<()>;
+    /// Marks the job done with its file.
+    async fn complete_job(
+        &self,
+        job: JobId,
+        object_key: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Marks the job failed with a reason its owner can read.
+    async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<()>;
+    /// The poll and the invite, in one read (for a guest's ballot).
+    async fn poll_and_invite(
+        &self,
+        poll: PollId,
+        token_hash: &str,
+    ) -> StoreResult<(Option<Poll>, Option<Invite>)>;
+    async fn invite(&self, token_hash: &str) -> StoreResult<Option<Invite>>;
+    /// The poll and this voter's ballot, in one read (for a guest's page).
+    async fn poll_and_ballot(
+        &self,
+        poll: PollId,
+        voter: &Voter,
+    ) -> StoreResult<(Option<Poll>, Option<Ballot>)>;
+}
+
 /// Every port, for state that needs them all.
-pub trait Store: UserStore + SessionStore + PollStore + BallotStore {}
-impl<T: UserStore + SessionStore + PollStore + BallotStore> Store for T {}
+pub trait Store: UserStore + SessionStore + PollStore + BallotStore + JobStore {}
+impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore> Store for T {}
+
+/// Generated files (S3). Keys are deterministic, so a repeated write replaces the same object.
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Vec<u8>>;
+    /// Keys under `prefix`, in key order (one call per 1,000 keys).
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// A multipart upload, for files too large to hold in memory: parts of at least 5 MiB
+    /// (except the last), numbered from 1.
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> StoreResult<String>;
+    async fn finish_upload(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: Vec<(i32, String)>,
+    ) -> StoreResult<()>;
+    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()>;
+    /// A URL that downloads `key` for `valid_for`, signed now.
+    async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> StoreResult<String>;
+}
+
+/// One unit of render work: a chunk of a job. Travels as an SQS message body (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RenderMessage {
+    pub job_id: JobId,
+    pub chunk: u32,
+    /// Index of the chunk's first guest in the job.
+    pub start: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guests: Vec<Guest>,
+    /// The API request that made the job, so one id finds the whole story in the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The render queue (SQS).
+#[async_trait]
+pub trait RenderQueue: Send + Sync + std::fmt::Debug {
+    /// Enqueues the messages (ten per `SendMessageBatch`); fails if any was not accepted.
+    async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()>;
+}

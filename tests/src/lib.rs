@@ -3,7 +3,6 @@
 //! thing a client does. Scenarios in `tests/api/` are written against these helpers, so that
 //! adding a case is a few lines.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -16,8 +15,8 @@ use tally::clock::ManualClock;
 use tally::config::Config;
 use tally::domain::UserId;
 use tally::dynamo::DynamoStore;
-use tally_dev::Stack;
 pub use tally_dev::Storage;
+pub use tally_dev::{BlobWrapper, Stack, StackOptions};
 use tower::ServiceExt;
 
 /// The DynamoDB engine under a test: the embedded one, or moto (a second implementation of the
@@ -247,12 +246,6 @@ impl TestApp {
 
     /// An API configured by `vars` (as if they were environment variables) over `storage`.
     pub async fn start_with(vars: &[(&str, &str)], storage: Storage) -> Self {
-        // Logs go to the test's captured output, so a failing test shows the internal error
-        // behind a 500 (which the client, rightly, never sees).
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,dynoxide=error"))
-            .try_init();
         let config = Config::from_lookup(|name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
@@ -260,8 +253,24 @@ impl TestApp {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         let clock = ManualClock::new();
-        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let stack = Stack::start(&config, storage, addr, Arc::new(clock.clone()))
+        let options = StackOptions::local(Arc::new(clock.clone()));
+        Self::start_full(config, storage, options, clock).await
+    }
+
+    /// An API on `storage` assembled with `options` (fault injection, queue timing).
+    pub async fn start_full(
+        config: Config,
+        storage: Storage,
+        options: StackOptions,
+        clock: ManualClock,
+    ) -> Self {
+        // Logs go to the test's captured output, so a failing test shows the internal error
+        // behind a 500 (which the client, rightly, never sees).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,dynoxide=error"))
+            .try_init();
+        let stack = Stack::start(&config, storage, options)
             .await
             .unwrap_or_else(|e| panic!("start the stack: {e}"));
         Self {
@@ -418,3 +427,95 @@ macro_rules! on_every_backend {
         )+
     };
 }
+
+/// A plain HTTP GET over loopback (for presigned S3 URLs, which live outside the router).
+pub async fn http_get(url: &str) -> (StatusCode, Vec<u8>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let response = client
+        .get(uri)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The text a QR code in a PNG encodes.
+pub fn decode_qr(png: &[u8]) -> Option<String> {
+    let image = image::load_from_memory(png).ok()?.to_luma8();
+    let (width, height) = image.dimensions();
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
+        usize::try_from(width).ok()?,
+        usize::try_from(height).ok()?,
+        |x, y| {
+            let (x, y) = (u32::try_from(x).unwrap_or(0), u32::try_from(y).unwrap_or(0));
+            image.get_pixel(x, y).0[0]
+        },
+    );
+    let grids = prepared.detect_grids();
+    let (_, content) = grids.first()?.decode().ok()?;
+    Some(content)
+}
+
+impl TestApp {
+    /// Follows a job until it is done or failed, checking on every read that progress only
+    /// grows and never passes the total. Gives up (panics) after `limit`.
+    pub async fn wait_for_job(&self, token: &str, job: &str, limit: std::time::Duration) -> Reply {
+        let started = std::time::Instant::now();
+        let (mut last_done, mut last_progress) = (0, 0.0);
+        loop {
+            let reply = self
+                .get(&format!("/v1/jobs/{job}"))
+                .bearer(token)
+                .send()
+                .await
+                .expect(200);
+            let body = &reply.body;
+            let (done, total) = (
+                body["done"].as_u64().unwrap_or(0),
+                body["total"].as_u64().unwrap_or(0),
+            );
+            let progress = body["progress"].as_f64().unwrap_or(-1.0);
+            assert!(
+                done >= last_done && progress >= last_progress,
+                "progress went back: {body}"
+            );
+            assert!(
+                done <= total && (0.0..=1.0).contains(&progress),
+                "progress past the total: {body}"
+            );
+            (last_done, last_progress) = (done, progress);
+            match body["status"].as_str() {
+                Some("done" | "failed") => return reply,
+                _ if started.elapsed() > limit => {
+                    panic!("job {job} did not finish in {limit:?}: {body}")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Follows `GET /v1/jobs/{id}/download` to the file: the 302, then the presigned URL.
+    pub async fn download(&self, token: &str, job: &str) -> Vec<u8> {
+        let redirect = self
+            .get(&format!("/v1/jobs/{job}/download"))
+            .bearer(token)
+            .send()
+            .await
+            .expect(302);
+        let url = redirect.header("location").unwrap_or_default().to_owned();
+        let (status, body) = http_get(&url).await;
+        assert_eq!(status, StatusCode::OK, "GET {url}");
+        body
+    }
+}
+
+/// The SQS event type the render function receives, for tests that deliver by hand.
+pub use aws_lambda_events::event::sqs::SqsEvent;

@@ -7,17 +7,19 @@ use time::OffsetDateTime;
 pub use super::poll::Choices;
 use super::{OptionId, PollId, UserId};
 
-/// Who casts a ballot. Invites (one ballot per invite) join this enum with the invite work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Who casts a ballot: a signed-in user, or a guest's invite (by the hash of its token).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Voter {
     User(UserId),
+    Invite(String),
 }
 
 impl fmt::Display for Voter {
-    /// The stable text form used inside storage keys: `u:<user id>`.
+    /// The stable text form used inside storage keys: `u:<user id>` or `i:<token hash>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::User(id) => write!(f, "u:{id}"),
+            Self::Invite(hash) => write!(f, "i:{hash}"),
         }
     }
 }

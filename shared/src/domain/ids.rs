@@ -51,6 +51,10 @@ uuid_id!(
     PollId
 );
 uuid_id!(
+    /// A render job.
+    JobId
+);
+uuid_id!(
     /// A chain of refresh tokens issued from one login; reuse of any old link revokes it all.
     FamilyId
 );

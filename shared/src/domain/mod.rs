@@ -4,12 +4,14 @@
 
 pub mod ballot;
 pub mod ids;
+pub mod job;
 pub mod poll;
 pub mod user;
 pub mod validation;
 
 pub use ballot::{Ballot, Choices, Voter};
-pub use ids::{FamilyId, OptionId, PollId, UserId};
+pub use ids::{FamilyId, JobId, OptionId, PollId, UserId};
+pub use job::{Guest, Invite, Job, JobKind, JobStatus, QrFormat};
 pub use poll::{
     NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
 };

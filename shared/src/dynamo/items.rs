@@ -224,7 +224,7 @@ pub struct BallotItem {
 
 impl BallotItem {
     pub fn new(ballot: &Ballot) -> Self {
-        let key = Key::ballot(ballot.poll_id, ballot.voter);
+        let key = Key::ballot(ballot.poll_id, &ballot.voter);
         Self {
             pk: key.pk(),
             sk: key.sk().into(),
@@ -243,6 +243,146 @@ impl BallotItem {
             choices: self.choices,
             voted_at: self.voted_at,
             idempotency_key: self.idempotency_key,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub id: crate::domain::JobId,
+    pub kind: crate::domain::JobKind,
+    pub poll_id: PollId,
+    pub owner_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::domain::QrFormat>,
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub completed_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub secret: String,
+    /// Kept a month: long after its file expires, the job still answers 410 for it.
+    pub ttl: i64,
+}
+
+/// Jobs outlive their files by this much, so a late download answers 410, not 404.
+const JOB_RETENTION_SECONDS: i64 = 30 * 86_400;
+
+impl JobItem {
+    pub fn new(job: &crate::domain::Job) -> Self {
+        let key = Key::Job(job.id);
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            id: job.id,
+            kind: job.kind,
+            poll_id: job.poll_id,
+            owner_id: job.owner_id,
+            format: job.format,
+            total: job.total,
+            done: job.done,
+            failed: job.failed,
+            chunks_total: job.chunks_total,
+            chunks_done: job.chunks_done,
+            created_at: job.created_at,
+            completed_at: job.completed_at,
+            object_key: job.object_key.clone(),
+            error: job.error.clone(),
+            secret: job.secret.clone(),
+            ttl: job.created_at.unix_timestamp() + JOB_RETENTION_SECONDS,
+        }
+    }
+
+    pub fn into_job(self) -> crate::domain::Job {
+        crate::domain::Job {
+            id: self.id,
+            kind: self.kind,
+            poll_id: self.poll_id,
+            owner_id: self.owner_id,
+            format: self.format,
+            total: self.total,
+            done: self.done,
+            failed: self.failed,
+            chunks_total: self.chunks_total,
+            chunks_done: self.chunks_done,
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+            object_key: self.object_key,
+            error: self.error,
+            secret: self.secret,
+        }
+    }
+}
+
+/// The job a request fingerprint made, valid until `expires_at` (epoch seconds).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobRequestItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub job_id: crate::domain::JobId,
+    pub expires_at: i64,
+    pub ttl: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobChunkItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub ttl: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InviteItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub poll_id: PollId,
+    pub job_id: crate::domain::JobId,
+    pub index: u32,
+    pub guest_name: String,
+}
+
+impl InviteItem {
+    pub fn new(invite: &crate::domain::Invite) -> Self {
+        let key = Key::Invite(invite.token_hash.clone());
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into(),
+            poll_id: invite.poll_id,
+            job_id: invite.job_id,
+            index: invite.index,
+            guest_name: invite.guest_name.clone(),
+        }
+    }
+
+    pub fn into_invite(self, token_hash: String) -> crate::domain::Invite {
+        crate::domain::Invite {
+            token_hash,
+            poll_id: self.poll_id,
+            job_id: self.job_id,
+            index: self.index,
+            guest_name: self.guest_name,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::domain::{FamilyId, PollId, UserId, Voter};
+use crate::domain::{FamilyId, JobId, PollId, UserId, Voter};
 
 pub const PK: &str = "PK";
 pub const SK: &str = "SK";
@@ -39,10 +39,18 @@ pub enum Key {
     Counter(PollId, u8),
     /// `BALLOT#<poll>#<voter>` / `BALLOT`: one voter's ballot; its existence is the guard.
     Ballot(PollId, String),
+    /// `JOB#<id>` / `JOB`: a render job and its progress counters.
+    Job(JobId),
+    /// `JOB#<id>#K<n>` / `CHUNK`: chunk n of a job has been counted (exists at most once).
+    JobChunk(JobId, u32),
+    /// `JOBREQ#<fingerprint>` / `JOBREQ`: the job a request made, for 24 hours.
+    JobRequest(String),
+    /// `INVITE#<sha256 of token>` / `INVITE`: a guest's invite.
+    Invite(String),
 }
 
 impl Key {
-    pub fn ballot(poll: PollId, voter: Voter) -> Self {
+    pub fn ballot(poll: PollId, voter: &Voter) -> Self {
         Self::Ballot(poll, voter.to_string())
     }
 
@@ -55,6 +63,10 @@ impl Key {
             Self::Poll(id) => format!("POLL#{id}"),
             Self::Counter(id, n) => format!("POLL#{id}#C{n}"),
             Self::Ballot(poll, voter) => format!("BALLOT#{poll}#{voter}"),
+            Self::Job(id) => format!("JOB#{id}"),
+            Self::JobChunk(id, n) => format!("JOB#{id}#K{n}"),
+            Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
+            Self::Invite(hash) => format!("INVITE#{hash}"),
         }
     }
 
@@ -67,6 +79,10 @@ impl Key {
             Self::Poll(_) => "POLL",
             Self::Counter(..) => "COUNTER",
             Self::Ballot(..) => "BALLOT",
+            Self::Job(_) => "JOB",
+            Self::JobChunk(..) => "CHUNK",
+            Self::JobRequest(_) => "JOBREQ",
+            Self::Invite(_) => "INVITE",
         }
     }
 
@@ -95,6 +111,13 @@ impl Key {
                 let (poll, voter) = rest.split_once('#')?;
                 Self::Ballot(poll.parse().ok()?, voter.to_owned())
             }
+            ("JOB", "JOB") => Self::Job(rest.parse().ok()?),
+            ("JOB", "CHUNK") => {
+                let (id, n) = rest.split_once("#K")?;
+                Self::JobChunk(id.parse().ok()?, n.parse().ok()?)
+            }
+            ("JOBREQ", "JOBREQ") => Self::JobRequest(rest.to_owned()),
+            ("INVITE", "INVITE") => Self::Invite(rest.to_owned()),
             _ => return None,
         };
         (key.pk() == pk).then_some(key)
@@ -121,7 +144,12 @@ mod tests {
             Key::Family(FamilyId::new()),
             Key::Poll(poll),
             Key::Counter(poll, 7),
-            Key::ballot(poll, Voter::User(UserId::new())),
+            Key::ballot(poll, &Voter::User(UserId::new())),
+            Key::ballot(poll, &Voter::Invite("aGFzaA".into())),
+            Key::Job(JobId::new()),
+            Key::JobChunk(JobId::new(), 42),
+            Key::JobRequest("ZmluZ2VycHJpbnQ".into()),
+            Key::Invite("dG9rZW4taGFzaA".into()),
         ];
         for key in keys {
             assert_eq!(

@@ -3,6 +3,7 @@
 //! moto. Only this module and its children know attribute names and SDK types.
 
 pub mod items;
+mod jobs;
 pub mod keys;
 pub mod table;
 
@@ -610,9 +611,9 @@ impl DynamoStore {
     ) -> StoreResult<Ballot> {
         let item: Option<BallotItem> = match reason.item() {
             Some(item) => Some(from_item(item.clone())?),
-            None => self.get(&Key::ballot(ours.poll_id, ours.voter)).await?,
+            None => self.get(&Key::ballot(ours.poll_id, &ours.voter)).await?,
         };
-        item.map(|i| i.into_ballot(ours.voter))
+        item.map(|i| i.into_ballot(ours.voter.clone()))
             .ok_or_else(|| StoreError::Internal("ballot vanished after a conflict".into()))
     }
 }
@@ -813,7 +814,7 @@ mod tests {
         let first = ballot_for(&poll);
         let item = format!(
             r#"{{"PK":{{"S":"{pk}"}},"SK":{{"S":"BALLOT"}},"poll_id":{{"S":"{poll}"}},"voter":{{"S":"{voter}"}},"choices":{{"L":[{{"S":"o2"}}]}},"voted_at":{{"S":"2026-01-01T00:00:00Z"}},"idempotency_key":{{"S":"k1"}}}}"#,
-            pk = Key::ballot(poll.id, first.voter).pk(),
+            pk = Key::ballot(poll.id, &first.voter).pk(),
             poll = poll.id,
             voter = first.voter,
         );

@@ -94,6 +94,51 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Who is voting: a signed-in user (`Authorization: Bearer <access token>`) or a guest
+/// (`Authorization: Invite <invite token>`). The invite is checked against the poll later.
+#[derive(Debug, Clone)]
+pub enum VoterCredential {
+    User(UserId),
+    Invite(String),
+}
+
+impl FromRequestParts<AppState> for VoterCredential {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_CREDENTIALS)
+            .ok_or(AppError::Unauthorized)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized)?;
+        if scheme.eq_ignore_ascii_case("invite") {
+            let token = token.trim();
+            return if is_token_shaped(token) {
+                Ok(Self::Invite(token.to_owned()))
+            } else {
+                Err(AppError::Unauthorized)
+            };
+        }
+        Caller::from_request_parts(parts, state)
+            .await
+            .map(|c| Self::User(c.0))
+    }
+}
+
+/// Invite tokens are 43 base64url characters; anything far from that shape is refused
+/// before any storage call.
+pub fn is_token_shaped(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// An `Idempotency-Key` header: 1 to 255 visible ASCII characters.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub Option<String>);

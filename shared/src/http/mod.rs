@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod jobs;
 pub mod polls;
 pub mod views;
 pub mod votes;

@@ -130,3 +130,69 @@ impl ResultsView {
         }
     }
 }
+
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub kind: crate::domain::JobKind,
+    pub poll_id: String,
+    pub status: crate::domain::JobStatus,
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    /// 0.0 to 1.0; only grows, and reaches 1.0 when the file is ready.
+    pub progress: f64,
+    /// The stable link that redirects to the file (signed afresh on each use).
+    pub download_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl JobView {
+    pub fn new(job: &crate::domain::Job, now: OffsetDateTime) -> Self {
+        let downloadable = job.completed_at.is_some() && !job.is_expired(now);
+        Self {
+            id: job.id.to_string(),
+            kind: job.kind,
+            poll_id: job.poll_id.to_string(),
+            status: job.status(),
+            total: job.total,
+            done: job.done.min(job.total),
+            failed: job.failed.min(job.total),
+            progress: job.progress(),
+            download_url: downloadable.then(|| format!("/v1/jobs/{}/download", job.id)),
+            expires_at: job.expires_at(),
+            error: job.error.clone(),
+            created_at: job.created_at,
+        }
+    }
+}
+
+/// A guest's view of their invite.
+#[derive(Debug, Serialize)]
+pub struct InviteView {
+    pub guest_name: String,
+    pub poll: PollView,
+    /// Whether the invite has cast its ballot.
+    pub used: bool,
+    pub ballot: Option<BallotView>,
+}
+
+impl InviteView {
+    pub fn new(
+        invite: &crate::domain::Invite,
+        poll: &Poll,
+        ballot: Option<&Ballot>,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            guest_name: invite.guest_name.clone(),
+            poll: PollView::new(poll, now),
+            used: ballot.is_some(),
+            ballot: ballot.map(BallotView::from),
+        }
+    }
+}

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, Caller, IdempotencyKey, parse_id};
-use super::views::{BallotView, ResultsView};
+use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
+use super::views::{BallotView, InviteView, ResultsView};
 use crate::app::AppState;
-use crate::domain::{Ballot, Visibility, Voter};
+use crate::domain::job::invite_token_hash;
+use crate::domain::{Ballot, Poll, PollId, Visibility, Voter};
 use crate::error::{ApiResult, AppError};
 use crate::ports::CastOutcome;
 
@@ -18,6 +19,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/polls/{id}/votes", post(cast))
         .route("/v1/polls/{id}/results", get(results))
+        .route("/v1/invites/{token}", get(invite))
         .with_state(state)
 }
 
@@ -27,30 +29,52 @@ struct CastBody {
     choices: Vec<String>,
 }
 
+/// The poll and the voter behind a credential: a user may vote in public polls; an invite in
+/// its own poll, whatever the poll's visibility. One storage read either way.
+async fn poll_and_voter(
+    state: &AppState,
+    poll_id: PollId,
+    credential: VoterCredential,
+) -> ApiResult<(Poll, Voter)> {
+    match credential {
+        VoterCredential::User(user) => {
+            let poll = state.store.poll(poll_id).await?.ok_or(AppError::NotFound)?;
+            if poll.visibility == Visibility::Invite {
+                return Err(AppError::Forbidden(
+                    "This poll takes ballots by invite only.",
+                ));
+            }
+            Ok((poll, Voter::User(user)))
+        }
+        VoterCredential::Invite(token) => {
+            let hash = invite_token_hash(&token);
+            let (poll, invite) = state.store.poll_and_invite(poll_id, &hash).await?;
+            let poll = poll.ok_or(AppError::NotFound)?;
+            match invite {
+                Some(invite) if invite.poll_id == poll.id => Ok((poll, Voter::Invite(hash))),
+                _ => Err(AppError::Forbidden(
+                    "This invite is not valid for this poll.",
+                )),
+            }
+        }
+    }
+}
+
 /// Casting costs two storage calls: the poll read (to check the choices) and one
 /// transaction that writes the ballot only if none exists and counts it.
 async fn cast(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    credential: VoterCredential,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CastBody>,
 ) -> ApiResult<Response> {
-    let poll = state
-        .store
-        .poll(parse_id(&id)?)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if poll.visibility == Visibility::Invite {
-        return Err(AppError::Forbidden(
-            "This poll takes ballots by invite only.",
-        ));
-    }
+    let (poll, voter) = poll_and_voter(&state, parse_id(&id)?, credential).await?;
     let choices = poll.parse_choices(&body.choices)?;
     let now = state.clock.now();
     let ballot = Ballot {
         poll_id: poll.id,
-        voter: Voter::User(user),
+        voter,
         choices: choices.ids().to_vec(),
         voted_at: now,
         idempotency_key: key.clone(),
@@ -104,4 +128,28 @@ async fn results(
         ));
     }
     Ok(axum::Json(ResultsView::new(&poll, &tally, now)))
+}
+
+/// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
+/// used. The token is the credential; an unknown one is 404. Two storage reads.
+async fn invite(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> ApiResult<axum::Json<InviteView>> {
+    if !is_token_shaped(&token) {
+        return Err(AppError::NotFound);
+    }
+    let hash = invite_token_hash(&token);
+    let invite = state.store.invite(&hash).await?.ok_or(AppError::NotFound)?;
+    let (poll, ballot) = state
+        .store
+        .poll_and_ballot(invite.poll_id, &Voter::Invite(hash))
+        .await?;
+    let poll = poll.ok_or(AppError::NotFound)?;
+    Ok(axum::Json(InviteView::new(
+        &invite,
+        &poll,
+        ballot.as_ref(),
+        state.clock.now(),
+    )))
 }

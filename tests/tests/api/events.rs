@@ -11,6 +11,10 @@ use tally_tests::TestApp;
 /// The placeholders the event files carry where a real deployment has live values.
 const TOKEN_PLACEHOLDER: &str = "REPLACE_WITH_ACCESS_TOKEN";
 const POLL_PLACEHOLDER: &str = "0b6c5d34-0f5f-4b8e-9d59-3c0ab3f0a001";
+const JOB_PLACEHOLDER: &str = "5f0c8a4e-1b7d-4c39-9e2a-7d3b6a0c1f00";
+
+/// SQS batches for the render function, delivered by `jobs::a_redelivered_chunk_...`.
+const RENDER_EVENTS: &[&str] = &["render-invites-chunk.json"];
 
 /// (event file, function that serves it, expected status)
 const CASES: &[(&str, Function, u16)] = &[
@@ -22,6 +26,8 @@ const CASES: &[(&str, Function, u16)] = &[
     ("polls-get.json", Function::Polls, 200),
     ("votes-cast.json", Function::Votes, 201),
     ("votes-results.json", Function::Votes, 200),
+    ("jobs-invites.json", Function::Jobs, 202),
+    ("jobs-get.json", Function::Jobs, 200),
 ];
 
 fn event_dir() -> std::path::PathBuf {
@@ -49,7 +55,11 @@ async fn every_event_file_is_served_by_its_function() {
         .filter(|name| name.ends_with(".json"))
         .collect();
     on_disk.sort();
-    let mut covered: Vec<String> = CASES.iter().map(|(file, ..)| (*file).to_owned()).collect();
+    let mut covered: Vec<String> = CASES
+        .iter()
+        .map(|(file, ..)| (*file).to_owned())
+        .chain(RENDER_EVENTS.iter().map(|f| (*f).to_owned()))
+        .collect();
     covered.sort();
     assert_eq!(on_disk, covered, "every file in events/ needs a case here");
 
@@ -57,6 +67,7 @@ async fn every_event_file_is_served_by_its_function() {
     // gives the token later events carry, and a poll is made for the events that name one.
     let mut token = String::new();
     let mut poll = String::new();
+    let mut job = String::new();
     for (file, function, status) in CASES {
         let raw = std::fs::read_to_string(event_dir().join(file))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -65,7 +76,8 @@ async fn every_event_file_is_served_by_its_function() {
         }
         let event = raw
             .replace(TOKEN_PLACEHOLDER, &token)
-            .replace(POLL_PLACEHOLDER, &poll);
+            .replace(POLL_PLACEHOLDER, &poll)
+            .replace(JOB_PLACEHOLDER, &job);
         let response = invoke(&app, *function, &event).await;
         assert_eq!(
             response["statusCode"],
@@ -74,6 +86,11 @@ async fn every_event_file_is_served_by_its_function() {
         );
         let headers = &response["headers"];
         assert!(headers["x-request-id"].is_string(), "{file}: {response:#}");
+        if *file == "jobs-invites.json" {
+            let body: Value =
+                serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+            job = body["id"].as_str().unwrap_or_default().to_owned();
+        }
         if *file == "auth-login.json" {
             let body: Value =
                 serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();

@@ -4,6 +4,7 @@
 
 mod auth;
 mod events;
+mod jobs;
 mod polls;
 mod problems;
 mod races;

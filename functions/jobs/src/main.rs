@@ -1,0 +1,6 @@
+//! The jobs Lambda function. Everything but start-up lives in the `tally` library.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tally::lambda::run(tally::Function::Jobs).await
+}

@@ -1,0 +1,279 @@
+//! Render jobs (invite cards, share QR codes, result charts) and guest invites.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use super::{Email, FieldErrors, JobId, PollId, UserId};
+
+/// How long a finished file can be downloaded, and how long the same request answers with
+/// the same job.
+pub const FILE_LIFETIME: Duration = Duration::hours(24);
+/// Guests per queue message: one message renders this many cards, well under SQS's 256 KiB.
+pub const CHUNK_SIZE: usize = 100;
+pub const GUESTS_MAX: usize = 10_000;
+pub const GUEST_NAME_MAX_CHARS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Invites,
+    Qr,
+    Chart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QrFormat {
+    Png,
+    Svg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A job as stored. Progress counters only grow: each chunk adds its counts exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub poll_id: PollId,
+    pub owner_id: UserId,
+    pub format: Option<QrFormat>,
+    /// Units of work (guests, or 1 for a QR code or chart).
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub created_at: OffsetDateTime,
+    pub completed_at: Option<OffsetDateTime>,
+    pub object_key: Option<String>,
+    pub error: Option<String>,
+    /// The key from which the job's invite tokens are derived (base64url, 256 bits). Never
+    /// leaves the server; it makes a redelivered chunk produce the very same tokens.
+    pub secret: String,
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        if self.error.is_some() {
+            JobStatus::Failed
+        } else if self.completed_at.is_some() {
+            JobStatus::Done
+        } else if self.chunks_done > 0 || self.done > 0 {
+            JobStatus::Running
+        } else {
+            JobStatus::Queued
+        }
+    }
+
+    /// Finished work as a fraction of the total, 0.0 to 1.0: never past 1.0, and 1.0 only
+    /// once the file is ready.
+    pub fn progress(&self) -> f64 {
+        if self.completed_at.is_some() {
+            return 1.0;
+        }
+        if self.total == 0 {
+            return 0.0;
+        }
+        let fraction = f64::from(self.done.saturating_add(self.failed).min(self.total))
+            / f64::from(self.total);
+        // The last step (bundling the ZIP) is still ahead, so a running job stops short of 1.
+        fraction.min(0.99)
+    }
+
+    /// When the file stops being downloadable.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.completed_at.map(|t| t + FILE_LIFETIME)
+    }
+
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at().is_some_and(|t| now >= t)
+    }
+
+    /// The invite token of the guest at `index`: HMAC-SHA256 of (job, index) under the job's
+    /// secret. Unguessable without the secret, and the same on every redelivery.
+    pub fn invite_token(&self, index: u32) -> String {
+        let message = [self.id.to_string().as_bytes(), &index.to_be_bytes()].concat();
+        match <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(&message);
+                base64_url(&mac.finalize().into_bytes())
+            }
+            // HMAC takes keys of any length, so this arm never runs; a keyed hash stands in.
+            Err(_) => base64_url(&Sha256::digest([self.secret.as_bytes(), &message].concat())),
+        }
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The storage key of an invite token: its SHA-256. The token itself is only ever printed on
+/// the guest's card.
+pub fn invite_token_hash(token: &str) -> String {
+    base64_url(&Sha256::digest(token.as_bytes()))
+}
+
+/// A guest to invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Guest {
+    /// Validates a list of guests, naming each bad entry by its position.
+    pub fn parse_all(raw: Vec<Guest>) -> Result<Vec<Guest>, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        if raw.is_empty() || raw.len() > GUESTS_MAX {
+            errors.add(
+                "guests",
+                format!(
+                    "must hold between 1 and {GUESTS_MAX} guests (got {})",
+                    raw.len()
+                ),
+            );
+            return Err(errors);
+        }
+        let mut guests = Vec::with_capacity(raw.len());
+        for (i, guest) in raw.into_iter().enumerate() {
+            let name = guest.name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > GUEST_NAME_MAX_CHARS {
+                errors.add(
+                    format!("guests[{i}].name"),
+                    format!("must be 1 to {GUEST_NAME_MAX_CHARS} characters"),
+                );
+            }
+            let email = match guest.email.as_deref().map(Email::parse) {
+                None => None,
+                Some(Ok(email)) => Some(email.to_string()),
+                Some(Err(message)) => {
+                    errors.add(format!("guests[{i}].email"), message);
+                    None
+                }
+            };
+            guests.push(Guest { name, email });
+        }
+        errors.into_result().map(|()| guests)
+    }
+}
+
+/// An invite: one ballot in one poll for one guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub token_hash: String,
+    pub poll_id: PollId,
+    pub job_id: JobId,
+    pub index: u32,
+    pub guest_name: String,
+}
+
+/// A fingerprint of a job request (owner, poll, kind and inputs), so that the same request
+/// within 24 hours finds the job it made.
+pub fn request_fingerprint(
+    owner: UserId,
+    poll: PollId,
+    kind: JobKind,
+    inputs: &impl Serialize,
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(owner.to_string());
+    hash.update(poll.to_string());
+    hash.update(serde_json::to_vec(&kind).unwrap_or_default());
+    hash.update(serde_json::to_vec(inputs).unwrap_or_default());
+    base64_url(&hash.finalize())
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Invites => "invites",
+            Self::Qr => "qr",
+            Self::Chart => "chart",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: JobId::new(),
+            kind: JobKind::Invites,
+            poll_id: PollId::new(),
+            owner_id: UserId::new(),
+            format: None,
+            total: 250,
+            done: 0,
+            failed: 0,
+            chunks_total: 3,
+            chunks_done: 0,
+            created_at: OffsetDateTime::now_utc(),
+            completed_at: None,
+            object_key: None,
+            error: None,
+            secret: "s3cret".into(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_stable_per_guest_and_distinct_across_guests_and_jobs() {
+        let a = job();
+        let b = job();
+        assert_eq!(a.invite_token(7), a.invite_token(7));
+        assert_ne!(a.invite_token(7), a.invite_token(8));
+        assert_ne!(a.invite_token(7), b.invite_token(7));
+        assert_eq!(a.invite_token(0).len(), 43);
+        assert_ne!(invite_token_hash(&a.invite_token(0)), a.invite_token(0));
+    }
+
+    #[test]
+    fn progress_grows_to_one_only_when_done() {
+        let mut j = job();
+        assert_eq!((j.status(), j.progress()), (JobStatus::Queued, 0.0));
+        j.done = 250;
+        j.chunks_done = 3;
+        assert_eq!(j.status(), JobStatus::Running);
+        assert!(j.progress() < 1.0);
+        j.done = 999;
+        assert!(j.progress() <= 1.0);
+        j.completed_at = Some(OffsetDateTime::now_utc());
+        assert_eq!((j.status(), j.progress()), (JobStatus::Done, 1.0));
+        assert!(!j.is_expired(OffsetDateTime::now_utc()));
+        assert!(j.is_expired(OffsetDateTime::now_utc() + Duration::hours(25)));
+    }
+
+    #[test]
+    fn guests_are_validated_by_position() {
+        let raw = vec![
+            Guest {
+                name: " Ann ".into(),
+                email: None,
+            },
+            Guest {
+                name: "".into(),
+                email: Some("nope".into()),
+            },
+        ];
+        let errors = Guest::parse_all(raw).err().unwrap_or_default();
+        let fields: Vec<_> = errors.fields().collect();
+        assert_eq!(fields, ["guests[1].email", "guests[1].name"]);
+        assert!(Guest::parse_all(vec![]).is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! The jobs function: start render jobs (invite cards, share QR code, results chart), follow
+//! their progress, and download their file for 24 hours. The work itself happens in the render
+//! function; a request here does a fixed number of storage calls whatever the job's size.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::RequestId;
+use super::extract::{ApiJson, Caller, parse_id};
+use super::views::JobView;
+use crate::app::AppState;
+use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
+use crate::domain::{FieldErrors, Guest, Job, JobId, JobKind, Poll, QrFormat, UserId};
+use crate::error::{ApiResult, AppError};
+use crate::ports::{JobCreated, RenderMessage};
+
+/// How long a download link (a presigned S3 URL) is valid: minutes, because
+/// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
+pub const DOWNLOAD_LINK_SECONDS: u64 = 300;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/polls/{id}/invites", post(invite_guests))
+        .route("/v1/polls/{id}/qr", post(share_qr))
+        .route("/v1/polls/{id}/chart", post(results_chart))
+        .route("/v1/jobs/{id}", get(read))
+        .route("/v1/jobs/{id}/download", get(download))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    guests: Vec<Guest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QrBody {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The poll a job is for: the owner's only (404 when hidden from the caller, 403 otherwise).
+async fn owned_poll(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Poll> {
+    let poll = state
+        .store
+        .poll(parse_id(raw_id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !poll.is_visible_to(user) {
+        return Err(AppError::NotFound);
+    }
+    if !poll.is_owned_by(user) {
+        return Err(AppError::Forbidden(
+            "Only the poll's owner may start its jobs.",
+        ));
+    }
+    Ok(poll)
+}
+
+fn new_job(
+    kind: JobKind,
+    poll: &Poll,
+    total: u32,
+    chunks: u32,
+    format: Option<QrFormat>,
+    state: &AppState,
+) -> ApiResult<Job> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(AppError::internal)?;
+    Ok(Job {
+        id: JobId::new(),
+        kind,
+        poll_id: poll.id,
+        owner_id: poll.owner_id,
+        format,
+        total,
+        done: 0,
+        failed: 0,
+        chunks_total: chunks,
+        chunks_done: 0,
+        created_at: state.clock.now(),
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: crate::auth::password::base64_url(&secret),
+    })
+}
+
+/// Stores the job (or finds the one the same request made within 24 hours) and enqueues its
+/// work. Storage calls: one transaction, plus one read when the job existed; queue calls: one
+/// per ten messages.
+async fn start(
+    state: &AppState,
+    job: Job,
+    fingerprint: &str,
+    messages: Vec<RenderMessage>,
+) -> ApiResult<Response> {
+    let queue = state
+        .queue
+        .as_ref()
+        .ok_or_else(|| AppError::internal("this function has no render queue"))?;
+    let now = state.clock.now();
+    let job = match state.store.create_job(&job, fingerprint, now).await? {
+        JobCreated::Existing(id) => state.store.job(id).await?.ok_or(AppError::Conflict)?,
+        JobCreated::New => {
+            if let Err(e) = queue.send(&messages).await {
+                // A job whose work was not all enqueued would never finish: say so on the job
+                // and to the caller, who may retry.
+                state
+                    .store
+                    .fail_job(job.id, "The work could not be queued; please try again.")
+                    .await?;
+                return Err(e.into());
+            }
+            job
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        axum::Json(JobView::new(&job, now)),
+    )
+        .into_response())
+}
+
+async fn invite_guests(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    request_id: Option<axum::Extension<RequestId>>,
+    ApiJson(body): ApiJson<InviteBody>,
+) -> ApiResult<Response> {
+    let poll = owned_poll(&state, user, &id).await?;
+    let guests = Guest::parse_all(body.guests)?;
+    let total = u32::try_from(guests.len()).map_err(AppError::internal)?;
+    let chunks = u32::try_from(guests.len().div_ceil(CHUNK_SIZE)).map_err(AppError::internal)?;
+    let fingerprint = request_fingerprint(user, poll.id, JobKind::Invites, &guests);
+    let job = new_job(JobKind::Invites, &poll, total, chunks, None, &state)?;
+    let request_id = request_id.map(|r| r.0.0);
+    let messages = guests
+        .chunks(CHUNK_SIZE)
+        .enumerate()
+        .map(|(i, chunk)| RenderMessage {
+            job_id: job.id,
+            chunk: u32::try_from(i).unwrap_or(u32::MAX),
+            start: u32::try_from(i * CHUNK_SIZE).unwrap_or(u32::MAX),
+            guests: chunk.to_vec(),
+            request_id: request_id.clone(),
+        })
+        .collect();
+    start(&state, job, &fingerprint, messages).await
+}
+
+async fn share_qr(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    request_id: Option<axum::Extension<RequestId>>,
+    ApiJson(body): ApiJson<QrBody>,
+) -> ApiResult<Response> {
+    let poll = owned_poll(&state, user, &id).await?;
+    let format = match body.format.as_deref() {
+        None | Some("png") => QrFormat::Png,
+        Some("svg") => QrFormat::Svg,
+        Some(_) => return Err(FieldErrors::single("format", "must be `png` or `svg`").into()),
+    };
+    single_file_job(&state, &poll, JobKind::Qr, Some(format), request_id).await
+}
+
+async fn results_chart(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    request_id: Option<axum::Extension<RequestId>>,
+) -> ApiResult<Response> {
+    let poll = owned_poll(&state, user, &id).await?;
+    single_file_job(&state, &poll, JobKind::Chart, None, request_id).await
+}
+
+async fn single_file_job(
+    state: &AppState,
+    poll: &Poll,
+    kind: JobKind,
+    format: Option<QrFormat>,
+    request_id: Option<axum::Extension<RequestId>>,
+) -> ApiResult<Response> {
+    #[derive(Serialize)]
+    struct Inputs {
+        format: Option<QrFormat>,
+    }
+    let fingerprint = request_fingerprint(poll.owner_id, poll.id, kind, &Inputs { format });
+    let job = new_job(kind, poll, 1, 1, format, state)?;
+    let message = RenderMessage {
+        job_id: job.id,
+        chunk: 0,
+        start: 0,
+        guests: Vec::new(),
+        request_id: request_id.map(|r| r.0.0),
+    };
+    start(state, job, &fingerprint, vec![message]).await
+}
+
+/// A job, to its owner only: anyone else gets 404, as for a job that does not exist.
+async fn owned_job(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Job> {
+    let job = state
+        .store
+        .job(parse_id(raw_id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if job.owner_id != user {
+        return Err(AppError::NotFound);
+    }
+    Ok(job)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
+    let job = owned_job(&state, user, &id).await?;
+    Ok(axum::Json(JobView::new(&job, state.clock.now())))
+}
+
+/// 302 to a freshly signed, short-lived S3 URL while the file is within its 24 hours; 410
+/// after. The link is signed on every call because a URL signed inside Lambda dies with the
+/// role's temporary credentials, long before 24 hours.
+async fn download(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let job = owned_job(&state, user, &id).await?;
+    let (Some(key), Some(_)) = (&job.object_key, job.completed_at) else {
+        return Err(AppError::JobNotReady);
+    };
+    if job.is_expired(state.clock.now()) {
+        return Err(AppError::Gone);
+    }
+    let blobs = state
+        .blobs
+        .as_ref()
+        .ok_or_else(|| AppError::internal("this function has no file store"))?;
+    let url = blobs
+        .presign_get(key, std::time::Duration::from_secs(DOWNLOAD_LINK_SECONDS))
+        .await?;
+    let mut response = StatusCode::FOUND.into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&url).map_err(AppError::internal)?,
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

@@ -1,0 +1,437 @@
+//! The render function's work, independent of how messages arrive: on AWS the SQS event
+//! source hands batches to [`Worker::handle`]; locally the dev server's in-process queue hands
+//! it the very same `SqsEvent` payloads.
+//!
+//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the job's
+//! secret and the guest's index, object keys are fixed by the job and index, a chunk is counted
+//! by a conditional write that succeeds once, and the final ZIP is built under a lease that one
+//! worker holds at a time.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::{StreamExt, TryStreamExt, stream};
+use time::Duration;
+use tokio::sync::mpsc;
+
+use crate::clock::SharedClock;
+use crate::domain::job::invite_token_hash;
+use crate::domain::{Invite, Job, JobId, JobKind, QrFormat};
+use crate::ports::{BlobStore, RenderMessage, Store, StoreError};
+use crate::render;
+
+/// How long one worker may hold the right to build a job's final file before another may take
+/// over (a worker that died mid-ZIP leaves its claim behind).
+const FINISH_LEASE: Duration = Duration::minutes(5);
+/// Objects fetched and uploaded at once.
+const PARALLEL_IO: usize = 16;
+/// ZIP upload part size: S3's minimum is 5 MiB; memory holds about two parts.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Why a message could not be processed. Every failure is reported back to SQS, which
+/// redelivers the message; on its last allowed delivery the job is marked failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("the message is not a render message: {0}")]
+    Malformed(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("rendering: {0}")]
+    Render(String),
+}
+
+impl WorkError {
+    /// What the job's owner reads when the job fails: no internal detail.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "A work item of this job could not be read.",
+            Self::Store(_) => "Storage kept failing while the files were generated.",
+            Self::Render(_) => "A card could not be rendered.",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: SharedClock,
+    /// The origin guests open: invite cards encode `<base>/i/<token>`.
+    pub public_base_url: String,
+    /// Deliveries after which a failing message is given up (the queue's `maxReceiveCount`).
+    pub max_receives: u32,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Processes a batch and reports each failed message, never failing the whole batch
+    /// (`ReportBatchItemFailures`).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            if let Err(e) = self.process(&record).await {
+                let receives: u32 = record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                tracing::error!(message_id = %id, receives, error = %e, "render message failed");
+                // The queue moves the message to the dead-letter queue after this delivery;
+                // the owner must learn why their job will not finish.
+                if receives >= self.max_receives
+                    && let Some(job) = job_of(&record)
+                    && let Err(fail) = self.store.fail_job(job, e.reason()).await
+                {
+                    tracing::error!(job_id = %job, error = %fail, "could not mark the job failed");
+                }
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    async fn process(&self, record: &SqsMessage) -> Result<(), WorkError> {
+        let body = record.body.as_deref().unwrap_or_default();
+        let message: RenderMessage =
+            serde_json::from_str(body).map_err(|e| WorkError::Malformed(e.to_string()))?;
+        let span = tracing::info_span!("render", job_id = %message.job_id, chunk = message.chunk, request_id = message.request_id.as_deref().unwrap_or("-"));
+        let _guard = span.enter();
+        let Some(job) = self.store.job(message.job_id).await? else {
+            tracing::warn!("job no longer exists; dropping its message");
+            return Ok(());
+        };
+        if job.completed_at.is_some() || job.error.is_some() {
+            return Ok(());
+        }
+        match job.kind {
+            JobKind::Invites => self.invite_chunk(&job, &message).await?,
+            JobKind::Qr | JobKind::Chart => self.single_file(&job).await?,
+        }
+        self.finish_if_complete(job.id).await
+    }
+
+    /// Renders a chunk of invite cards, stores its invites and cards, and counts it once.
+    async fn invite_chunk(&self, job: &Job, message: &RenderMessage) -> Result<(), WorkError> {
+        let Some(poll) = self.store.poll(job.poll_id).await? else {
+            self.store.fail_job(job.id, "The poll was deleted.").await?;
+            return Ok(());
+        };
+        let base = self.public_base_url.trim_end_matches('/').to_owned();
+        let planned: Vec<(u32, String, String)> = message
+            .guests
+            .iter()
+            .enumerate()
+            .map(|(i, guest)| {
+                let index = message.start + u32::try_from(i).unwrap_or(u32::MAX);
+                (index, guest.name.clone(), job.invite_token(index))
+            })
+            .collect();
+        let question = poll.question.clone();
+        let to_render = planned.clone();
+        // Rendering is CPU work: off the async threads, one chunk at a time.
+        let cards = tokio::task::spawn_blocking(move || {
+            to_render
+                .iter()
+                .map(|(_, name, token)| {
+                    let url = format!("{base}/i/{token}");
+                    render::invite_card_png(&render::InviteCard {
+                        question: &question,
+                        guest_name: name,
+                        url: &url,
+                    })
+                    .map_err(|e| WorkError::Render(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| WorkError::Render(e.to_string()))??;
+
+        let invites: Vec<Invite> = planned
+            .iter()
+            .map(|(index, name, token)| Invite {
+                token_hash: invite_token_hash(token),
+                poll_id: job.poll_id,
+                job_id: job.id,
+                index: *index,
+                guest_name: name.clone(),
+            })
+            .collect();
+        self.store.put_invites(&invites).await?;
+        stream::iter(planned.iter().zip(cards).map(Ok::<_, WorkError>))
+            .try_for_each_concurrent(PARALLEL_IO, |((index, name, _), png)| async move {
+                self.blobs
+                    .put(&card_key(job.id, *index, name), png, "image/png")
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        let done = u32::try_from(planned.len()).unwrap_or(u32::MAX);
+        if !self
+            .store
+            .record_chunk(job.id, message.chunk, done, 0)
+            .await?
+        {
+            tracing::info!("chunk was counted before (redelivery)");
+        }
+        Ok(())
+    }
+
+    /// A share QR code or a results chart: one file, counted as one chunk.
+    async fn single_file(&self, job: &Job) -> Result<(), WorkError> {
+        let (bytes, key, content_type) = match job.kind {
+            JobKind::Qr => {
+                let url = format!(
+                    "{}/p/{}",
+                    self.public_base_url.trim_end_matches('/'),
+                    job.poll_id
+                );
+                match job.format.unwrap_or(QrFormat::Png) {
+                    QrFormat::Png => (
+                        render::qr_png(&url).map_err(|e| WorkError::Render(e.to_string()))?,
+                        format!("jobs/{}/qr.png", job.id),
+                        "image/png",
+                    ),
+                    QrFormat::Svg => (
+                        render::qr_svg(&url)
+                            .map_err(|e| WorkError::Render(e.to_string()))?
+                            .into_bytes(),
+                        format!("jobs/{}/qr.svg", job.id),
+                        "image/svg+xml",
+                    ),
+                }
+            }
+            _ => {
+                let Some((poll, tally)) = self.store.poll_with_tally(job.poll_id).await? else {
+                    self.store.fail_job(job.id, "The poll was deleted.").await?;
+                    return Ok(());
+                };
+                let bars: Vec<render::Bar<'_>> = poll
+                    .options
+                    .iter()
+                    .map(|o| render::Bar {
+                        label: &o.text,
+                        votes: tally.per_option.get(&o.id).copied().unwrap_or(0),
+                    })
+                    .collect();
+                let png = render::results_chart_png(&poll.question, &bars)
+                    .map_err(|e| WorkError::Render(e.to_string()))?;
+                (png, format!("jobs/{}/chart.png", job.id), "image/png")
+            }
+        };
+        self.blobs.put(&key, bytes, content_type).await?;
+        self.store.record_chunk(job.id, 0, 1, 0).await?;
+        Ok(())
+    }
+
+    /// Once every chunk is counted, one worker (the one holding the lease) produces the final
+    /// file and completes the job; the others return at once.
+    async fn finish_if_complete(&self, id: JobId) -> Result<(), WorkError> {
+        let Some(job) = self.store.job(id).await? else {
+            return Ok(());
+        };
+        if job.chunks_done < job.chunks_total || job.completed_at.is_some() || job.error.is_some() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        if !self.store.claim_finish(id, now, now + FINISH_LEASE).await? {
+            return Ok(());
+        }
+        let key = match job.kind {
+            JobKind::Invites => match self.build_zip(&job).await {
+                Ok(key) => key,
+                Err(e) => {
+                    // Give the claim back so that this message's redelivery can try again
+                    // at once rather than wait out the lease.
+                    self.store.release_finish(id).await?;
+                    return Err(e);
+                }
+            },
+            JobKind::Qr => format!(
+                "jobs/{}/qr.{}",
+                job.id,
+                if job.format == Some(QrFormat::Svg) {
+                    "svg"
+                } else {
+                    "png"
+                }
+            ),
+            JobKind::Chart => format!("jobs/{}/chart.png", job.id),
+        };
+        self.store.complete_job(id, &key, self.clock.now()).await?;
+        tracing::info!(object_key = %key, "job complete");
+        Ok(())
+    }
+
+    /// Streams every card of the job into one ZIP, uploaded in parts: memory holds a few
+    /// cards and about two parts, whatever the number of guests.
+    async fn build_zip(&self, job: &Job) -> Result<String, WorkError> {
+        let key = format!("jobs/{}/invites.zip", job.id);
+        let cards = self.blobs.list(&format!("jobs/{}/cards/", job.id)).await?;
+        let upload = self.blobs.start_upload(&key, "application/zip").await?;
+        let result = self.stream_zip(&key, &upload, cards).await;
+        match result {
+            Ok(parts) => {
+                self.blobs.finish_upload(&key, &upload, parts).await?;
+                Ok(key)
+            }
+            Err(e) => {
+                let _ = self.blobs.abort_upload(&key, &upload).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn stream_zip(
+        &self,
+        key: &str,
+        upload: &str,
+        cards: Vec<String>,
+    ) -> Result<Vec<(i32, String)>, WorkError> {
+        let (card_tx, mut card_rx) = mpsc::channel::<(String, Vec<u8>)>(PARALLEL_IO * 2);
+        let (part_tx, mut part_rx) = mpsc::channel::<Vec<u8>>(1);
+        // The ZIP writer is synchronous: it runs on a blocking thread, fed cards through one
+        // channel and handing finished parts back through another.
+        let zipper = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            use std::io::Write;
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            let mut zip = zip::ZipWriter::new_stream(PartWriter {
+                buffer: Vec::with_capacity(PART_SIZE),
+                parts: part_tx,
+            });
+            while let Some((name, bytes)) = card_rx.blocking_recv() {
+                zip.start_file(name, options).map_err(|e| e.to_string())?;
+                zip.write_all(&bytes).map_err(|e| e.to_string())?;
+            }
+            let mut writer = zip.finish().map_err(|e| e.to_string())?.into_inner();
+            writer.flush_last().map_err(|e| e.to_string())
+        });
+        let blobs = self.blobs.clone();
+        let fetch = async move {
+            let mut fetched = stream::iter(cards)
+                .map(|card| {
+                    let blobs = blobs.clone();
+                    async move {
+                        let bytes = blobs.get(&card).await?;
+                        let name = card.rsplit('/').next().unwrap_or(&card).to_owned();
+                        Ok::<_, StoreError>((name, bytes))
+                    }
+                })
+                .buffered(PARALLEL_IO);
+            while let Some(card) = fetched.next().await {
+                if card_tx.send(card?).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, WorkError>(())
+        };
+        let upload_parts = async {
+            let mut parts = Vec::new();
+            let mut number = 1;
+            while let Some(part) = part_rx.recv().await {
+                parts.push((
+                    number,
+                    self.blobs.upload_part(key, upload, number, part).await?,
+                ));
+                number += 1;
+            }
+            Ok::<_, WorkError>(parts)
+        };
+        let (fetched, parts, zipped) = tokio::join!(fetch, upload_parts, zipper);
+        fetched?;
+        zipped
+            .map_err(|e| WorkError::Render(e.to_string()))?
+            .map_err(WorkError::Render)?;
+        parts
+    }
+}
+
+/// The job a message names, read without trusting the rest of it.
+fn job_of(record: &SqsMessage) -> Option<JobId> {
+    let body: serde_json::Value = serde_json::from_str(record.body.as_deref()?).ok()?;
+    body.get("job_id")?.as_str()?.parse().ok()
+}
+
+/// Where guest `index`'s card lives: fixed by job and index (the name only makes it readable).
+pub fn card_key(job: JobId, index: u32, name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "guest" } else { slug };
+    format!("jobs/{job}/cards/{index:05}-{slug}.png")
+}
+
+/// A `Write` that cuts the ZIP stream into upload parts and hands them to the uploader.
+struct PartWriter {
+    buffer: Vec<u8>,
+    parts: mpsc::Sender<Vec<u8>>,
+}
+
+impl PartWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE));
+        self.parts
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::other("the uploader stopped"))
+    }
+
+    /// Sends what is left as the last part (S3 allows the last part to be small).
+    fn flush_last(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PART_SIZE {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_keys_are_fixed_by_job_and_index() {
+        let job = JobId::new();
+        assert_eq!(
+            card_key(job, 7, "Ann O'Neil"),
+            format!("jobs/{job}/cards/00007-ann-o-neil.png")
+        );
+        assert_eq!(
+            card_key(job, 7, "李"),
+            format!("jobs/{job}/cards/00007-guest.png")
+        );
+    }
+}

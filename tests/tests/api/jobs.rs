@@ -1,0 +1,711 @@
+//! Invites and rendering: jobs through the API, the render worker fed by the in-process queue
+//! (real SQS event payloads), files in the S3 engine, downloads through presigned URLs, and
+//! guests voting with the invites printed on their cards.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tally::clock::ManualClock;
+use tally::config::Config;
+use tally::ports::{BlobStore, StoreError, StoreResult};
+use tally_tests::{Reply, StackOptions, Storage, TestApp, decode_qr, http_get};
+
+/// How long a test waits for a job before calling it stuck (a liveness bound, not a timing).
+const PATIENCE: Duration = Duration::from_secs(240);
+
+fn guests(n: usize) -> Value {
+    json!({ "guests": (0..n).map(|i| json!({ "name": format!("Guest {i}") })).collect::<Vec<_>>() })
+}
+
+async fn invite_poll(app: &TestApp, owner: &str) -> String {
+    let poll = app
+        .create_poll(owner, json!({ "question": "Which day suits you?", "options": ["Friday", "Saturday"], "visibility": "invite" }))
+        .await;
+    poll.body["id"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply {
+    let reply = app
+        .post(&format!("/v1/polls/{poll}/invites"))
+        .bearer(owner)
+        .json(guests(n))
+        .send()
+        .await
+        .expect(202);
+    let id = reply.body["id"].as_str().unwrap_or_default();
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
+    reply
+}
+
+/// The cards of a ZIP: entry name → the URL its QR code encodes.
+fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
+    (0..archive.len())
+        .map(|i| {
+            let mut entry = archive
+                .by_index(i)
+                .unwrap_or_else(|e| panic!("entry {i}: {e}"));
+            let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+            let mut png = Vec::new();
+            entry
+                .read_to_end(&mut png)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let url = decode_qr(&png).unwrap_or_else(|| panic!("{name}: no readable QR code"));
+            (name, url)
+        })
+        .collect()
+}
+
+fn token_of(url: &str, base: &str) -> String {
+    url.strip_prefix(&format!("{base}/i/"))
+        .unwrap_or_else(|| panic!("{url} is not an invite URL"))
+        .to_owned()
+}
+
+/// 1,000 guests: one job, 1,000 distinct cards in one ZIP, each card's QR code an invite URL
+/// that lets exactly one ballot through.
+async fn a_thousand_guests_end_to_end(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let job = start_invites(&app, &owner, &poll, 1000).await;
+    let id = job.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        (job.body["status"].as_str(), job.body["total"].as_u64()),
+        (Some("queued"), Some(1000))
+    );
+
+    let finished = app.wait_for_job(&owner, &id, PATIENCE).await;
+    assert_eq!(finished.body["status"], "done", "{:#}", finished.body);
+    assert_eq!(
+        (
+            finished.body["done"].as_u64(),
+            finished.body["progress"].as_f64()
+        ),
+        (Some(1000), Some(1.0))
+    );
+    assert_eq!(
+        finished.body["download_url"],
+        format!("/v1/jobs/{id}/download")
+    );
+
+    let cards = cards_of(&app.download(&owner, &id).await);
+    assert_eq!(cards.len(), 1000);
+    let names: HashSet<_> = cards.iter().map(|(n, _)| n.clone()).collect();
+    let urls: HashSet<_> = cards.iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(
+        (names.len(), urls.len()),
+        (1000, 1000),
+        "cards or invites repeat"
+    );
+
+    let base = app.config.public_base_url.clone();
+    for (i, (name, url)) in cards.iter().enumerate() {
+        let token = token_of(url, &base);
+        let invite = app
+            .get(&format!("/v1/invites/{token}"))
+            .send()
+            .await
+            .expect(200);
+        assert_eq!(invite.body["poll"]["id"], poll.as_str());
+        assert!(
+            name.contains(&format!(
+                "guest-{}",
+                invite.body["guest_name"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .trim_start_matches("Guest ")
+            )),
+            "{name}"
+        );
+        let choice = ["o1", "o2"][i % 2];
+        let vote = |choice: &'static str| {
+            app.post(&format!("/v1/polls/{poll}/votes"))
+                .header("authorization", &format!("Invite {token}"))
+                .json(json!({ "choices": [choice] }))
+                .send()
+        };
+        vote(choice).await.expect(201);
+        vote(choice).await.expect_problem(409, "already-voted");
+    }
+    let results = app.results(&owner, &poll).await.expect(200);
+    assert_eq!(results.body["total"], 1000);
+    assert_eq!(
+        (
+            results.body["options"][0]["votes"].as_u64(),
+            results.body["options"][1]["votes"].as_u64()
+        ),
+        (Some(500), Some(500))
+    );
+}
+
+/// Starting a job costs two storage calls (the poll, one transaction) and one queue call per
+/// ten chunks, whatever the number of guests; the same request within 24 hours finds the same
+/// job, and another request (or the same one a day later) makes a new one.
+async fn the_same_request_within_a_day_finds_the_same_job(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let before = app.store().calls();
+    let first = start_invites(&app, &owner, &poll, 10).await;
+    assert_eq!(app.store().calls() - before, 2, "10 guests");
+    let before = app.store().calls();
+    start_invites(&app, &owner, &poll, 2000).await;
+    assert_eq!(app.store().calls() - before, 2, "2,000 guests");
+
+    let again = start_invites(&app, &owner, &poll, 10).await;
+    assert_eq!(again.body["id"], first.body["id"]);
+    let other = start_invites(&app, &owner, &poll, 11).await;
+    assert_ne!(other.body["id"], first.body["id"]);
+
+    let qr = |format: &'static str| {
+        app.post(&format!("/v1/polls/{poll}/qr"))
+            .bearer(&owner)
+            .json(json!({ "format": format }))
+            .send()
+    };
+    let png = qr("png").await.expect(202);
+    assert_eq!(qr("png").await.expect(202).body["id"], png.body["id"]);
+    assert_ne!(qr("svg").await.expect(202).body["id"], png.body["id"]);
+
+    app.clock.advance(time::Duration::hours(25));
+    let next_day = start_invites(&app, &owner, &poll, 10).await;
+    assert_ne!(next_day.body["id"], first.body["id"]);
+}
+
+/// The share QR code (PNG and SVG) and the results chart are jobs too; their files download
+/// through the same 24-hour link.
+async fn share_qr_codes_and_charts_are_jobs(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = app.lunch_poll(&owner).await;
+    app.vote(&app.mint_token(), &poll, &["o1"])
+        .await
+        .expect(201);
+
+    let png = app
+        .post(&format!("/v1/polls/{poll}/qr"))
+        .bearer(&owner)
+        .json(json!({ "format": "png" }))
+        .send()
+        .await
+        .expect(202);
+    let id = png.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        app.wait_for_job(&owner, &id, PATIENCE).await.body["status"],
+        "done"
+    );
+    let file = app.download(&owner, &id).await;
+    assert_eq!(
+        decode_qr(&file),
+        Some(format!("{}/p/{poll}", app.config.public_base_url))
+    );
+
+    let svg = app
+        .post(&format!("/v1/polls/{poll}/qr"))
+        .bearer(&owner)
+        .json(json!({ "format": "svg" }))
+        .send()
+        .await
+        .expect(202);
+    let id = svg.body["id"].as_str().unwrap_or_default().to_owned();
+    app.wait_for_job(&owner, &id, PATIENCE).await;
+    let file = String::from_utf8(app.download(&owner, &id).await).unwrap_or_default();
+    assert!(file.contains("<svg"), "{file:.200}");
+
+    let chart = app
+        .post(&format!("/v1/polls/{poll}/chart"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(202);
+    let id = chart.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(chart.body["kind"], "chart");
+    app.wait_for_job(&owner, &id, PATIENCE).await;
+    let file = app.download(&owner, &id).await;
+    let image =
+        image::load_from_memory(&file).unwrap_or_else(|e| panic!("chart is not an image: {e}"));
+    assert!(image.width() >= 200 && image.height() >= 100);
+
+    app.post(&format!("/v1/polls/{poll}/qr"))
+        .bearer(&owner)
+        .json(json!({ "format": "gif" }))
+        .send()
+        .await
+        .expect_problem(422, "validation-failed");
+}
+
+tally_tests::on_every_backend!(
+    a_thousand_guests_end_to_end,
+    the_same_request_within_a_day_finds_the_same_job,
+    share_qr_codes_and_charts_are_jobs,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downloads_are_signed_afresh_and_end_after_24_hours() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let id = start_invites(&app, &owner, &poll, 3).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let done = app.wait_for_job(&owner, &id, PATIENCE).await;
+    let path = format!("/v1/jobs/{id}/download");
+    assert!(
+        app.get(&path)
+            .bearer(&owner)
+            .send()
+            .await
+            .expect(302)
+            .header("location")
+            .is_some()
+    );
+
+    let redirect = app.get(&path).bearer(&owner).send().await.expect(302);
+    let url = redirect.header("location").unwrap_or_default().to_owned();
+    assert_eq!(redirect.header("cache-control"), Some("no-store"));
+    assert!(url.contains("X-Amz-Expires=300"), "short-lived: {url}");
+    // The S3 engine checks the signature: a tampered URL is refused.
+    let tampered = url.replace("X-Amz-Expires=300", "X-Amz-Expires=86400");
+    assert_eq!(http_get(&tampered).await.0.as_u16(), 403);
+    assert_eq!(http_get(&url).await.0.as_u16(), 200);
+
+    // 23 hours later the link still works; after 24 it is gone, and the job says so.
+    app.clock.advance(time::Duration::hours(23));
+    app.get(&path).bearer(&owner).send().await.expect(302);
+    app.clock.advance(time::Duration::hours(1));
+    app.get(&path)
+        .bearer(&owner)
+        .send()
+        .await
+        .expect_problem(410, "gone");
+    let expired = app
+        .get(&format!("/v1/jobs/{id}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(expired.body["download_url"], Value::Null);
+    assert_eq!(expired.body["expires_at"], done.body["expires_at"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_are_their_owners_only() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let other = app.sign_up("other@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let public = app.lunch_poll(&owner).await;
+    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    app.wait_for_job(&owner, &id, PATIENCE).await;
+    app.get(&format!("/v1/jobs/{id}"))
+        .bearer(&other)
+        .send()
+        .await
+        .expect_problem(404, "not-found");
+    app.get(&format!("/v1/jobs/{id}/download"))
+        .bearer(&other)
+        .send()
+        .await
+        .expect_problem(404, "not-found");
+    app.post(&format!("/v1/polls/{poll}/invites"))
+        .bearer(&other)
+        .json(guests(1))
+        .send()
+        .await
+        .expect_problem(404, "not-found");
+    app.post(&format!("/v1/polls/{public}/invites"))
+        .bearer(&other)
+        .json(guests(1))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.post(&format!("/v1/polls/{public}/chart"))
+        .bearer(&other)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.get(&format!("/v1/jobs/{id}"))
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn guest_lists_are_validated() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let path = format!("/v1/polls/{poll}/invites");
+    let cases = [
+        (json!({ "guests": [] }), "guests"),
+        (guests(10_001), "guests"),
+        (json!({ "guests": [{ "name": " " }] }), "guests[0].name"),
+        (
+            json!({ "guests": [{ "name": "Ann" }, { "name": "Bob", "email": "bob" }] }),
+            "guests[1].email",
+        ),
+        (
+            json!({ "guests": [{ "name": "x".repeat(101) }] }),
+            "guests[0].name",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = app.post(&path).bearer(&owner).json(body).send().await;
+        let reply = if reply.status.as_u16() == 413 {
+            reply
+        } else {
+            reply.expect_problem(422, "validation-failed")
+        };
+        if reply.status.as_u16() == 422 {
+            assert!(
+                reply.body["errors"][field].is_array(),
+                "{field}: {reply:#?}"
+            );
+        }
+    }
+    app.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4()))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect_problem(404, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invite_votes_once_and_only_in_its_own_poll() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let other_poll = invite_poll(&app, &owner).await;
+    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    app.wait_for_job(&owner, &id, PATIENCE).await;
+    let cards = cards_of(&app.download(&owner, &id).await);
+    let token = token_of(&cards[0].1, &app.config.public_base_url);
+    let as_guest = |poll: &str, token: &str| {
+        app.post(&format!("/v1/polls/{poll}/votes"))
+            .header("authorization", &format!("Invite {token}"))
+            .json(json!({ "choices": ["o2"] }))
+            .send()
+    };
+    // Signed-in users cannot vote in an invite-only poll; an invite works only in its poll.
+    app.vote(&app.mint_token(), &poll, &["o1"])
+        .await
+        .expect_problem(403, "forbidden");
+    as_guest(&other_poll, &token)
+        .await
+        .expect_problem(403, "forbidden");
+    as_guest(&poll, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await
+        .expect_problem(403, "forbidden");
+    as_guest(&poll, "short")
+        .await
+        .expect_problem(401, "unauthorized");
+
+    let before = app
+        .get(&format!("/v1/invites/{token}"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        (before.body["used"].as_bool(), &before.body["ballot"]),
+        (Some(false), &Value::Null)
+    );
+    assert_eq!(before.body["guest_name"], "Guest 0");
+    assert_eq!(before.body["poll"]["question"], "Which day suits you?");
+    as_guest(&poll, &token).await.expect(201);
+    as_guest(&poll, &token)
+        .await
+        .expect_problem(409, "already-voted");
+    let after = app
+        .get(&format!("/v1/invites/{token}"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        (
+            after.body["used"].as_bool(),
+            &after.body["ballot"]["choices"]
+        ),
+        (Some(true), &json!(["o2"]))
+    );
+    app.get("/v1/invites/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .send()
+        .await
+        .expect_problem(404, "not-found");
+}
+
+/// A file store that fails on purpose: every write, or one write once (a crash mid-chunk).
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<dyn BlobStore>,
+    puts: AtomicUsize,
+    starts: AtomicUsize,
+    fail_put: Option<usize>,
+    always: bool,
+}
+
+impl Faulty {
+    fn wrap(
+        always: bool,
+        fail_put: Option<usize>,
+    ) -> (
+        tally_tests::BlobWrapper,
+        Arc<std::sync::Mutex<Option<Arc<Faulty>>>>,
+    ) {
+        let handle = Arc::new(std::sync::Mutex::new(None));
+        let slot = handle.clone();
+        let wrap: tally_tests::BlobWrapper = Arc::new(move |inner| {
+            let faulty = Arc::new(Faulty {
+                inner,
+                puts: AtomicUsize::new(0),
+                starts: AtomicUsize::new(0),
+                fail_put,
+                always,
+            });
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(faulty.clone());
+            }
+            faulty as Arc<dyn BlobStore>
+        });
+        (wrap, handle)
+    }
+}
+
+#[async_trait]
+impl BlobStore for Faulty {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+        let n = self.puts.fetch_add(1, Ordering::SeqCst);
+        if self.always || self.fail_put == Some(n) {
+            return Err(StoreError::Unavailable(format!(
+                "injected failure on put #{n}"
+            )));
+        }
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        self.inner.start_upload(key, content_type).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> StoreResult<String> {
+        self.inner.upload_part(key, upload, number, bytes).await
+    }
+    async fn finish_upload(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: Vec<(i32, String)>,
+    ) -> StoreResult<()> {
+        self.inner.finish_upload(key, upload, parts).await
+    }
+    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
+        self.inner.abort_upload(key, upload).await
+    }
+    async fn presign_get(&self, key: &str, valid_for: Duration) -> StoreResult<String> {
+        self.inner.presign_get(key, valid_for).await
+    }
+}
+
+async fn faulty_app(
+    always: bool,
+    fail_put: Option<usize>,
+) -> (TestApp, Arc<std::sync::Mutex<Option<Arc<Faulty>>>>) {
+    let clock = ManualClock::new();
+    let mut options = StackOptions::local(Arc::new(clock.clone()));
+    options.queue.visibility_timeout = Duration::from_millis(50);
+    let (wrap, handle) = Faulty::wrap(always, fail_put);
+    options.wrap_worker_blobs = Some(wrap);
+    let config = Config::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+    (
+        TestApp::start_full(config, Storage::Memory, options, clock).await,
+        handle,
+    )
+}
+
+/// A message that fails on every delivery goes to the dead-letter queue after the fifth, and
+/// the owner reads why the job failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
+    let (app, faulty) = faulty_app(true, None).await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let id = start_invites(&app, &owner, &poll, 5).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let failed = app.wait_for_job(&owner, &id, PATIENCE).await;
+    assert_eq!(failed.body["status"], "failed", "{:#}", failed.body);
+    let reason = failed.body["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Storage") && !reason.contains("injected"),
+        "a reason for people: {reason}"
+    );
+    for _ in 0..200 {
+        if app.stack.queue.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = app.stack.queue.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains(&id));
+    let attempts = faulty
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
+        .unwrap_or(0);
+    assert_eq!(
+        attempts, 5,
+        "one failed card write per delivery, five deliveries"
+    );
+    app.get(&format!("/v1/jobs/{id}/download"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect_problem(409, "job-not-ready");
+    // A malformed message is retried and dead-lettered too, without touching any job.
+    app.stack
+        .queue
+        .send_raw("not json".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..200 {
+        if app.stack.queue.dead_letters().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.stack.queue.dead_letters().len(), 2);
+}
+
+/// The worker dies (a write fails) in the middle of a chunk; the chunk is delivered again and
+/// the job completes with every card exactly once and every invite voting exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_mid_chunk_then_redelivery_loses_and_duplicates_nothing() {
+    let (app, faulty) = faulty_app(false, Some(137)).await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let id = start_invites(&app, &owner, &poll, 250).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let done = app.wait_for_job(&owner, &id, PATIENCE).await;
+    assert_eq!(
+        (done.body["status"].as_str(), done.body["done"].as_u64()),
+        (Some("done"), Some(250))
+    );
+    let puts = faulty
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
+        .unwrap_or(0);
+    assert!(
+        puts > 250,
+        "the failed chunk was written again ({puts} writes)"
+    );
+    let cards = cards_of(&app.download(&owner, &id).await);
+    let urls: HashSet<_> = cards.iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!((cards.len(), urls.len()), (250, 250));
+    for (_, url) in &cards {
+        let token = token_of(url, &app.config.public_base_url);
+        app.post(&format!("/v1/polls/{poll}/votes"))
+            .header("authorization", &format!("Invite {token}"))
+            .json(json!({ "choices": ["o1"] }))
+            .send()
+            .await
+            .expect(201);
+    }
+    assert_eq!(app.results(&owner, &poll).await.body["total"], 250);
+}
+
+/// The sample SQS event in `events/` delivered twice, and twice at once: the chunk counts
+/// once, and the ZIP is started exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
+    let (app, faulty) = faulty_app(false, None).await;
+    let owner = app.sign_up("owner@example.com").await;
+    let poll_id = invite_poll(&app, &owner.access_token).await;
+    // A job made through the store, so the test alone delivers its messages.
+    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
+        .await
+        .ok()
+        .flatten();
+    let poll = poll.unwrap_or_else(|| panic!("poll"));
+    let job = tally::domain::Job {
+        id: tally::domain::JobId::new(),
+        kind: tally::domain::JobKind::Invites,
+        poll_id: poll.id,
+        owner_id: poll.owner_id,
+        format: None,
+        total: 2,
+        done: 0,
+        failed: 0,
+        chunks_total: 1,
+        chunks_done: 0,
+        created_at: app.now(),
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: "test-secret".into(),
+    };
+    tally::ports::JobStore::create_job(app.store(), &job, "fingerprint", app.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events/render-invites-chunk.json"),
+    )
+    .unwrap_or_default()
+    .replace("5f0c8a4e-1b7d-4c39-9e2a-7d3b6a0c1f00", &job.id.to_string());
+    let event = || {
+        serde_json::from_str::<tally_tests::SqsEvent>(&raw).unwrap_or_else(|e| panic!("event: {e}"))
+    };
+    let worker = &app.stack.worker;
+    let (a, b) = tokio::join!(worker.handle(event()), worker.handle(event()));
+    assert!(a.batch_item_failures.is_empty() && b.batch_item_failures.is_empty());
+    let again = worker.handle(event()).await;
+    assert!(again.batch_item_failures.is_empty());
+
+    let read = app
+        .get(&format!("/v1/jobs/{}", job.id))
+        .bearer(&owner.access_token)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        (read.body["status"].as_str(), read.body["done"].as_u64()),
+        (Some("done"), Some(2))
+    );
+    let starts = faulty
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|f| f.starts.load(Ordering::SeqCst)))
+        .unwrap_or(0);
+    assert_eq!(starts, 1, "the ZIP was started {starts} times");
+    let cards = cards_of(&app.download(&owner.access_token, &job.id.to_string()).await);
+    let names: Vec<_> = cards.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["00000-ann-example.png", "00001-bob-example.png"]);
+}
