@@ -235,10 +235,14 @@ async fn read(
 /// 302 to a freshly signed, short-lived S3 URL while the file is within its 24 hours; 410
 /// after. The link is signed on every call because a URL signed inside Lambda dies with the
 /// role's temporary credentials, long before 24 hours.
+/// With `Accept: application/json` the same link answers 200 `{url, expires_in}` instead of
+/// the redirect: a page holding the token in memory fetches it, then navigates to the URL
+/// (a cross-origin redirect it could not read otherwise).
 async fn download(
     State(state): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = owned_job(&state, user, &id).await?;
     let (Some(key), Some(_)) = (&job.object_key, job.completed_at) else {
@@ -254,11 +258,21 @@ async fn download(
     let url = blobs
         .presign_get(key, std::time::Duration::from_secs(DOWNLOAD_LINK_SECONDS))
         .await?;
-    let mut response = StatusCode::FOUND.into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&url).map_err(AppError::internal)?,
-    );
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut response = if wants_json {
+        axum::Json(serde_json::json!({ "url": url, "expires_in": DOWNLOAD_LINK_SECONDS }))
+            .into_response()
+    } else {
+        let mut redirect = StatusCode::FOUND.into_response();
+        redirect.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&url).map_err(AppError::internal)?,
+        );
+        redirect
+    };
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

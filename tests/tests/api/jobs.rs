@@ -16,7 +16,7 @@ use tally::ports::{BlobStore, StoreError, StoreResult};
 use tally_tests::{Reply, StackOptions, Storage, TestApp, decode_qr, http_get};
 
 /// How long a test waits for a job before calling it stuck (a liveness bound, not a timing).
-const PATIENCE: Duration = Duration::from_secs(240);
+const PATIENCE: Duration = Duration::from_secs(600);
 
 fn guests(n: usize) -> Value {
     json!({ "guests": (0..n).map(|i| json!({ "name": format!("Guest {i}") })).collect::<Vec<_>>() })
@@ -276,6 +276,17 @@ async fn downloads_are_signed_afresh_and_end_after_24_hours() {
     let tampered = url.replace("X-Amz-Expires=300", "X-Amz-Expires=86400");
     assert_eq!(http_get(&tampered).await.0.as_u16(), 403);
     assert_eq!(http_get(&url).await.0.as_u16(), 200);
+    // Pages ask for the link as JSON, then navigate to it.
+    let as_json = app
+        .get(&path)
+        .bearer(&owner)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(as_json.body["expires_in"], 300);
+    let url = as_json.body["url"].as_str().unwrap_or_default();
+    assert_eq!(http_get(url).await.0.as_u16(), 200);
 
     // 23 hours later the link still works; after 24 it is gone, and the job says so.
     app.clock.advance(time::Duration::hours(23));
