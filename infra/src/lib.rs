@@ -281,6 +281,7 @@ impl Stack {
             clock: options.clock.clone(),
             public_base_url: config.public_base_url.clone(),
             max_receives: options.queue.max_receives,
+            metrics: config.metrics,
         };
         let queue = LocalQueue::start(worker.clone(), options.queue);
         let state = AppState::new(config, Arc::new(store.clone()), options.clock, &keys)?

@@ -58,12 +58,19 @@ async fn run() -> Result<(), String> {
             dynamo.endpoint
         );
     }
-    axum::serve(listener, stack.app.clone())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    // The peer address is the client IP that the auth routes' rate limits count by.
+    axum::serve(
+        listener,
+        stack
+            .app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn address(var: &str, default: &str) -> Result<SocketAddr, String> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{KeyMaterial, TokenIssuer, TokenVerifier};
 use crate::clock::SharedClock;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// The render queue: present where a function starts jobs (jobs).
     pub queue: Option<Arc<dyn RenderQueue>>,
+    pub limits: crate::config::RateLimits,
+    pub platform: http::Platform,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +63,12 @@ impl AppState {
             refresh_token_ttl: config.refresh_token_ttl,
             blobs: None,
             queue: None,
+            limits: config.rate_limits,
+            platform: http::Platform {
+                service: "dev",
+                cors_origins: config.cors_origins.clone(),
+                metrics: config.metrics,
+            },
         })
     }
 
@@ -78,10 +87,18 @@ pub enum Function {
     Polls,
     Votes,
     Jobs,
+    /// The web pages (`/`, `/i/{token}`, `/p/{id}`, `/assets/...`): static files only.
+    Pages,
 }
 
 impl Function {
-    pub const ALL: [Self; 4] = [Self::Auth, Self::Polls, Self::Votes, Self::Jobs];
+    pub const ALL: [Self; 5] = [
+        Self::Auth,
+        Self::Polls,
+        Self::Votes,
+        Self::Jobs,
+        Self::Pages,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +106,7 @@ impl Function {
             Self::Polls => "polls",
             Self::Votes => "votes",
             Self::Jobs => "jobs",
+            Self::Pages => "pages",
         }
     }
 
@@ -102,26 +120,51 @@ impl Function {
         self == Self::Auth
     }
 
-    /// The function's routes, without the platform layers.
-    pub fn routes(self, state: AppState) -> Router {
+    /// The function's routes with their documentation, without the platform layers.
+    pub fn routes(self, state: AppState) -> OpenApiRouter {
         match self {
             Self::Auth => http::auth::routes(state),
             Self::Polls => http::polls::routes(state),
             Self::Votes => http::votes::routes(state),
             Self::Jobs => http::jobs::routes(state),
+            // Pages are not part of the API, so they add no paths to its document.
+            Self::Pages => http::pages::routes(state).into(),
         }
     }
 
-    /// The function's complete service, as Lambda runs it.
+    /// The function's complete service, as Lambda runs it. Every function serves the whole
+    /// API's document (`/v1/openapi.json`), so it does not matter which one API Gateway
+    /// routes it to.
     pub fn app(self, state: AppState) -> Router {
-        http::platform(self.routes(state), self.name())
+        let (router, _) = self.routes(state.clone()).split_for_parts();
+        let platform = http::Platform {
+            service: self.name(),
+            ..state.platform.clone()
+        };
+        http::platform(router, &platform, api_doc(&state))
     }
 }
 
 /// Every function's routes on one router, as the dev server serves them.
 pub fn all_functions(state: &AppState) -> Router {
-    let merged = Function::ALL.into_iter().fold(Router::new(), |router, f| {
-        router.merge(f.routes(state.clone()))
-    });
-    http::platform(merged, "dev")
+    let (router, _) = everything(state).split_for_parts();
+    http::platform(router, &state.platform, api_doc(state))
+}
+
+fn everything(state: &AppState) -> OpenApiRouter {
+    Function::ALL
+        .into_iter()
+        .fold(OpenApiRouter::new(), |router, f| {
+            router.merge(f.routes(state.clone()))
+        })
+}
+
+/// The OpenAPI document of the whole API, built from the same registrations as the routers.
+pub fn api_doc(state: &AppState) -> utoipa::openapi::OpenApi {
+    let (_, paths) = everything(state)
+        .merge(http::platform_routes())
+        .split_for_parts();
+    let mut doc = http::openapi::base();
+    doc.merge(paths);
+    doc
 }

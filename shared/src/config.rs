@@ -37,6 +37,73 @@ impl fmt::Debug for KeySource {
     }
 }
 
+/// At most `limit` requests per `window` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub limit: u32,
+    pub window: u32,
+}
+
+impl Rule {
+    /// Reads `<limit>/<window seconds>`, e.g. `10/60`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (limit, window) = raw
+            .trim()
+            .split_once('/')
+            .ok_or("must look like 10/60 (requests/seconds)")?;
+        let limit: u32 = limit
+            .trim()
+            .parse()
+            .map_err(|_| "the request count must be a whole number")?;
+        let window: u32 = window
+            .trim()
+            .parse()
+            .map_err(|_| "the window must be a whole number of seconds")?;
+        if limit == 0 || window == 0 || window > 86_400 {
+            return Err("both numbers must be positive, the window at most 86400 seconds".into());
+        }
+        Ok(Self { limit, window })
+    }
+}
+
+/// Every limit, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub enabled: bool,
+    /// Register, login and refresh, per client IP.
+    pub auth_ip: Rule,
+    /// Login, per email.
+    pub login_email: Rule,
+    /// Poll and job writes, per user.
+    pub writes: Rule,
+    /// Ballots, per voter (user or invite).
+    pub votes: Rule,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auth_ip: Rule {
+                limit: 30,
+                window: 60,
+            },
+            login_email: Rule {
+                limit: 10,
+                window: 300,
+            },
+            writes: Rule {
+                limit: 120,
+                window: 60,
+            },
+            votes: Rule {
+                limit: 30,
+                window: 60,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `TALLY_TABLE` (default `tally`): the DynamoDB table.
@@ -49,8 +116,10 @@ pub struct Config {
     pub access_token_ttl: i64,
     /// `TALLY_REFRESH_TOKEN_TTL` seconds (default 30 days).
     pub refresh_token_ttl: i64,
-    /// `TALLY_RATE_LIMITS` `on` (default) or `off`.
-    pub rate_limits: bool,
+    /// `TALLY_RATE_LIMITS` `on` (default) or `off`, and each limit as `<requests>/<seconds>`:
+    /// `TALLY_RATE_LIMIT_AUTH_IP` (30/60), `TALLY_RATE_LIMIT_LOGIN_EMAIL` (10/300),
+    /// `TALLY_RATE_LIMIT_WRITES` (120/60), `TALLY_RATE_LIMIT_VOTES` (30/60).
+    pub rate_limits: RateLimits,
     /// `TALLY_DATA_DIR` (default `./.tally`): local data (engine files, generated keys).
     pub data_dir: PathBuf,
     /// `TALLY_JWT_PUBLIC_KEY` / `TALLY_JWT_PRIVATE_KEY` (PEM), required on Lambda; locally a
@@ -70,6 +139,12 @@ pub struct Config {
     /// `TALLY_S3_PATH_STYLE` (`off` by default; `on` for local engines and emulators, which
     /// serve buckets as paths rather than host names).
     pub s3_path_style: bool,
+    /// `TALLY_CORS_ORIGINS`: browser origins allowed to call the API, comma-separated (none by
+    /// default: the pages are served from the API's own origin and need no CORS).
+    pub cors_origins: Vec<String>,
+    /// `TALLY_METRICS` (`on` by default on Lambda, `off` elsewhere): CloudWatch Embedded Metric
+    /// Format lines on stdout, one per request and per render message.
+    pub metrics: bool,
 }
 
 impl Config {
@@ -116,7 +191,20 @@ impl Config {
                 }),
             }
         };
-        let rate_limits = switch("TALLY_RATE_LIMITS", true)?;
+        let rule = |var: &'static str, default: Rule| -> Result<Rule, ConfigError> {
+            match lookup(var) {
+                None => Ok(default),
+                Some(raw) => Rule::parse(&raw).map_err(|reason| ConfigError { var, reason }),
+            }
+        };
+        let defaults = RateLimits::default();
+        let rate_limits = RateLimits {
+            enabled: switch("TALLY_RATE_LIMITS", true)?,
+            auth_ip: rule("TALLY_RATE_LIMIT_AUTH_IP", defaults.auth_ip)?,
+            login_email: rule("TALLY_RATE_LIMIT_LOGIN_EMAIL", defaults.login_email)?,
+            writes: rule("TALLY_RATE_LIMIT_WRITES", defaults.writes)?,
+            votes: rule("TALLY_RATE_LIMIT_VOTES", defaults.votes)?,
+        };
         let data_dir = PathBuf::from(text("TALLY_DATA_DIR", "./.tally")?);
         let on_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let keys = match (
@@ -160,6 +248,15 @@ impl Config {
             render_max_receives: u32::try_from(seconds("TALLY_RENDER_MAX_RECEIVES", 5, 1, 1000)?)
                 .unwrap_or(5),
             s3_path_style: switch("TALLY_S3_PATH_STYLE", false)?,
+            cors_origins: lookup("TALLY_CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metrics: switch("TALLY_METRICS", on_lambda)?,
         })
     }
 }
@@ -181,7 +278,7 @@ mod tests {
         let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (c.table.as_str(), c.access_token_ttl, c.rate_limits),
-            ("tally", 900, true)
+            ("tally", 900, RateLimits::default())
         );
         assert!(matches!(c.keys, KeySource::DataDir(_)));
     }
@@ -197,8 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn rules_read_requests_per_seconds() {
+        assert_eq!(
+            Rule::parse("10/60"),
+            Ok(Rule {
+                limit: 10,
+                window: 60
+            })
+        );
+        for bad in ["", "10", "0/60", "10/0", "x/60", "10/999999"] {
+            assert!(Rule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn rate_limits_can_be_turned_off() {
         let c = config(&[("TALLY_RATE_LIMITS", "off")]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!c.rate_limits);
+        assert!(!c.rate_limits.enabled);
+        let c = config(&[("TALLY_RATE_LIMIT_VOTES", "3/10")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.rate_limits.votes,
+            Rule {
+                limit: 3,
+                window: 10
+            }
+        );
+        let err = config(&[("TALLY_RATE_LIMIT_WRITES", "lots")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RATE_LIMIT_WRITES"));
     }
 }

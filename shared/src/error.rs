@@ -74,6 +74,9 @@ pub enum AppError {
     /// 422: an `Idempotency-Key` was reused for a different request.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
+    /// 429: too many requests in this window; retry after the given seconds.
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
     /// 503: the store is throttling; try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -196,6 +199,12 @@ impl AppError {
                 "Idempotency key reused",
                 "This Idempotency-Key was used for a different request.".into(),
             ),
+            Self::RateLimited { retry_after } => (
+                S::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("This limit resets in {retry_after} seconds; see Retry-After."),
+            ),
             Self::Unavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -231,7 +240,7 @@ impl From<FieldErrors> for AppError {
 }
 
 /// An RFC 9457 problem document. `request_id` and `instance` are filled in by the request
-/// middleware ([`crate::http::context`]), which is the one place that knows them.
+/// middleware ([`crate::http::platform`]), which is the one place that knows them.
 #[derive(Debug, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -240,6 +249,25 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<FieldErrors>,
+}
+
+/// The problem document as clients receive it (the schema in the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(title = "Problem")]
+pub struct ProblemDoc {
+    /// A stable URI per kind of error, e.g. `/problems/already-voted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request path.
+    pub instance: String,
+    /// The `x-request-id` of the request; quote it when reporting a problem.
+    pub request_id: String,
+    /// Field name → messages, on validation failures only.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, Vec<String>>>)]
     pub errors: Option<FieldErrors>,
 }
 
@@ -277,11 +305,20 @@ impl IntoResponse for AppError {
             Self::Unavailable(e) => tracing::warn!(error = %e, "storage unavailable"),
             _ => {}
         }
+        let retry_after = match &self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let mut problem = Problem::new(status, slug, title, detail);
         if let Self::Validation(errors) = self {
             problem.errors = Some(errors);
         }
         let mut response = problem.into_response_with(status);
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

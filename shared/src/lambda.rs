@@ -78,6 +78,7 @@ pub async fn run_render() -> Result<(), lambda_runtime::Error> {
         clock: Arc::new(SystemClock),
         public_base_url: config.public_base_url.clone(),
         max_receives: config.render_max_receives,
+        metrics: config.metrics,
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();

@@ -12,6 +12,7 @@
 //! - [`render`]: invite cards, share QR codes (PNG, SVG) and results charts; pure functions.
 //! - [`app`]: shared state and the function list; [`lambda`]: the runner each binary calls.
 //! - [`config`], [`clock`]: typed configuration read once; time as a port.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls).
 
 pub mod app;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod dynamo;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod ports;
 pub mod render;
 pub mod s3;

@@ -199,9 +199,20 @@ pub trait JobStore: Send + Sync {
     ) -> StoreResult<(Option<Poll>, Option<Ballot>)>;
 }
 
+/// Fixed-window request counters, shared by every instance of every function.
+#[async_trait]
+pub trait RateCounter: Send + Sync {
+    /// Counts one request against `scope` in the window starting at `window_start` (epoch
+    /// seconds) and returns the window's count so far, this request included. One call.
+    async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64>;
+}
+
 /// Every port, for state that needs them all.
-pub trait Store: UserStore + SessionStore + PollStore + BallotStore + JobStore {}
-impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore> Store for T {}
+pub trait Store:
+    UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter
+{
+}
+impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter> Store for T {}
 
 /// Generated files (S3). Keys are deterministic, so a repeated write replaces the same object.
 #[async_trait]

@@ -60,6 +60,8 @@ pub struct Worker {
     pub public_base_url: String,
     /// Deliveries after which a failing message is given up (the queue's `maxReceiveCount`).
     pub max_receives: u32,
+    /// Whether to print CloudWatch Embedded Metric Format lines (render time, job progress).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -113,11 +115,28 @@ impl Worker {
         if job.completed_at.is_some() || job.error.is_some() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         match job.kind {
             JobKind::Invites => self.invite_chunk(&job, &message).await?,
             JobKind::Qr | JobKind::Chart => self.single_file(&job).await?,
         }
-        self.finish_if_complete(job.id).await
+        let progress = self.finish_if_complete(job.id).await?;
+        if self.metrics {
+            let cards = u32::try_from(message.guests.len())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            crate::metrics::render(
+                &job.kind.to_string(),
+                message.request_id.as_deref().unwrap_or("-"),
+                &job.id.to_string(),
+                elapsed,
+                cards,
+                progress.map_or(0, |j| j.done),
+                job.total,
+            );
+        }
+        Ok(())
     }
 
     /// Renders a chunk of invite cards, stores its invites and cards, and counts it once.
@@ -234,17 +253,18 @@ impl Worker {
     }
 
     /// Once every chunk is counted, one worker (the one holding the lease) produces the final
-    /// file and completes the job; the others return at once.
-    async fn finish_if_complete(&self, id: JobId) -> Result<(), WorkError> {
+    /// file and completes the job; the others return at once. Returns the job as read after
+    /// this message's work, for the progress metric.
+    async fn finish_if_complete(&self, id: JobId) -> Result<Option<Job>, WorkError> {
         let Some(job) = self.store.job(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if job.chunks_done < job.chunks_total || job.completed_at.is_some() || job.error.is_some() {
-            return Ok(());
+            return Ok(Some(job));
         }
         let now = self.clock.now();
         if !self.store.claim_finish(id, now, now + FINISH_LEASE).await? {
-            return Ok(());
+            return Ok(Some(job));
         }
         let key = match job.kind {
             JobKind::Invites => match self.build_zip(&job).await {
@@ -269,7 +289,7 @@ impl Worker {
         };
         self.store.complete_job(id, &key, self.clock.now()).await?;
         tracing::info!(object_key = %key, "job complete");
-        Ok(())
+        Ok(Some(job))
     }
 
     /// Streams every card of the job into one ZIP, uploaded in parts: memory holds a few

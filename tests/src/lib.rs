@@ -214,9 +214,11 @@ pub struct Session {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    /// A fresh API over an empty in-memory engine, with default configuration.
+    /// A fresh API over an empty in-memory engine, with default configuration except one: a
+    /// voter may cast 100 ballots a minute, so that the races (one voter, 50 ballots at once)
+    /// test the duplicate guard rather than the rate limit, which has tests of its own.
     pub async fn start() -> Self {
-        Self::start_with(&[], Storage::Memory).await
+        Self::start_with(&[("TALLY_RATE_LIMIT_VOTES", "100/60")], Storage::Memory).await
     }
 
     /// A fresh API on `backend`, or `None` (announced loudly) when that backend is switched
@@ -235,6 +237,7 @@ impl TestApp {
                 let keys = KeyMaterial::generate().unwrap_or_else(|e| panic!("{e}"));
                 let private = keys.private_pem.unwrap_or_default();
                 let vars = [
+                    ("TALLY_RATE_LIMIT_VOTES", "100/60"),
                     ("TALLY_TABLE", table.as_str()),
                     ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
                     ("TALLY_JWT_PRIVATE_KEY", private.as_str()),

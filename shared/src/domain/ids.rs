@@ -65,8 +65,11 @@ uuid_id!(
 pub struct InvalidId;
 
 /// An option of a poll: `o1`..`o20`, stable for the life of the option list.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "o1")]
 pub struct OptionId(String);
 
 impl OptionId {

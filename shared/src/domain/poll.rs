@@ -13,7 +13,7 @@ pub const OPTIONS_MIN: usize = 2;
 pub const OPTIONS_MAX: usize = 20;
 
 /// Who may vote: anyone signed in, or only holders of an invite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     #[default]
@@ -22,7 +22,7 @@ pub enum Visibility {
 }
 
 /// When non-owners may read the results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultsVisibility {
     #[default]
@@ -31,14 +31,14 @@ pub enum ResultsVisibility {
 }
 
 /// `closed` is either the owner's decision or the deadline having passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PollStatus {
     Open,
     Closed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollOption {
     pub id: OptionId,
     pub text: String,

@@ -17,7 +17,7 @@ use super::{
     to_item,
 };
 use crate::domain::{Ballot, Invite, Job, JobId, Poll, PollId, Voter, job::FILE_LIFETIME};
-use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
+use crate::ports::{JobCreated, JobStore, RateCounter, StoreError, StoreResult};
 
 /// `BatchWriteItem` takes at most 25 requests.
 const BATCH_WRITE: usize = 25;
@@ -339,5 +339,30 @@ impl JobStore for DynamoStore {
             }
         }
         Ok((found_poll, found_ballot))
+    }
+}
+
+#[async_trait]
+impl RateCounter for DynamoStore {
+    async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64> {
+        self.count();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&*self.table)
+            .set_key(Some(Key::Rate(scope.to_owned(), window_start).item_key()))
+            .update_expression("ADD hits :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            .expression_attribute_names("#ttl", super::keys::TTL)
+            .expression_attribute_values(":one", num(1))
+            // Kept an hour past the window; reads never look at old windows anyway.
+            .expression_attribute_values(":ttl", num(window_start + window_seconds + 3_600))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        match out.attributes.as_ref().and_then(|a| a.get("hits")) {
+            Some(AttributeValue::N(n)) => n.parse().map_err(internal),
+            _ => Err(StoreError::Internal("rate counter without a count".into())),
+        }
     }
 }

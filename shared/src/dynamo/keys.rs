@@ -47,6 +47,8 @@ pub enum Key {
     JobRequest(String),
     /// `INVITE#<sha256 of token>` / `INVITE`: a guest's invite.
     Invite(String),
+    /// `RATE#<scope>#<window start>` / `RATE`: requests counted in one rate-limit window.
+    Rate(String, i64),
 }
 
 impl Key {
@@ -67,6 +69,7 @@ impl Key {
             Self::JobChunk(id, n) => format!("JOB#{id}#K{n}"),
             Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
             Self::Invite(hash) => format!("INVITE#{hash}"),
+            Self::Rate(scope, window) => format!("RATE#{scope}#{window}"),
         }
     }
 
@@ -83,6 +86,7 @@ impl Key {
             Self::JobChunk(..) => "CHUNK",
             Self::JobRequest(_) => "JOBREQ",
             Self::Invite(_) => "INVITE",
+            Self::Rate(..) => "RATE",
         }
     }
 
@@ -118,6 +122,10 @@ impl Key {
             }
             ("JOBREQ", "JOBREQ") => Self::JobRequest(rest.to_owned()),
             ("INVITE", "INVITE") => Self::Invite(rest.to_owned()),
+            ("RATE", "RATE") => {
+                let (scope, window) = rest.rsplit_once('#')?;
+                Self::Rate(scope.to_owned(), window.parse().ok()?)
+            }
             _ => return None,
         };
         (key.pk() == pk).then_some(key)
@@ -150,6 +158,7 @@ mod tests {
             Key::JobChunk(JobId::new(), 42),
             Key::JobRequest("ZmluZ2VycHJpbnQ".into()),
             Key::Invite("dG9rZW4taGFzaA".into()),
+            Key::Rate("login-ip#203.0.113.9".into(), 1_795_845_600),
         ];
         for key in keys {
             assert_eq!(

@@ -1,38 +1,48 @@
 //! The auth function: register, login, refresh, and `GET /v1/me`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, Caller};
+use super::limits::AuthAttempt;
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{TokensView, UserView};
 use crate::app::AppState;
 use crate::auth::{password, refresh};
 use crate::domain::{Email, FamilyId, FieldErrors, Password, User, UserId};
+use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::RefreshRecord;
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh_tokens))
-        .route("/v1/me", get(me))
+pub fn routes(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh_tokens))
+        .routes(routes!(me))
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct Credentials {
     email: String,
     password: String,
 }
 
+/// Creates an account. The email is normalised (trimmed, lower-cased) and must be unused.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 201, description = "The new user", body = UserView),
+        (status = 409, description = "The email is registered already (`email-taken`)", body = ProblemDoc, content_type = "application/problem+json"),
+        BodyErrors, CommonErrors))]
 async fn register(
     State(state): State<AppState>,
+    _attempt: AuthAttempt,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<impl IntoResponse> {
     let mut errors = FieldErrors::new();
@@ -52,15 +62,26 @@ async fn register(
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
 }
 
+/// Signs in: an access token and a refresh token. An unknown email and a wrong password get the
+/// same 401.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, description = "Tokens", body = TokensView),
+        (status = 401, description = "Wrong email or password (`invalid-credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        BodyErrors, CommonErrors))]
 async fn login(
     State(state): State<AppState>,
+    attempt: AuthAttempt,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<axum::Json<TokensView>> {
     let password = Password::for_login(body.password).ok_or(AppError::InvalidCredentials)?;
     // An unparseable email cannot be registered; it is treated like an unknown one, including
     // the time spent hashing, so the answer reveals nothing.
     let credentials = match Email::parse(&body.email) {
-        Ok(email) => state.store.credentials(&email).await?,
+        Ok(email) => {
+            attempt.count_email(&state, email.as_str()).await?;
+            state.store.credentials(&email).await?
+        }
         Err(_) => None,
     };
     let (user_id, phc) = match credentials {
@@ -76,13 +97,21 @@ async fn login(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// Trades a refresh token for a new pair. The old token is spent; presenting a spent token
+/// again revokes its whole session family.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new pair", body = TokensView),
+        (status = 401, description = "Unknown, expired, spent or revoked (`invalid-refresh-token`)", body = ProblemDoc, content_type = "application/problem+json"),
+        BodyErrors, CommonErrors))]
 async fn refresh_tokens(
     State(state): State<AppState>,
+    _attempt: AuthAttempt,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<axum::Json<TokensView>> {
     let hash = refresh::hash(&body.refresh_token);
@@ -147,6 +176,12 @@ async fn issue_tokens(
     })
 }
 
+/// The caller.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 404, description = "The account no longer exists", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn me(
     State(state): State<AppState>,
     Caller(user): Caller,

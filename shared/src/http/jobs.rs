@@ -2,19 +2,22 @@
 //! their progress, and download their file for 24 hours. The work itself happens in the render
 //! function; a request here does a fixed number of storage calls whatever the job's size.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::RequestId;
 use super::extract::{ApiJson, Caller, parse_id};
+use super::limits::Writer;
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
 use crate::app::AppState;
 use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
 use crate::domain::{FieldErrors, Guest, Job, JobId, JobKind, Poll, QrFormat, UserId};
+use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{JobCreated, RenderMessage};
 
@@ -22,25 +25,37 @@ use crate::ports::{JobCreated, RenderMessage};
 /// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
 pub const DOWNLOAD_LINK_SECONDS: u64 = 300;
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/polls/{id}/invites", post(invite_guests))
-        .route("/v1/polls/{id}/qr", post(share_qr))
-        .route("/v1/polls/{id}/chart", post(results_chart))
-        .route("/v1/jobs/{id}", get(read))
-        .route("/v1/jobs/{id}/download", get(download))
+pub fn routes(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(invite_guests))
+        .routes(routes!(share_qr))
+        .routes(routes!(results_chart))
+        .routes(routes!(read))
+        .routes(routes!(download))
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InviteBody {
-    guests: Vec<Guest>,
+    /// 1 to 10,000 guests.
+    guests: Vec<GuestInput>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A guest to invite.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GuestInput {
+    /// Printed on the card; 1 to 100 characters.
+    name: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QrBody {
+    /// `png` (default) or `svg`.
     #[serde(default)]
     format: Option<String>,
 }
@@ -133,15 +148,30 @@ async fn start(
         .into_response())
 }
 
+/// Invites guests: one invite and one card each, then one ZIP of all cards.
+#[utoipa::path(post, path = "/v1/polls/{id}/invites", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id")), request_body = InviteBody,
+    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
 async fn invite_guests(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<Response> {
     let poll = owned_poll(&state, user, &id).await?;
-    let guests = Guest::parse_all(body.guests)?;
+    let guests = Guest::parse_all(
+        body.guests
+            .into_iter()
+            .map(|g| Guest {
+                name: g.name,
+                email: g.email,
+            })
+            .collect(),
+    )?;
     let total = u32::try_from(guests.len()).map_err(AppError::internal)?;
     let chunks = u32::try_from(guests.len().div_ceil(CHUNK_SIZE)).map_err(AppError::internal)?;
     let fingerprint = request_fingerprint(user, poll.id, JobKind::Invites, &guests);
@@ -161,9 +191,16 @@ async fn invite_guests(
     start(&state, job, &fingerprint, messages).await
 }
 
+/// The poll's share QR code, as PNG or SVG.
+#[utoipa::path(post, path = "/v1/polls/{id}/qr", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id")), request_body = QrBody,
+    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
 async fn share_qr(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
     ApiJson(body): ApiJson<QrBody>,
@@ -177,9 +214,16 @@ async fn share_qr(
     single_file_job(&state, &poll, JobKind::Qr, Some(format), request_id).await
 }
 
+/// A PNG bar chart of the poll's results.
+#[utoipa::path(post, path = "/v1/polls/{id}/chart", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id")),
+    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn results_chart(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<Response> {
@@ -223,6 +267,13 @@ async fn owned_job(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Jo
     Ok(job)
 }
 
+/// A job's progress: poll it to drive a progress bar.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job, or another user's", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn read(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -235,6 +286,17 @@ async fn read(
 /// 302 to a freshly signed, short-lived S3 URL while the file is within its 24 hours; 410
 /// after. The link is signed on every call because a URL signed inside Lambda dies with the
 /// role's temporary credentials, long before 24 hours.
+/// The job's file, for 24 hours after it finished: a redirect to a fresh presigned URL.
+#[utoipa::path(get, path = "/v1/jobs/{id}/download", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 302, description = "To a presigned URL valid for 5 minutes", headers(("Location" = String, description = "The presigned URL"))),
+        (status = 200, description = "With `Accept: application/json`: `{url, expires_in}`"),
+        (status = 404, description = "No such job, or another user's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not finished (`job-not-ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The file's 24 hours are over (`gone`)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+///
 /// With `Accept: application/json` the same link answers 200 `{url, expires_in}` instead of
 /// the redirect: a page holding the token in memory fetches it, then navigates to the URL
 /// (a cross-origin redirect it could not read otherwise).

@@ -4,6 +4,9 @@
 pub mod auth;
 pub mod extract;
 pub mod jobs;
+pub mod limits;
+pub mod openapi;
+pub mod pages;
 pub mod polls;
 pub mod views;
 pub mod votes;
@@ -16,10 +19,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Map, Value};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{PROBLEM_JSON, Problem};
 
@@ -33,22 +37,127 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Wraps a function's routes in the layers every response passes through. `service` names
-/// the function (or `dev` for the dev server) on every log line.
-pub fn platform(routes: Router, service: &'static str) -> Router {
+/// Wraps a function's routes in the layers every response passes through, and adds the
+/// platform routes (health, the OpenAPI document, its page). `service` names the function
+/// (or `dev` for the dev server) on every log line.
+pub fn platform(routes: Router, platform: &Platform, doc: utoipa::openapi::OpenApi) -> Router {
+    let (documentation, _) = platform_routes().split_for_parts();
     routes
-        .route("/v1/health", get(health))
+        .merge(documentation)
+        .route_layer(middleware::from_fn(record_route))
+        .layer(axum::Extension(std::sync::Arc::new(doc)))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }))
-        .layer(middleware::from_fn_with_state(service, context))
+        .layer(middleware::from_fn_with_state(platform.clone(), context))
+        .layer(cors(&platform.cors_origins))
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// What the platform layers need to know about where they run.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The function's name (or `dev`), on every log line and metric.
+    pub service: &'static str,
+    /// Origins allowed by CORS; empty means no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Whether to print CloudWatch Embedded Metric Format lines.
+    pub metrics: bool,
+}
+
+/// CORS for browser clients on other origins: only the configured ones, with the headers the
+/// API reads and the ones a client needs to see.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let request_headers = [
+        "authorization",
+        "content-type",
+        "if-match",
+        "idempotency-key",
+        "x-request-id",
+    ];
+    let exposed = [
+        "etag",
+        "location",
+        "x-request-id",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+        "idempotent-replayed",
+    ];
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PATCH,
+            http::Method::DELETE,
+        ])
+        .allow_headers(request_headers.map(header::HeaderName::from_static))
+        .expose_headers(exposed.map(header::HeaderName::from_static))
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Notes the matched route (`/v1/polls/{id}`) for the log line and the metrics: the path
+/// itself would make every poll its own metric.
+async fn record_route(request: Request, next: Next) -> Response {
+    if let (Some(route), Some(facts)) = (
+        request.extensions().get::<axum::extract::MatchedPath>(),
+        request.extensions().get::<limits::RequestFacts>(),
+    ) {
+        facts.set_route(route.as_str());
+    }
+    next.run(request).await
+}
+
+/// The routes every function serves, with their documentation.
+pub fn platform_routes() -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi_doc))
+        .routes(routes!(docs))
+        .routes(routes!(docs_script))
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok` when the function answers.
+    status: &'static str,
+}
+
+/// Liveness: the function answers.
+#[utoipa::path(get, path = "/v1/health", tag = "platform", responses((status = 200, description = "The function answers", body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "platform", responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+async fn openapi_doc(
+    axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
+) -> Response {
+    match doc.to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => crate::error::AppError::internal(e).into_response(),
+    }
+}
+
+/// The API documentation for a person.
+#[utoipa::path(get, path = "/docs", tag = "platform", responses((status = 200, description = "An HTML page", content_type = "text/html")))]
+async fn docs() -> impl IntoResponse {
+    openapi::docs_page().await
+}
+
+/// The script of the documentation page.
+#[utoipa::path(get, path = "/docs/docs.js", tag = "platform", responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
+async fn docs_script() -> impl IntoResponse {
+    openapi::docs_script().await
 }
 
 async fn not_found() -> Response {
@@ -59,11 +168,8 @@ async fn not_found() -> Response {
 /// logs one line per request, and makes every error response a complete problem document
 /// carrying that id: handler errors are completed, and bare errors from the framework (404,
 /// 405, 413, a caught panic) are replaced by one.
-async fn context(
-    State(service): State<&'static str>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn context(State(platform): State<Platform>, mut request: Request, next: Next) -> Response {
+    let service = platform.service;
     let started = Instant::now();
     let id = request
         .headers()
@@ -74,6 +180,8 @@ async fn context(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(RequestId(id.clone()));
+    let facts = limits::RequestFacts::default();
+    request.extensions_mut().insert(facts.clone());
     let span = tracing::info_span!("request", function = service, request_id = %id);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
@@ -83,15 +191,43 @@ async fn context(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    let facts = facts.get();
+    if let Some(window) = facts.window {
+        // The IETF RateLimit header fields: the policy, and where this window stands.
+        let policy = format!("{};w={}", window.rule.limit, window.rule.window);
+        let state = format!(
+            "limit={}, remaining={}, reset={}",
+            window.rule.limit, window.remaining, window.reset
+        );
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let route = facts.route.as_deref().unwrap_or("unmatched");
     span.in_scope(|| {
         tracing::info!(
             method = %method,
+            route,
             path = %path,
             status = status.as_u16(),
-            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms,
+            user_id = facts.user.as_deref().unwrap_or("-"),
             "request"
         );
     });
+    if platform.metrics {
+        crate::metrics::request(
+            service,
+            &id,
+            method.as_str(),
+            route,
+            status.as_u16(),
+            latency_ms,
+        );
+    }
     response
 }
 

@@ -1,55 +1,66 @@
 //! The polls function: create, read, list mine, patch, delete, close. Only the owner writes;
 //! another user gets 403 on a poll it can see and 404 on one it cannot.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiQuery, Caller, IfMatch, parse_id};
+use super::limits::Writer;
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{ListView, PollView};
 use crate::app::AppState;
 use crate::domain::{
     FieldErrors, NewPoll, Poll, PollId, PollPatch, PollStatus, ResultsVisibility, UserId,
     Visibility,
 };
+use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{PollCursor, StoreError};
 
 pub const PAGE_DEFAULT: u16 = 20;
 pub const PAGE_MAX: u16 = 100;
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/polls", post(create).get(list))
-        .route("/v1/polls/{id}", get(read).patch(patch).delete(delete))
-        .route("/v1/polls/{id}/close", post(close))
+pub fn routes(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, patch, delete))
+        .routes(routes!(close))
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreatePoll {
     question: String,
     options: Vec<OptionInput>,
+    /// An RFC 3339 time in the future; absent or null for no deadline.
     #[serde(default)]
+    #[schema(format = DateTime)]
     closes_at: Option<String>,
+    /// `public` (default) or `invite`.
     #[serde(default)]
+    #[schema(example = "public")]
     visibility: Option<String>,
+    /// `always` (default) or `after_close`.
     #[serde(default)]
+    #[schema(example = "always")]
     results: Option<String>,
+    /// How many options a ballot may choose (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
 }
 
 /// An option as a client may send it: plain text, or `{text}` as the API shows it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum OptionInput {
     Text(String),
@@ -109,9 +120,15 @@ fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Respon
     (status, headers, axum::Json(PollView::new(poll, now))).into_response()
 }
 
+/// Creates a poll owned by the caller.
+#[utoipa::path(post, path = "/v1/polls", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
+    responses(
+        (status = 201, description = "The poll", body = PollView,
+            headers(("Location" = String, description = "The poll's URL"), ("ETag" = String, description = "The poll's version"))),
+        AuthErrors, BodyErrors, CommonErrors))]
 async fn create(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     ApiJson(body): ApiJson<CreatePoll>,
 ) -> ApiResult<Response> {
     let now = state.clock.now();
@@ -146,16 +163,27 @@ async fn create(
     Ok(poll_response(StatusCode::CREATED, &poll, now))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only `true` is supported: polls are listed for their owner.
     #[serde(default)]
     mine: Option<String>,
+    /// Page size, 1 to 100 (default 20).
     #[serde(default)]
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
+/// The caller's polls, newest first, one page at a time.
+#[utoipa::path(get, path = "/v1/polls", tag = "polls", security(("bearer" = [])), params(ListQuery),
+    responses(
+        (status = 200, description = "A page of polls", body = ListView<PollView>),
+        (status = 400, description = "A bad `limit`, `cursor` or `mine`", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn list(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -200,6 +228,12 @@ fn decode_cursor(raw: &str) -> ApiResult<PollCursor> {
         .ok_or_else(|| AppError::BadParameter("cursor is not one this API returned".into()))
 }
 
+/// A poll. Invite-only polls are visible to their owner only.
+#[utoipa::path(get, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])), params(("id" = String, Path, description = "The poll id")), 
+    responses(
+        (status = 200, description = "The poll", body = PollView, headers(("ETag" = String, description = "The poll's version"))),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn read(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -250,14 +284,16 @@ fn lost_race(if_match: &IfMatch) -> impl Fn(StoreError) -> AppError + '_ {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
     #[serde(default)]
     question: Option<String>,
     #[serde(default)]
     options: Option<Vec<OptionInput>>,
+    /// A new deadline, or null to remove it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     closes_at: Option<Option<String>>,
     #[serde(default)]
     visibility: Option<String>,
@@ -274,9 +310,20 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Changes a poll (owner only). `If-Match` makes the change conditional on the version.
+#[utoipa::path(patch, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The changed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll is closed (`poll-closed`), its options are frozen by a ballot (`options-frozen`), or it changed meanwhile (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
 async fn patch(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
     ApiJson(body): ApiJson<PatchBody>,
@@ -310,9 +357,19 @@ async fn patch(
     Ok(poll_response(StatusCode::OK, &next, now))
 }
 
+/// Deletes a poll (owner only).
+#[utoipa::path(delete, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll changed meanwhile", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn delete(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<StatusCode> {
@@ -325,9 +382,19 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Closes a poll to new ballots (owner only). Closing a closed poll changes nothing.
+#[utoipa::path(post, path = "/v1/polls/{id}/close", tag = "polls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+    responses(
+        (status = 200, description = "The closed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll changed meanwhile", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn close(
     State(state): State<AppState>,
-    Caller(user): Caller,
+    Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<Response> {

@@ -7,7 +7,7 @@ use crate::domain::{
     Ballot, OptionId, Poll, PollOption, PollStatus, ResultsVisibility, Tally, User, Visibility,
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -25,7 +25,7 @@ impl From<&User> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokensView {
     pub access_token: String,
     pub token_type: &'static str,
@@ -33,7 +33,7 @@ pub struct TokensView {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PollView {
     pub id: String,
     pub owner_id: String,
@@ -70,13 +70,13 @@ impl PollView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListView<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BallotView {
     pub poll_id: String,
     pub choices: Vec<OptionId>,
@@ -94,14 +94,14 @@ impl From<&Ballot> for BallotView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OptionResult {
     pub id: OptionId,
     pub text: String,
     pub votes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultsView {
     pub poll_id: String,
     pub status: PollStatus,
@@ -131,7 +131,7 @@ impl ResultsView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub kind: crate::domain::JobKind,
@@ -172,7 +172,7 @@ impl JobView {
 }
 
 /// A guest's view of their invite.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InviteView {
     pub guest_name: String,
     pub poll: PollView,

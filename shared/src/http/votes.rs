@@ -1,31 +1,35 @@
 //! The votes function: cast a ballot (exactly once per voter), read results (one read).
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
+use super::limits::CountedVoter;
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView};
 use crate::app::AppState;
 use crate::domain::job::invite_token_hash;
 use crate::domain::{Ballot, Poll, PollId, Visibility, Voter};
+use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::CastOutcome;
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/polls/{id}/votes", post(cast))
-        .route("/v1/polls/{id}/results", get(results))
-        .route("/v1/invites/{token}", get(invite))
+pub fn routes(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(cast))
+        .routes(routes!(results))
+        .routes(routes!(invite))
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CastBody {
+    /// Option ids, at most the poll's `max_choices`.
     choices: Vec<String>,
 }
 
@@ -62,9 +66,21 @@ async fn poll_and_voter(
 
 /// Casting costs two storage calls: the poll read (to check the choices) and one
 /// transaction that writes the ballot only if none exists and counts it.
+/// Casts the caller's one ballot in a poll: a signed-in user in a public poll, or a guest with
+/// the poll's invite. A retry with the same `Idempotency-Key` gets the first answer again.
+#[utoipa::path(post, path = "/v1/polls/{id}/votes", tag = "votes", security(("bearer" = []), ("invite" = [])),
+    params(("id" = String, Path, description = "The poll id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
+    request_body = CastBody,
+    responses(
+        (status = 201, description = "The ballot (or, with the same Idempotency-Key, the first one again)", body = BallotView),
+        (status = 403, description = "The poll takes ballots by invite only, or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Already voted (`already-voted`) or the poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
     State(state): State<AppState>,
-    credential: VoterCredential,
+    CountedVoter(credential): CountedVoter,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CastBody>,
@@ -108,6 +124,14 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
 }
 
 /// One storage call: the poll and its counter shards in a single batch read.
+/// Exact counts per option, in one storage read.
+#[utoipa::path(get, path = "/v1/polls/{id}/results", tag = "votes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The poll id")),
+    responses(
+        (status = 200, description = "The results", body = ResultsView),
+        (status = 403, description = "Results are shown after the poll closes", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
 async fn results(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -132,6 +156,13 @@ async fn results(
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
 /// used. The token is the credential; an unknown one is 404. Two storage reads.
+/// What a guest needs to vote: the poll, their name, and whether the invite was used.
+#[utoipa::path(get, path = "/v1/invites/{token}", tag = "votes",
+    params(("token" = String, Path, description = "The invite token from the guest's card")),
+    responses(
+        (status = 200, description = "The invite", body = InviteView),
+        (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
+        CommonErrors))]
 async fn invite(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -3,8 +3,11 @@
 //! module per area.
 
 mod auth;
+mod budget;
 mod events;
 mod jobs;
+mod limits;
+mod openapi;
 mod polls;
 mod problems;
 mod races;

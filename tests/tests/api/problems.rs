@@ -232,3 +232,44 @@ async fn every_response_carries_a_request_id_and_a_valid_one_is_kept() {
     assert!(missing.header("x-request-id").is_some());
     assert_ne!(missing.body, Value::Null);
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = TestApp::start_with(
+        &[("TALLY_CORS_ORIGINS", "https://app.example.com")],
+        tally_tests::Storage::Memory,
+    )
+    .await;
+    let preflight = |origin: &str| {
+        app.call(http::Method::OPTIONS, "/v1/polls")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        allowed
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("authorization"))
+    );
+    let refused = preflight("https://evil.example.com").await;
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    let simple = app
+        .get("/v1/health")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await;
+    assert!(
+        simple
+            .header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("x-request-id"))
+    );
+}

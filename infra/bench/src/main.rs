@@ -1,0 +1,188 @@
+//! `tally-bench`: runs Tally's benchmarks and prints one Markdown table per part, with the
+//! machine and date beside the figures. See the README's "Performance" section.
+//!
+//! ```text
+//! cargo run --release -p tally-bench -- all      # every part (cold start builds the functions)
+//! cargo run --release -p tally-bench -- votes    # or some: votes, handlers, render, cold-start
+//!   --runs N      runs per figure (medians are over these)
+//!   --quick       one run of smaller workloads, to check the bench itself works
+//!   --no-build    cold start: use the release binaries already built
+//! ```
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use tally_bench::report::Section;
+use tally_bench::{coldstart, handlers, machine, render, votes};
+
+const USAGE: &str =
+    "usage: tally-bench <all|votes|handlers|render|cold-start> [--runs N] [--quick] [--no-build]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Votes,
+    Handlers,
+    Render,
+    ColdStart,
+}
+
+#[derive(Debug)]
+struct Options {
+    parts: Vec<Part>,
+    runs: Option<usize>,
+    quick: bool,
+    build: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        // The child process of the render benchmark: one job, figures on stdout.
+        Some("render-job") => render_job(&args[1..]),
+        _ => parse(&args).and_then(|options| bench(&options)),
+    };
+    if let Err(e) = outcome {
+        eprintln!("tally-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        parts: Vec::new(),
+        runs: None,
+        quick: false,
+        build: true,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "all" => {
+                options
+                    .parts
+                    .extend([Part::Votes, Part::Handlers, Part::Render, Part::ColdStart])
+            }
+            "votes" => options.parts.push(Part::Votes),
+            "handlers" => options.parts.push(Part::Handlers),
+            "render" => options.parts.push(Part::Render),
+            "cold-start" => options.parts.push(Part::ColdStart),
+            "--quick" => options.quick = true,
+            "--no-build" => options.build = false,
+            "--runs" => {
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or("--runs takes a number from 1 to 100")?;
+                options.runs = Some(n);
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if options.parts.is_empty() {
+        return Err(USAGE.into());
+    }
+    options.parts.dedup();
+    Ok(options)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn bench(options: &Options) -> Result<(), String> {
+    let machine = machine::Machine::detect();
+    let runs = |default: usize| {
+        options
+            .runs
+            .unwrap_or(if options.quick { 1 } else { default })
+    };
+    let mut sections = Vec::new();
+    let mut took = Section::new("Time each part took", &["part", "wall time"]);
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    eprintln!("tally-bench: {}", machine.summary());
+    for part in &options.parts {
+        let started = Instant::now();
+        let (name, section) = match part {
+            Part::Votes => {
+                let requests = |n| if options.quick { n / 10 } else { n };
+                let levels = [
+                    votes::Level {
+                        clients: 100,
+                        requests: requests(5_000),
+                    },
+                    votes::Level {
+                        clients: 1_000,
+                        requests: requests(10_000),
+                    },
+                ];
+                let results = runtime()?.block_on(votes::run(&levels, runs(5)))?;
+                ("votes", votes::section(&results))
+            }
+            Part::Handlers => {
+                let n = runs(7);
+                ("handlers", handlers::section(&handlers::run(n)?, n))
+            }
+            Part::Render => {
+                let guests = if options.quick { 1_000 } else { 10_000 };
+                let result = render::run(runs(5), runs(3), guests)?;
+                ("render", render::section(&result))
+            }
+            Part::ColdStart => {
+                let results = runtime()?.block_on(coldstart::run(runs(10), options.build))?;
+                ("cold-start", coldstart::section(&results))
+            }
+        };
+        sections.push(section);
+        took.row(vec![name.into(), format_duration(started.elapsed())]);
+    }
+    sections.push(took);
+    print_report(&machine, &command, &sections)
+}
+
+fn format_duration(d: Duration) -> String {
+    let seconds = d.as_secs_f64();
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.1} min", seconds / 60.0)
+    }
+}
+
+/// The report on stdout (progress went to stderr), ready to paste into the README.
+fn print_report(
+    machine: &machine::Machine,
+    command: &str,
+    sections: &[Section],
+) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    let mut text = format!(
+        "### Measured {}\n\nCommand: `cargo run --release -p tally-bench -- {command}`\n\n\
+         Machine: {}\n\n",
+        machine.date,
+        machine.summary()
+    );
+    for section in sections {
+        text.push_str(&section.markdown());
+        text.push('\n');
+    }
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `tally-bench render-job --guests N`: the render benchmark's child process.
+fn render_job(args: &[String]) -> Result<(), String> {
+    let guests = match args {
+        [flag, n] if flag == "--guests" => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or("--guests takes a number from 1 to 10000")?,
+        _ => return Err("usage: tally-bench render-job --guests N".into()),
+    };
+    runtime()?.block_on(render::job_child(guests))
+}

@@ -1,0 +1,521 @@
+//! Rendering: invite cards per second per core, ZIP throughput, and a 10,000-guest invites job
+//! on the dev-server stack (the in-process queue feeding the render worker), whose wall time
+//! and peak RSS are measured in a child process so that the figure is that job's alone.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::json;
+use tally::domain::job::{CHUNK_SIZE, request_fingerprint};
+use tally::domain::{Guest, Job, JobId, JobKind, PollId};
+use tally::ports::{JobCreated, JobStore, PollStore, RenderMessage, RenderQueue};
+use tally::render::{InviteCard, invite_card_png};
+
+use crate::machine;
+use crate::report::{self, Section};
+use crate::stack::{self, HttpClient, Served};
+
+/// A question as long as most real ones, drawn on every card.
+const QUESTION: &str = "Which evening suits you for the team dinner in December?";
+/// The longest a job may take before the bench gives up on it.
+const JOB_LIMIT: Duration = Duration::from_secs(900);
+
+/// An invite URL of the real shape: the dev server's origin and a 43-character token.
+fn invite_url(i: usize) -> String {
+    format!("http://127.0.0.1:3000/i/{:0>43}", i)
+}
+
+fn guest_name(i: usize) -> String {
+    format!("Guest {i:05} Example")
+}
+
+/// Renders `count` distinct cards on this thread and returns them.
+fn render_cards(from: usize, count: usize) -> Result<Vec<Vec<u8>>, String> {
+    (from..from + count)
+        .map(|i| {
+            let (name, url) = (guest_name(i), invite_url(i));
+            invite_card_png(&InviteCard {
+                question: QUESTION,
+                guest_name: &name,
+                url: &url,
+            })
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Cards per second on one thread, and on every core at once (one thread per core).
+fn cards_per_second(threads: usize, per_thread: usize) -> Result<f64, String> {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| std::thread::spawn(move || render_cards(t * per_thread, per_thread)))
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| "a render thread panicked".to_owned())??;
+    }
+    Ok((threads * per_thread) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A `Write` that only counts, standing in for the upload so that the ZIP writer is timed
+/// alone.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `entries` cards (cycling through `cards`) into a streamed, stored ZIP exactly as
+/// the worker does, and returns the archive's size and the time taken.
+fn zip_cards(cards: &[Vec<u8>], entries: usize) -> Result<(u64, Duration), String> {
+    let started = Instant::now();
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut zip = zip::ZipWriter::new_stream(Counter(0));
+    for i in 0..entries {
+        zip.start_file(format!("{i:05}-guest.png"), options)
+            .map_err(|e| e.to_string())?;
+        zip.write_all(&cards[i % cards.len()])
+            .map_err(|e| e.to_string())?;
+    }
+    let counter = zip.finish().map_err(|e| e.to_string())?.into_inner();
+    Ok((counter.0, started.elapsed()))
+}
+
+/// What the child process reports about its job.
+#[derive(Debug, Clone)]
+pub struct JobFigures {
+    pub guests: usize,
+    pub wall: Duration,
+    pub peak_rss_kib: u64,
+    pub baseline_rss_kib: u64,
+    pub zip_bytes: u64,
+    pub via_http: bool,
+    pub http_refusal: Option<String>,
+}
+
+/// The medians of the render benchmarks.
+#[derive(Debug, Clone)]
+pub struct RenderResult {
+    pub runs: usize,
+    pub cores: usize,
+    pub card_bytes: usize,
+    pub cards_per_s_one: f64,
+    pub cards_per_s_all: f64,
+    pub zip_mib_per_s: f64,
+    pub zip_entries_per_s: f64,
+    pub zip_entries: usize,
+    pub jobs: Vec<JobFigures>,
+}
+
+/// Runs the in-process render benchmarks `runs` times, then the job `job_runs` times, each
+/// in a child process running `tally-bench render-job`.
+pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, String> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    eprintln!("tally-bench: render: cards on one core, then on {cores}");
+    // Warm-up (and the cards the ZIP benchmark stores): not counted.
+    let cards = render_cards(0, 200)?;
+    let card_bytes = cards.iter().map(Vec::len).sum::<usize>() / cards.len();
+    let (mut one, mut all, mut zip_rates, mut zip_entries_rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let zip_entries = 10_000;
+    for _ in 0..runs {
+        one.push(cards_per_second(1, 300)?);
+        all.push(cards_per_second(cores, 300)?);
+        let (bytes, took) = zip_cards(&cards, zip_entries)?;
+        zip_rates.push(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64());
+        zip_entries_rates.push(zip_entries as f64 / took.as_secs_f64());
+    }
+    let mut jobs = Vec::new();
+    for run in 0..job_runs {
+        eprintln!(
+            "tally-bench: render: {guests}-guest job, run {}/{job_runs} (child process)",
+            run + 1
+        );
+        jobs.push(job_in_child(guests)?);
+    }
+    Ok(RenderResult {
+        runs,
+        cores,
+        card_bytes,
+        cards_per_s_one: report::median(&one),
+        cards_per_s_all: report::median(&all),
+        zip_mib_per_s: report::median(&zip_rates),
+        zip_entries_per_s: report::median(&zip_entries_rates),
+        zip_entries,
+        jobs,
+    })
+}
+
+/// Runs `tally-bench render-job` and reads the one JSON line it prints.
+fn job_in_child(guests: usize) -> Result<JobFigures, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .args(["render-job", "--guests", &guests.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start the job's child process: {e}"))?;
+    let started = Instant::now();
+    // Polled rather than waited on, so that a stuck child is killed instead of hanging the
+    // bench. Its stdout is one short line, which the pipe holds until it is read.
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > JOB_LIMIT + Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the job's child process ran past {JOB_LIMIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).map_err(|e| e.to_string())?;
+    }
+    if !status.success() {
+        return Err(format!("the job's child process failed ({status}): {out}"));
+    }
+    let line: serde_json::Value = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("the job's child process printed no figures: {out:?}"))?;
+    let number = |key: &str| line[key].as_u64().ok_or(format!("no {key} in {line}"));
+    Ok(JobFigures {
+        guests: usize::try_from(number("guests")?).map_err(|e| e.to_string())?,
+        wall: Duration::from_micros(number("wall_us")?),
+        peak_rss_kib: number("peak_rss_kib")?,
+        baseline_rss_kib: number("baseline_rss_kib")?,
+        zip_bytes: number("zip_bytes")?,
+        via_http: line["via_http"].as_bool().unwrap_or(false),
+        http_refusal: line["http_refusal"].as_str().map(str::to_owned),
+    })
+}
+
+/// The child's side: one dev-server stack, one invite-only poll, one job of `guests` guests,
+/// followed through `GET /v1/jobs/{id}` until done; then the checks and one JSON line on
+/// stdout. Peak RSS is read before the ZIP is downloaded, so the download (the bench acting
+/// as a client) does not count.
+pub async fn job_child(guests: usize) -> Result<(), String> {
+    let (stack, _config, issuer) = stack::start_stack().await?;
+    let served = Served::start(stack.app.clone()).await?;
+    let client = stack::http_client();
+    let base = served.base.clone();
+    let (owner_id, owner) = stack::mint(&issuer)?;
+    let poll = stack::create_poll(
+        &client,
+        &base,
+        &owner,
+        &json!({ "question": QUESTION, "options": ["Thursday", "Friday"], "visibility": "invite" }),
+    )
+    .await?;
+    let body = json!({
+        "guests": (0..guests).map(|i| json!({ "name": guest_name(i) })).collect::<Vec<_>>()
+    });
+    let (baseline_rss_kib, _) = machine::rss_kib();
+    let started = Instant::now();
+    let reply = stack::send(
+        &client,
+        stack::request(
+            Method::POST,
+            &format!("{base}/v1/polls/{poll}/invites"),
+            Some(&owner),
+            Some(&body),
+        )?,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let (job, via_http, http_refusal) = if reply.status.as_u16() == 202 {
+        let id = reply.json()["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or("the job has no id")?;
+        (id, true, None)
+    } else if reply.status.as_u16() == 413 {
+        // The API refuses the request body before the route sees it. The job the route would
+        // have started is started with the route's own steps (one transaction, the same
+        // messages on the same queue), so the render worker's work is the same; the report
+        // says that the HTTP request was refused.
+        let refusal = format!(
+            "{} for a {}-byte body",
+            reply.status,
+            body.to_string().len()
+        );
+        let id = start_job_directly(&stack, owner_id, &poll, guests).await?;
+        (id, false, Some(refusal))
+    } else {
+        return Err(format!(
+            "start the job: {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        ));
+    };
+    let status = wait_for_job(&client, &base, &owner, &job).await?;
+    let wall = started.elapsed();
+    let (_, peak_rss_kib) = machine::rss_kib();
+    let done = status["done"].as_u64().unwrap_or(0);
+    if status["status"] != "done" || done != guests as u64 || status["failed"] != 0 {
+        return Err(format!("the job did not complete every card: {status}"));
+    }
+    let zip = download(&client, &base, &owner, &job).await?;
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(&zip)).map_err(|e| e.to_string())?;
+    if archive.len() != guests {
+        return Err(format!(
+            "the ZIP holds {} cards for {guests} guests",
+            archive.len()
+        ));
+    }
+    let figures = json!({
+        "guests": guests,
+        "wall_us": u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+        "peak_rss_kib": peak_rss_kib,
+        "baseline_rss_kib": baseline_rss_kib,
+        "zip_bytes": zip.len(),
+        "via_http": via_http,
+        "http_refusal": http_refusal,
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{figures}").map_err(|e| e.to_string())?;
+    served.stop().await;
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// What `POST /v1/polls/{id}/invites` does after parsing its body (`shared/src/http/jobs.rs`):
+/// one job, its chunks of `CHUNK_SIZE` guests as render messages, on the stack's queue.
+async fn start_job_directly(
+    stack: &tally_dev::Stack,
+    owner: tally::domain::UserId,
+    poll: &str,
+    guests: usize,
+) -> Result<String, String> {
+    let poll_id = PollId::from_str(poll).map_err(|e| e.to_string())?;
+    let poll = stack
+        .store
+        .poll(poll_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the poll is gone")?;
+    let guests = Guest::parse_all(
+        (0..guests)
+            .map(|i| Guest {
+                name: guest_name(i),
+                email: None,
+            })
+            .collect(),
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    let total = u32::try_from(guests.len()).map_err(|e| e.to_string())?;
+    let chunks = u32::try_from(guests.len().div_ceil(CHUNK_SIZE)).map_err(|e| e.to_string())?;
+    // The route's secret: 256 random bits, base64url without padding.
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+    let now = time::OffsetDateTime::now_utc();
+    let job = Job {
+        id: JobId::new(),
+        kind: JobKind::Invites,
+        poll_id: poll.id,
+        owner_id: owner,
+        format: None,
+        total,
+        done: 0,
+        failed: 0,
+        chunks_total: chunks,
+        chunks_done: 0,
+        created_at: now,
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret),
+    };
+    let fingerprint = request_fingerprint(owner, poll.id, JobKind::Invites, &guests);
+    match stack
+        .store
+        .create_job(&job, &fingerprint, now)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        JobCreated::New => {}
+        JobCreated::Existing(_) => return Err("the same job existed already".into()),
+    }
+    let messages: Vec<RenderMessage> = guests
+        .chunks(CHUNK_SIZE)
+        .enumerate()
+        .map(|(i, chunk)| RenderMessage {
+            job_id: job.id,
+            chunk: u32::try_from(i).unwrap_or(u32::MAX),
+            start: u32::try_from(i * CHUNK_SIZE).unwrap_or(u32::MAX),
+            guests: chunk.to_vec(),
+            request_id: None,
+        })
+        .collect();
+    let queue: Arc<dyn RenderQueue> = Arc::new(stack.queue.clone());
+    queue.send(&messages).await.map_err(|e| e.to_string())?;
+    Ok(job.id.to_string())
+}
+
+/// Follows the job until it is done or failed (bounded by [`JOB_LIMIT`]).
+async fn wait_for_job(
+    client: &HttpClient,
+    base: &str,
+    owner: &str,
+    job: &str,
+) -> Result<serde_json::Value, String> {
+    let started = Instant::now();
+    while started.elapsed() < JOB_LIMIT {
+        let reply = stack::send(
+            client,
+            stack::request(
+                Method::GET,
+                &format!("{base}/v1/jobs/{job}"),
+                Some(owner),
+                None,
+            )?,
+            Duration::from_secs(30),
+        )
+        .await?
+        .expect(200, "read the job")?;
+        let status = reply.json();
+        if matches!(status["status"].as_str(), Some("done" | "failed")) {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("the job did not finish within {JOB_LIMIT:?}"))
+}
+
+/// The job's ZIP: the API's 302, then the presigned URL on the S3 engine.
+async fn download(
+    client: &HttpClient,
+    base: &str,
+    owner: &str,
+    job: &str,
+) -> Result<Vec<u8>, String> {
+    let redirect = stack::send(
+        client,
+        stack::request(
+            Method::GET,
+            &format!("{base}/v1/jobs/{job}/download"),
+            Some(owner),
+            None,
+        )?,
+        Duration::from_secs(30),
+    )
+    .await?
+    .expect(302, "download")?;
+    let location = redirect
+        .headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the download has no Location")?
+        .to_owned();
+    let file = stack::send(
+        client,
+        stack::request(Method::GET, &location, None, None)?,
+        Duration::from_secs(120),
+    )
+    .await?
+    .expect(200, "GET the presigned URL")?;
+    Ok(file.body.to_vec())
+}
+
+/// The report's section for these results.
+pub fn section(r: &RenderResult) -> Section {
+    let mut section = Section::new("Rendering", &["what", "figure", "notes"]);
+    section.note(format!(
+        "Cards: `tally::render::invite_card_png` (a {}-byte grayscale PNG on average: QR code of \
+         a 67-character invite URL, name, question), timed over 300 cards per thread; ZIP: \
+         {} cards written with the worker's settings (`ZipWriter::new_stream`, stored) into a \
+         byte counter, so only the ZIP writer is timed. Medians of {} runs.",
+        r.card_bytes,
+        report::grouped(r.zip_entries as f64),
+        r.runs
+    ));
+    section.row(vec![
+        "invite cards, one core".into(),
+        format!("{} cards/s", report::grouped(r.cards_per_s_one)),
+        "one thread".into(),
+    ]);
+    section.row(vec![
+        format!("invite cards, all {} cores", r.cores),
+        format!("{} cards/s", report::grouped(r.cards_per_s_all)),
+        format!("{} threads", r.cores),
+    ]);
+    section.row(vec![
+        "ZIP writer".into(),
+        format!(
+            "{} MiB/s ({} cards/s)",
+            report::grouped(r.zip_mib_per_s),
+            report::grouped(r.zip_entries_per_s)
+        ),
+        "stored entries, CRC-32 and copy".into(),
+    ]);
+    if let Some(first) = r.jobs.first() {
+        let walls: Vec<Duration> = r.jobs.iter().map(|j| j.wall).collect();
+        let peaks: Vec<f64> = r.jobs.iter().map(|j| j.peak_rss_kib as f64).collect();
+        let bases: Vec<f64> = r.jobs.iter().map(|j| j.baseline_rss_kib as f64).collect();
+        let wall_s = report::median_ms(&walls) / 1e3;
+        section.row(vec![
+            format!(
+                "{}-guest invites job, wall time",
+                report::grouped(first.guests as f64)
+            ),
+            format!(
+                "{wall_s:.1} s ({} cards/s)",
+                report::grouped(first.guests as f64 / wall_s)
+            ),
+            format!(
+                "request to `status: done`, median of {} runs; ZIP {}",
+                r.jobs.len(),
+                report::mib(first.zip_bytes)
+            ),
+        ]);
+        section.row(vec![
+            format!(
+                "{}-guest invites job, peak RSS",
+                report::grouped(first.guests as f64)
+            ),
+            format!("{:.0} MiB", report::median(&peaks) / 1024.0),
+            format!(
+                "VmHWM of the whole dev-server stack process (engines, API, worker); {:.0} MiB \
+                 before the job started",
+                report::median(&bases) / 1024.0
+            ),
+        ]);
+        section.note(
+            "Job: a child process (`tally-bench render-job`) starts the dev-server stack with \
+             in-memory engines (the S3 engine writes to a temporary folder), serves it on \
+             loopback, creates an invite-only poll and starts the job, then polls \
+             `GET /v1/jobs/{id}` every 100 ms; the in-process queue runs the render worker with \
+             the dev server's settings (2 batches at a time). Afterwards the ZIP is downloaded \
+             and must hold one card per guest.",
+        );
+        if let Some(refusal) = r.jobs.iter().find_map(|j| j.http_refusal.as_ref()) {
+            section.note(format!(
+                "**The API refused the {}-guest request** (`POST /v1/polls/{{id}}/invites` \
+                 answered {refusal}: the 64 KiB body limit is below what 10,000 guests need), so \
+                 the bench started the same job with the route's own steps (the job \
+                 transaction, then the same render messages on the same queue) and timed from \
+                 there; the render work is identical.",
+                report::grouped(first.guests as f64)
+            ));
+        }
+        if !first.via_http && first.http_refusal.is_none() {
+            section.note("The job was not started through HTTP.");
+        }
+    }
+    section
+}

@@ -1,0 +1,407 @@
+"use strict";
+// The organiser's page at /: sign in, my polls, a new poll, invitations, the render job's
+// progress and the live results. The view follows the address's fragment (#/polls/<id>,
+// #/jobs/<id>), which holds ids only, never a token.
+(() => {
+  const { api, h, show, problemText, when, signInForm } = Tally;
+  const view = document.getElementById("view");
+  const nav = document.getElementById("nav");
+  let stops = [];
+  let me = null;
+  let note = "";
+
+  // Runs `step` now and again `ms` after each run ends, while the view lasts and while it
+  // answers true; a hidden tab skips its turns, so a forgotten tab costs the API nothing.
+  function every(ms, step) {
+    let timer = 0;
+    let live = true;
+    const tick = async () => {
+      if (!live) return;
+      const again = document.hidden ? true : await step();
+      if (live && again) timer = setTimeout(tick, ms);
+    };
+    stops.push(() => { live = false; clearTimeout(timer); });
+    tick();
+  }
+
+  function card(...children) {
+    return h("section", { class: "card" }, ...children);
+  }
+
+  function trouble(title, e) {
+    show(view, card(h("h1", null, title), h("p", null, typeof e === "string" ? e : problemText(e)),
+      h("p", null, h("a", { href: "#/" }, "Back to my polls"))));
+  }
+
+  async function route() {
+    for (const stop of stops) stop();
+    stops = [];
+    if (!Tally.session) {
+      me = null;
+      nav.replaceChildren();
+      return signInView();
+    }
+    if (!me) {
+      try { me = await api("GET", "/v1/me"); } catch (e) { return Tally.session ? trouble("Something went wrong", e) : route(); }
+    }
+    nav.replaceChildren(h("a", { href: "#/" }, "My polls"),
+      h("button", { type: "button", class: "link", onclick: signOut }, "Sign out"));
+    // Ids are letters, digits and dashes: checked here, they need no escaping in paths.
+    const [, kind, id] = location.hash.split("/");
+    const ok = /^[\w-]{1,64}$/.test(id);
+    if (kind === "polls" && ok) return pollView(id);
+    if (kind === "jobs" && ok) return jobView(id);
+    return homeView();
+  }
+
+  function signOut() {
+    Tally.signOut();
+    if (location.hash && location.hash !== "#/") location.hash = "#/";
+    else route();
+  }
+
+  Tally.onSignedOut = () => {
+    note = "Your session has ended: please sign in again.";
+    route();
+  };
+
+  function signInView() {
+    const message = note;
+    note = "";
+    show(view, card(h("h1", null, "Sign in to Tally"),
+      h("p", { class: "muted" }, "Create polls, invite guests with QR-code cards and watch the votes come in."),
+      message ? h("p", { class: "error", role: "alert" }, message) : null,
+      signInForm(route)));
+  }
+
+  // ---- My polls and a new poll ----
+
+  function tags(poll) {
+    return [
+      h("span", { class: "tag" }, poll.status === "open" ? "open" : "closed"),
+      h("span", { class: "tag" }, poll.visibility === "invite" ? "invited guests" : "anyone signed in"),
+    ];
+  }
+
+  async function homeView() {
+    const list = h("ul", { class: "polls" });
+    const error = h("p", { class: "error", role: "alert" });
+    let cursor = null;
+    const more = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => page() }, "Show more");
+    async function page() {
+      more.disabled = true;
+      try {
+        const query = cursor ? "&cursor=" + encodeURIComponent(cursor) : "";
+        const result = await api("GET", "/v1/polls?mine=true&limit=20" + query);
+        for (const poll of result.items) {
+          list.append(h("li", null, h("a", { href: "#/polls/" + poll.id },
+            h("strong", null, poll.question), tags(poll), h("span", { class: "muted small" }, when(poll.created_at)))));
+        }
+        if (!list.children.length) list.append(h("li", { class: "muted" }, "No polls yet: create your first one below."));
+        cursor = result.next_cursor;
+        more.hidden = !cursor;
+      } catch (e) {
+        error.textContent = problemText(e);
+      }
+      more.disabled = false;
+    }
+    show(view, card(h("h1", null, "My polls"), h("p", { class: "muted small" }, "Signed in as " + me.email),
+      list, more, error), newPollForm());
+    await page();
+  }
+
+  function newPollForm() {
+    const question = h("input", { type: "text", id: "question", required: true, maxlength: 300 });
+    const options = h("textarea", { id: "options", required: true, rows: 4 });
+    const visibility = h("select", { id: "visibility" },
+      h("option", { value: "invite" }, "Invited guests (with their cards)"),
+      h("option", { value: "public" }, "Anyone signed in, with the link"));
+    const error = h("p", { class: "error", role: "alert" });
+    return h("form", {
+      class: "card",
+      "aria-labelledby": "new-poll",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const texts = options.value.split("\n").map((t) => t.trim()).filter(Boolean);
+        if (texts.length < 2 || texts.length > 20) {
+          error.textContent = "Give 2 to 20 options, one per line.";
+          return options.focus();
+        }
+        ev.submitter.disabled = true;
+        try {
+          const poll = await api("POST", "/v1/polls", {
+            body: { question: question.value.trim(), options: texts, visibility: visibility.value },
+          });
+          location.hash = "#/polls/" + poll.id;
+        } catch (e) {
+          error.textContent = problemText(e);
+          ev.submitter.disabled = false;
+        }
+      },
+    },
+    h("h2", { id: "new-poll" }, "New poll"),
+    h("label", { for: "question" }, "Question"), question,
+    h("label", { for: "options" }, "Options", h("span", { class: "hint" }, "2 to 20, one per line")), options,
+    h("label", { for: "visibility" }, "Who can vote"), visibility,
+    h("button", { type: "submit" }, "Create poll"), error);
+  }
+
+  // ---- One poll: live results, sharing, invitations ----
+
+  async function pollView(id) {
+    let poll;
+    try {
+      poll = await api("GET", "/v1/polls/" + id);
+    } catch (e) {
+      return trouble(e.status === 404 ? "Poll not found" : "Something went wrong",
+        e.status === 404 ? "None of your polls has this address." : e);
+    }
+    // Public polls are readable by any signed-in user; this page is for their owner only.
+    if (poll.owner_id !== me.id) {
+      return trouble("Not your poll", "This poll belongs to another account. Its share page is at /p/" + poll.id + ".");
+    }
+    const share = location.origin + "/p/" + poll.id;
+    const error = h("p", { class: "error", role: "alert" });
+    const close = async () => {
+      if (!confirm("Close this poll? No more votes will be taken.")) return;
+      try {
+        await api("POST", `/v1/polls/${id}/close`);
+        route();
+      } catch (e) { error.textContent = problemText(e); }
+    };
+    const qr = async () => {
+      try {
+        const job = await api("POST", `/v1/polls/${id}/qr`, { body: { format: "png" } });
+        location.hash = "#/jobs/" + job.id;
+      } catch (e) { error.textContent = problemText(e); }
+    };
+    show(view,
+      card(h("h1", null, poll.question), h("p", null, tags(poll)),
+        poll.visibility === "public"
+          ? h("p", null, "Share page: ", h("span", { class: "url" }, share), " ",
+            h("button", { type: "button", class: "secondary", onclick: qr }, "Make a share QR code"))
+          : h("p", { class: "muted small" }, "Guests vote with their invite cards."),
+        poll.status === "open" ? h("button", { type: "button", class: "secondary", onclick: close }, "Close voting") : null,
+        error),
+      resultsCard(poll),
+      poll.status === "open" ? inviteForm(poll) : null);
+  }
+
+  function resultsCard(poll) {
+    // Rows are made once and then updated, so that the bars glide to their new widths.
+    const rows = new Map();
+    const list = h("ul", { class: "chart" }, poll.options.map((o) => {
+      const row = { count: h("span", null, "0 votes"), fill: h("span") };
+      row.item = h("li", null, h("div", { class: "label" }, h("span", null, o.text), row.count),
+        h("div", { class: "bar", "aria-hidden": "true" }, row.fill));
+      rows.set(o.id, row);
+      return row.item;
+    }));
+    const total = h("p", { class: "figures" }, "…");
+    const status = h("p", { class: "muted small" });
+    every(3000, async () => {
+      let results;
+      try {
+        results = await api("GET", `/v1/polls/${poll.id}/results`);
+      } catch (e) {
+        status.textContent = problemText(e);
+        return e.status === 0 || e.status >= 500;
+      }
+      const lead = Math.max(...results.options.map((o) => o.votes));
+      for (const o of results.options) {
+        const row = rows.get(o.id);
+        if (!row) continue;
+        const share = results.total ? Math.round((o.votes * 100) / results.total) : 0;
+        row.count.textContent = `${o.votes} ${o.votes === 1 ? "vote" : "votes"} · ${share} %`;
+        row.fill.style.width = share + "%";
+        row.item.className = o.votes === lead && lead > 0 ? "lead" : "";
+      }
+      total.textContent = `${results.total} ${results.total === 1 ? "ballot" : "ballots"}`;
+      status.textContent = results.status === "open"
+        ? `Live: updated ${new Date().toLocaleTimeString()}, every 3 seconds.`
+        : "Voting has closed: these are the final results.";
+      return results.status === "open";
+    });
+    return card(h("h2", null, "Results"), total, list, status);
+  }
+
+  // Names, one per line, or the "name" column of a CSV file (else its first column).
+  function inviteForm(poll) {
+    const names = h("textarea", { id: "guests", rows: 8, spellcheck: "false", required: true });
+    const file = h("input", { type: "file", id: "csv", accept: ".csv,text/csv,text/plain" });
+    const count = h("p", { class: "muted", "aria-live": "polite" });
+    const error = h("p", { class: "error", role: "alert" });
+    const list = () => names.value.split("\n").map((n) => n.trim()).filter(Boolean);
+    const counted = () => {
+      const n = list().length;
+      count.textContent = n === 1 ? "1 guest" : `${n} guests`;
+    };
+    names.addEventListener("input", counted);
+    file.addEventListener("change", async () => {
+      if (!file.files.length) return;
+      names.value = csvNames(await file.files[0].text()).join("\n");
+      counted();
+    });
+    counted();
+    return h("form", {
+      class: "card",
+      "aria-labelledby": "invite",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const guests = list().map((name) => ({ name }));
+        ev.submitter.disabled = true;
+        error.textContent = "";
+        try {
+          const job = await api("POST", `/v1/polls/${poll.id}/invites`, { body: { guests } });
+          location.hash = "#/jobs/" + job.id;
+        } catch (e) {
+          error.textContent = problemText(e);
+          ev.submitter.disabled = false;
+        }
+      },
+    },
+    h("h2", { id: "invite" }, "Invite guests"),
+    h("p", { class: "muted small" }, "Each guest gets a card with a QR code that lets them vote once."),
+    h("label", { for: "guests" }, "Guest names", h("span", { class: "hint" }, "One per line")), names,
+    h("label", { for: "csv" }, "Or load a CSV file", h("span", { class: "hint" }, "The “name” column, or else the first")), file,
+    count, h("button", { type: "submit" }, "Make invite cards"), error);
+  }
+
+  function csvNames(text) {
+    const rows = csvRows(text.replace(/^\uFEFF/, ""));
+    if (!rows.length) return [];
+    const head = rows[0].map((c) => c.trim().toLowerCase());
+    const column = head.indexOf("name");
+    const body = column >= 0 ? rows.slice(1) : rows;
+    return body.map((row) => (row[Math.max(column, 0)] || "").trim()).filter(Boolean);
+  }
+
+  // RFC 4180: quoted fields may hold separators, line breaks and doubled quotes; a quote
+  // inside an unquoted field is kept as it is. Spreadsheets in some locales separate with
+  // semicolons; the first line tells which.
+  function csvRows(text) {
+    const first = text.split("\n", 1)[0];
+    const sep = (first.match(/;/g) || []).length > (first.match(/,/g) || []).length ? ";" : ",";
+    const rows = [];
+    let row = [];
+    let field = "";
+    let quoted = false;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (quoted) {
+        if (c !== '"') field += c;
+        else if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
+      } else if (c === '"' && field === "") quoted = true;
+      else if (c === sep) { row.push(field); field = ""; }
+      else if (c === "\n" || c === "\r") {
+        if (c === "\r" && text[i + 1] === "\n") i++;
+        row.push(field); rows.push(row); row = []; field = "";
+      } else field += c;
+    }
+    if (field || row.length) { row.push(field); rows.push(row); }
+    return rows;
+  }
+
+  // ---- A render job: live progress, time left, download ----
+
+  const KINDS = {
+    invites: ["Invite cards", "cards", "Download the ZIP"],
+    qr: ["Share QR code", "codes", "Download the QR code"],
+    chart: ["Results chart", "charts", "Download the chart"],
+  };
+
+  function jobView(id) {
+    const title = h("h1", { id: "job-title" }, "Render job");
+    const state = h("p", { role: "status" }, "Loading…");
+    const fill = h("span");
+    const bar = h("div", {
+      class: "bar", role: "progressbar", "aria-labelledby": "job-title",
+      "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0",
+    }, fill);
+    const count = h("span");
+    const percent = h("span");
+    const left = h("p", { class: "muted" });
+    const actions = h("div");
+    const error = h("p", { class: "error", role: "alert" });
+    const back = h("p");
+    show(view, card(title, state, bar, h("p", { class: "figures" }, count, percent), left, actions, error, back));
+    const samples = [];
+
+    async function download(ev) {
+      ev.target.disabled = true;
+      error.textContent = "";
+      try {
+        // The file lives on the file store's origin: a presigned link, opened by navigation
+        // (a download), since a fetch across origins would need CORS.
+        const link = await api("GET", `/v1/jobs/${id}/download`, { headers: { accept: "application/json" } });
+        location.assign(link.url);
+      } catch (e) {
+        error.textContent = e.status === 410
+          ? "This file has expired: files are kept for 24 hours. Start the job again for a new one."
+          : problemText(e);
+      }
+      ev.target.disabled = false;
+    }
+
+    // Time left, from the progress made over the last 15 seconds.
+    function timeLeft(job) {
+      const now = Date.now();
+      samples.push({ t: now, p: job.progress });
+      while (samples.length > 2 && now - samples[0].t > 15000) samples.shift();
+      const first = samples[0];
+      const rate = (job.progress - first.p) / ((now - first.t) / 1000);
+      if (!(rate > 0)) return job.status === "queued" ? "" : "Estimating time left…";
+      const seconds = Math.max(1, Math.round((1 - job.progress) / rate));
+      return seconds < 90 ? `About ${seconds} s left` : `About ${Math.round(seconds / 60)} min left`;
+    }
+
+    function draw(job) {
+      const [name, unit, label] = KINDS[job.kind] || KINDS.invites;
+      title.textContent = name;
+      const pct = Math.floor(job.progress * 100);
+      fill.style.width = pct + "%";
+      bar.setAttribute("aria-valuenow", String(pct));
+      bar.setAttribute("aria-valuetext", `${pct} %: ${job.done} of ${job.total} ${unit}`);
+      count.textContent = `${job.done} of ${job.total} ${unit}`;
+      percent.textContent = pct + " %";
+      const states = {
+        queued: "Queued: waiting for a worker.",
+        running: `Rendering ${unit}…`,
+        done: `Done: ${job.total} ${unit} ready.`,
+        failed: "The job failed" + (job.error ? ": " + job.error : "."),
+      };
+      if (state.textContent !== states[job.status]) state.textContent = states[job.status];
+      left.textContent = job.status === "done"
+        ? (job.expires_at ? `The download stays available until ${when(job.expires_at)}.` : "")
+        : job.status === "failed" ? "" : timeLeft(job);
+      if (job.failed) left.textContent += ` ${job.failed} failed.`;
+      bar.classList.toggle("done", job.status === "done");
+      if (job.status === "done" && job.download_url && !actions.children.length) {
+        actions.append(h("button", { type: "button", id: "download", onclick: download }, label));
+      }
+      if (!back.children.length) {
+        back.append(h("a", { href: "#/polls/" + job.poll_id }, "Back to the poll and its results"));
+      }
+    }
+
+    every(700, async () => {
+      let job;
+      try {
+        job = await api("GET", "/v1/jobs/" + id);
+      } catch (e) {
+        if (e.status === 404) {
+          trouble("Job not found", "None of your jobs has this address.");
+          return false;
+        }
+        error.textContent = problemText(e);
+        return e.status === 0 || e.status >= 500;
+      }
+      error.textContent = "";
+      draw(job);
+      return job.status === "queued" || job.status === "running";
+    });
+  }
+
+  window.addEventListener("hashchange", route);
+  route();
+})();

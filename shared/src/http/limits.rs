@@ -1,0 +1,190 @@
+//! Rate limits, counted in the store (so every Lambda instance sees the same count) in fixed
+//! windows: per IP on the auth routes, per email on login (password guessing spread over many
+//! addresses), per user on writes, per voter on ballots. Each limited request costs one extra
+//! storage call. `TALLY_RATE_LIMITS=off` turns them all off.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+
+use super::extract::{Caller, VoterCredential};
+use crate::app::AppState;
+pub use crate::config::{RateLimits, Rule};
+use crate::domain::UserId;
+use crate::domain::job::invite_token_hash;
+use crate::error::AppError;
+
+/// Where a limited request's current window is kept for the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub rule: Rule,
+    pub remaining: u32,
+    pub reset: u64,
+}
+
+/// Facts a request gathers on its way (who the caller is, which rate window it counted in),
+/// which the platform layer writes into the response headers and the request's log line. A
+/// std mutex is right here: it is never held across an await.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts(Arc<Mutex<Facts>>);
+
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    pub user: Option<String>,
+    pub route: Option<String>,
+    pub window: Option<Window>,
+}
+
+impl RequestFacts {
+    pub fn get(&self) -> Facts {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_user(&self, user: impl Into<String>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).user = Some(user.into());
+    }
+
+    pub fn set_route(&self, route: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).route = Some(route.to_owned());
+    }
+
+    fn set_window(&self, window: Window) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).window = Some(window);
+    }
+}
+
+/// Counts this request against `scope` under `rule`: 429 past the limit.
+pub async fn enforce(
+    state: &AppState,
+    facts: Option<&RequestFacts>,
+    scope: &str,
+    rule: Rule,
+) -> Result<(), AppError> {
+    if !state.limits.enabled {
+        return Ok(());
+    }
+    let now = state.clock.now().unix_timestamp();
+    let window = i64::from(rule.window);
+    let start = now - now.rem_euclid(window);
+    let hits = state.store.hit(scope, start, window).await?;
+    let reset = u64::try_from(start + window - now).unwrap_or(1).max(1);
+    let remaining = u64::from(rule.limit).saturating_sub(hits);
+    if let Some(facts) = facts {
+        facts.set_window(Window {
+            rule,
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            reset,
+        });
+    }
+    if hits > u64::from(rule.limit) {
+        return Err(AppError::RateLimited { retry_after: reset });
+    }
+    Ok(())
+}
+
+fn facts_of(parts: &Parts) -> Option<RequestFacts> {
+    parts.extensions.get::<RequestFacts>().cloned()
+}
+
+/// The client's address: API Gateway's `sourceIp` on AWS, the socket's peer locally. A
+/// client-sent `X-Forwarded-For` is never trusted, or anyone could pick their own limit.
+pub fn client_ip(parts: &Parts) -> String {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
+        parts
+            .extensions
+            .get::<lambda_http::request::RequestContext>()
+        && let Some(ip) = &context.http.source_ip
+    {
+        return ip.clone();
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// A request on an auth route, counted per client IP.
+#[derive(Debug, Clone)]
+pub struct AuthAttempt {
+    pub facts: Option<RequestFacts>,
+}
+
+impl FromRequestParts<AppState> for AuthAttempt {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let facts = facts_of(parts);
+        enforce(
+            state,
+            facts.as_ref(),
+            &format!("ip#{}", client_ip(parts)),
+            state.limits.auth_ip,
+        )
+        .await?;
+        Ok(Self { facts })
+    }
+}
+
+impl AuthAttempt {
+    /// Counts a login against the email it names, whoever tries it from wherever.
+    pub async fn count_email(&self, state: &AppState, email: &str) -> Result<(), AppError> {
+        enforce(
+            state,
+            self.facts.as_ref(),
+            &format!("email#{email}"),
+            state.limits.login_email,
+        )
+        .await
+    }
+}
+
+/// The signed-in user of a write, counted per user.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer(pub UserId);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(user) = Caller::from_request_parts(parts, state).await?;
+        enforce(
+            state,
+            facts_of(parts).as_ref(),
+            &format!("write#{user}"),
+            state.limits.writes,
+        )
+        .await?;
+        Ok(Self(user))
+    }
+}
+
+/// A voter, counted per user or per invite.
+#[derive(Debug, Clone)]
+pub struct CountedVoter(pub VoterCredential);
+
+impl FromRequestParts<AppState> for CountedVoter {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credential = VoterCredential::from_request_parts(parts, state).await?;
+        let scope = match &credential {
+            VoterCredential::User(user) => format!("vote#u:{user}"),
+            VoterCredential::Invite(token) => format!("vote#i:{}", invite_token_hash(token)),
+        };
+        enforce(state, facts_of(parts).as_ref(), &scope, state.limits.votes).await?;
+        Ok(Self(credential))
+    }
+}

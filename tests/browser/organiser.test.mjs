@@ -1,0 +1,199 @@
+// The organiser's page: sign up, create a poll, invite 200 guests, watch the render job's bar
+// reach 100 %, download the ZIP, and watch the results chart follow the votes.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, test } from "node:test";
+import AdmZip from "adm-zip";
+import {
+  BASE, DESKTOP, PASSWORD, PHONE, api, assertSecurityHeaders, browser, decodeQr, screenshot, uniqueEmail,
+} from "./lib.mjs";
+
+const QUESTION = "Where shall we hold the summer party?";
+const GUESTS = Array.from({ length: 200 }, (_, i) => `Guest ${String(i + 1).padStart(3, "0")}`);
+const email = uniqueEmail("organiser");
+let desktop;
+let state = {};
+
+before(async () => {
+  desktop = await browser(DESKTOP);
+});
+
+after(async () => {
+  await desktop?.close();
+});
+
+async function signIn(page, button = "Sign in") {
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: button }).click();
+  await page.getByRole("heading", { level: 1, name: "My polls" }).waitFor();
+}
+
+test("an organiser creates an account and a poll; the tokens stay out of URLs and local storage", async () => {
+  const { page } = desktop;
+  const response = await page.goto(BASE + "/");
+  assert.equal(response.status(), 200);
+  assertSecurityHeaders(response.headers());
+  await page.getByRole("heading", { name: "Sign in to Tally" }).waitFor();
+  await signIn(page, "Create account");
+  await page.getByText("No polls yet").waitFor();
+  await page.getByText(email).waitFor();
+
+  await page.getByLabel("Question").fill(QUESTION);
+  await page.getByLabel("Options").fill("Garden\nRooftop\nBoat");
+  await page.getByLabel("Who can vote").selectOption("invite");
+  await page.getByRole("button", { name: "Create poll" }).click();
+  await page.getByRole("heading", { level: 1, name: QUESTION }).waitFor();
+  state.pollId = decodeURIComponent(new URL(page.url()).hash.split("/")[2]);
+
+  const storage = await page.evaluate(() => ({
+    local: localStorage.length,
+    session: sessionStorage.getItem("tally.session"),
+    href: location.href,
+  }));
+  assert.equal(storage.local, 0, "nothing in local storage");
+  const tokens = JSON.parse(storage.session);
+  assert.ok(tokens.access_token && tokens.refresh_token, "the session is in session storage");
+  assert.ok(!storage.href.includes(tokens.access_token) && !storage.href.includes(tokens.refresh_token));
+  state.token = tokens.access_token;
+  assert.deepEqual(desktop.problems, []);
+});
+
+test("an organiser invites 200 guests, watches the bar reach 100 % and downloads the ZIP", async () => {
+  assert.ok(state.pollId, "needs the poll of the previous test");
+  const { page } = desktop;
+  await page.getByLabel("Guest names").fill(GUESTS.join("\n"));
+  await page.getByText("200 guests").waitFor();
+
+  // Every value the bar shows, recorded in the page as it changes.
+  await page.evaluate(() => {
+    window.seen = [];
+    new MutationObserver((changes) => {
+      for (const c of changes) window.seen.push({ value: Number(c.target.getAttribute("aria-valuenow")), text: document.body.innerText });
+    }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ["aria-valuenow"] });
+  });
+  const started = Date.now();
+  await page.getByRole("button", { name: "Make invite cards" }).click();
+  await page.getByRole("heading", { level: 1, name: "Invite cards" }).waitFor();
+  state.jobId = new URL(page.url()).hash.split("/")[2];
+  const bar = page.getByRole("progressbar", { name: "Invite cards" });
+  // A picture of the bar on its way, with the time left, when the job is slow enough to catch
+  // (on a fast machine it may finish first; the test does not depend on it).
+  const caught = await page.waitForFunction(() => {
+    const value = Number(document.querySelector("[role=progressbar]")?.getAttribute("aria-valuenow"));
+    if (value === 100) return "done";
+    return value > 0 && /About \d+ (s|min) left/.test(document.body.innerText) ? "running" : false;
+  }, null, { timeout: 120_000, polling: "raf" });
+  if ((await caught.jsonValue()) === "running") await screenshot(page, "organiser-job-running-desktop.png");
+  await page.waitForFunction(() => document.querySelector("[role=progressbar]")?.getAttribute("aria-valuenow") === "100", null, { timeout: 120_000, polling: 50 });
+  const download = page.getByRole("button", { name: "Download the ZIP" });
+  await download.waitFor();
+  const seconds = (Date.now() - started) / 1000;
+
+  const observed = await page.evaluate(() => window.seen);
+  const seen = observed.map((s) => s.value);
+  // While it ran, the page said how far it was and how long is left (or that it is still
+  // estimating, when the first sample has no rate yet).
+  const running = observed.filter((s) => s.value > 0 && s.value < 100);
+  for (const s of running) assert.match(s.text, /\d+ of 200 cards[\s\S]*(About \d+ (s|min) left|Estimating time left)/);
+  assert.ok(seen.length >= 1, "the bar moved");
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `the bar went back: ${seen}`);
+  assert.equal(seen.at(-1), 100);
+  assert.equal(await bar.getAttribute("aria-valuetext"), "100 %: 200 of 200 cards");
+  await page.getByText("200 of 200 cards").waitFor();
+  await page.getByText("Done: 200 cards ready.").waitFor();
+  const estimates = running.map((s) => s.text.match(/About \d+ (s|min) left|Estimating time left/)[0]);
+  console.log(`# 200 cards rendered in ${seconds.toFixed(1)} s; the bar showed ${seen.join(", ")} %; time left: ${estimates.join(", ")}`);
+  await screenshot(page, "organiser-job-desktop.png");
+
+  // The file store is another origin: the page navigates there, which downloads the ZIP.
+  const link = await api("GET", `/v1/jobs/${state.jobId}/download`, { token: state.token });
+  desktop.allow(new URL(link.body.url).origin);
+  const [file] = await Promise.all([page.waitForEvent("download"), download.click()]);
+  const zip = new AdmZip(readFileSync(await file.path()));
+  const cards = zip.getEntries().filter((e) => e.entryName.endsWith(".png"));
+  assert.equal(cards.length, 200);
+  cards.sort((a, b) => a.entryName.localeCompare(b.entryName));
+  state.invites = cards.slice(0, 5).map((e) => decodeQr(e.getData()));
+  for (const url of state.invites) assert.ok(url.startsWith(`${BASE}/i/`), url);
+  assert.deepEqual(desktop.problems, []);
+});
+
+test("the job page fits a phone", async () => {
+  assert.ok(state.jobId, "needs the job of the previous test");
+  const phone = await browser(PHONE);
+  try {
+    const { page } = phone;
+    await page.goto(BASE + "/");
+    await signIn(page);
+    await page.getByRole("link", { name: QUESTION }).waitFor();
+    await screenshot(page, "organiser-polls-phone.png");
+    await page.goto(`${BASE}/#/jobs/${state.jobId}`);
+    await page.getByRole("button", { name: "Download the ZIP" }).waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+    await screenshot(page, "organiser-job-phone.png");
+    assert.deepEqual(phone.problems, []);
+  } finally {
+    await phone.close();
+  }
+});
+
+test("the results chart follows the votes as they come in", async () => {
+  assert.ok(state.invites, "needs the cards of the previous test");
+  const { page } = desktop;
+  await page.getByRole("link", { name: "Back to the poll and its results" }).click();
+  await page.getByRole("heading", { level: 2, name: "Results" }).waitFor();
+  await page.getByText("0 ballots").waitFor();
+
+  const votes = ["o1", "o1", "o1", "o3", "o2"];
+  for (const [i, url] of state.invites.entries()) {
+    const token = new URL(url).pathname.split("/")[2];
+    const cast = await api("POST", `/v1/polls/${state.pollId}/votes`, { invite: token, body: { choices: [votes[i]] } });
+    assert.equal(cast.status, 201, JSON.stringify(cast.body));
+  }
+  // No reload: the chart refreshes itself.
+  await page.getByText("5 ballots").waitFor({ timeout: 10_000 });
+  await page.getByText("3 votes · 60 %").waitFor();
+  await page.getByText("1 vote · 20 %").first().waitFor();
+  const widths = await page.$$eval(".chart .bar > span", (bars) => bars.map((b) => b.style.width));
+  assert.deepEqual(widths, ["60%", "20%", "20%"]);
+  await page.waitForTimeout(500); // the bars' transition
+  await screenshot(page, "organiser-results-desktop.png");
+  assert.deepEqual(desktop.problems, []);
+});
+
+test("a CSV file fills the guest list", async () => {
+  assert.ok(state.pollId, "needs the poll");
+  const { page } = desktop;
+  await page.getByLabel("Guest names").fill("");
+  await page.getByLabel("Or load a CSV file").setInputFiles({
+    name: "guests.csv",
+    mimeType: "text/csv",
+    buffer: Buffer.from('\uFEFFemail,name\r\nann@example.com,"Lee, Ann"\r\nben@example.com,Ben "Benny" Ode\r\n,\r\ncleo@example.com,"Cleo ""CP"" Park"\r\n'),
+  });
+  await page.getByText("3 guests").waitFor();
+  assert.equal(await page.getByLabel("Guest names").inputValue(), 'Lee, Ann\nBen "Benny" Ode\nCleo "CP" Park');
+  assert.deepEqual(desktop.problems, []);
+});
+
+test("another organiser sees none of it", async () => {
+  assert.ok(state.pollId, "needs the poll");
+  const other = await browser(DESKTOP);
+  try {
+    const { page } = other;
+    await page.goto(BASE + "/");
+    await page.getByLabel("Email").fill(uniqueEmail("other"));
+    await page.getByLabel("Password").fill(PASSWORD);
+    await page.getByRole("button", { name: "Create account" }).click();
+    await page.getByText("No polls yet").waitFor();
+    await page.goto(`${BASE}/#/polls/${state.pollId}`);
+    await page.getByRole("heading", { name: "Poll not found" }).waitFor();
+    assert.equal(await page.getByText(QUESTION).count(), 0);
+    await page.goto(`${BASE}/#/jobs/${state.jobId}`);
+    await page.getByRole("heading", { name: "Job not found" }).waitFor();
+    assert.deepEqual(other.problems, []);
+  } finally {
+    await other.close();
+  }
+});

@@ -1,0 +1,66 @@
+//! The storage-call budget of each route, held the same whatever the amount of data: measured
+//! with one poll, then again with 1,000 polls and 1,000 ballots.
+
+use serde_json::json;
+use tally_tests::{PASSWORD, TestApp};
+
+/// (route, calls): the budget table of ARCHITECTURE.md, rate-limit counters included.
+const BUDGET: &[(&str, u64)] = &[
+    ("GET /v1/polls/{id}", 1),
+    ("GET /v1/polls", 1),
+    ("GET /v1/polls/{id}/results", 1),
+    ("POST /v1/polls/{id}/votes", 3),
+    ("POST /v1/auth/login", 4),
+    ("GET /v1/me", 1),
+];
+
+async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u64)> {
+    let mut measured = Vec::new();
+    for (route, _) in BUDGET {
+        let before = app.store().calls();
+        let reply = match *route {
+            "GET /v1/polls/{id}" => {
+                app.get(&format!("/v1/polls/{poll}"))
+                    .bearer(owner)
+                    .send()
+                    .await
+            }
+            "GET /v1/polls" => app.get("/v1/polls?limit=100").bearer(owner).send().await,
+            "GET /v1/polls/{id}/results" => app.results(owner, poll).await,
+            "POST /v1/polls/{id}/votes" => app.vote(&app.mint_token(), poll, &["o1"]).await,
+            "POST /v1/auth/login" => app.login("owner@example.com", PASSWORD).await,
+            _ => app.get("/v1/me").bearer(owner).send().await,
+        };
+        assert!(reply.status.is_success(), "{route}: {reply:#?}");
+        measured.push((*route, app.store().calls() - before));
+    }
+    measured
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_keeps_its_storage_budget_whatever_the_data_size() {
+    let app = TestApp::start_with(
+        &[("TALLY_RATE_LIMIT_WRITES", "5000/60")],
+        tally_tests::Storage::Memory,
+    )
+    .await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = app.lunch_poll(&owner).await;
+    let small = measure(&app, &owner, &poll).await;
+    assert_eq!(small, BUDGET.to_vec(), "with one poll");
+
+    for i in 0..999 {
+        app.create_poll(
+            &owner,
+            json!({ "question": format!("Q{i}"), "options": ["a", "b"] }),
+        )
+        .await;
+    }
+    for _ in 0..1000 {
+        app.vote(&app.mint_token(), &poll, &["o2"])
+            .await
+            .expect(201);
+    }
+    let large = measure(&app, &owner, &poll).await;
+    assert_eq!(large, BUDGET.to_vec(), "with 1,000 polls and 1,000 ballots");
+}
