@@ -115,6 +115,11 @@ impl Function {
         self == Self::Jobs
     }
 
+    /// Whether the function reaches storage at all (the pages are static).
+    pub fn uses_storage(self) -> bool {
+        self != Self::Pages
+    }
+
     /// Whether the function mints tokens and so needs the private key.
     pub fn mints_tokens(self) -> bool {
         self == Self::Auth

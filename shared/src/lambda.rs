@@ -43,7 +43,10 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     let sdk = aws_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
-    store.warm_up().await;
+    // The pages function serves static files and has no AWS permission: nothing to warm up.
+    if function.uses_storage() {
+        store.warm_up().await;
+    }
     let keys = key_material(&config, function)?;
     let mut state = AppState::new(&config, Arc::new(store), Arc::new(SystemClock), &keys)?;
     if function.runs_jobs() {

@@ -28,6 +28,7 @@ const CASES: &[(&str, Function, u16)] = &[
     ("votes-results.json", Function::Votes, 200),
     ("jobs-invites.json", Function::Jobs, 202),
     ("jobs-get.json", Function::Jobs, 200),
+    ("pages-guest.json", Function::Pages, 200),
 ];
 
 fn event_dir() -> std::path::PathBuf {
