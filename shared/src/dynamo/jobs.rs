@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use time::OffsetDateTime;
 
@@ -25,31 +25,6 @@ const BATCH_WRITE: usize = 25;
 const UNPROCESSED_RETRIES: u32 = 8;
 
 impl DynamoStore {
-    /// Reads several items by key in one `BatchGetItem` (strongly consistent).
-    async fn batch_get(&self, keys: &[Key]) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(keys.iter().map(Key::item_key).collect()))
-            .consistent_read(true)
-            .build()
-            .map_err(internal)?;
-        self.count();
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&*self.table, request)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
-            return Err(StoreError::Unavailable("batch read was throttled".into()));
-        }
-        Ok(out
-            .responses
-            .unwrap_or_default()
-            .remove(&*self.table)
-            .unwrap_or_default())
-    }
-
     async fn update_job(
         &self,
         update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,

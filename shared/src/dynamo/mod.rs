@@ -103,6 +103,36 @@ impl DynamoStore {
         out.item.map(from_item).transpose()
     }
 
+    /// Reads several items by key in one `BatchGetItem` (strongly consistent).
+    pub(super) async fn batch_get(
+        &self,
+        keys: &[Key],
+    ) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys.iter().map(Key::item_key).collect()))
+            .consistent_read(true)
+            .build()
+            .map_err(internal)?;
+        self.count();
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&*self.table, request)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
+            // A few small items are far below BatchGetItem's limits, so DynamoDB answers
+            // them in one go; leftovers come only from throttling, which callers may retry.
+            return Err(StoreError::Unavailable("batch read was throttled".into()));
+        }
+        Ok(out
+            .responses
+            .unwrap_or_default()
+            .remove(&*self.table)
+            .unwrap_or_default())
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Transact> {
         self.count();
         match self
@@ -554,34 +584,12 @@ impl BallotStore for DynamoStore {
     }
 
     async fn poll_with_tally(&self, id: PollId) -> StoreResult<Option<(Poll, Tally)>> {
-        let mut keys = vec![Key::Poll(id).item_key()];
-        keys.extend((0..COUNTER_SHARDS).map(|n| Key::Counter(id, n).item_key()));
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(internal)?;
-        self.count();
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&*self.table, request)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        // Eleven small items are far below BatchGetItem's limits, so DynamoDB answers them in
-        // one go; leftovers would only come from throttling, which the caller may retry.
-        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
-            return Err(StoreError::Unavailable("results read was throttled".into()));
-        }
+        let mut keys = vec![Key::Poll(id)];
+        keys.extend((0..COUNTER_SHARDS).map(|n| Key::Counter(id, n)));
+        let items = self.batch_get(&keys).await?;
         let mut poll = None;
         let mut tally = Tally::default();
-        for item in out
-            .responses
-            .unwrap_or_default()
-            .remove(&*self.table)
-            .unwrap_or_default()
-        {
+        for item in items {
             match item.get(SK) {
                 Some(AttributeValue::S(sk)) if sk == "POLL" => {
                     poll = Some(from_item::<PollItem>(item)?.into_poll());

@@ -76,22 +76,28 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_CREDENTIALS)
-            .ok_or(AppError::Unauthorized)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized)?;
+        let (scheme, token) = authorization(parts)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AppError::Unauthorized);
         }
-        state
-            .verifier
-            .verify(token.trim())
-            .map(Caller)
-            .ok_or(AppError::Unauthorized)
+        let user = state.verifier.verify(token).ok_or(AppError::Unauthorized)?;
+        if let Some(facts) = parts.extensions.get::<super::limits::RequestFacts>() {
+            facts.set_user(user.to_string());
+        }
+        Ok(Caller(user))
     }
+}
+
+/// The scheme and credentials of the `Authorization` header; 401 when absent or malformed.
+fn authorization(parts: &Parts) -> Result<(&str, &str), AppError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= MAX_CREDENTIALS)
+        .ok_or(AppError::Unauthorized)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized)?;
+    Ok((scheme, token.trim()))
 }
 
 /// Who is voting: a signed-in user (`Authorization: Bearer <access token>`) or a guest
@@ -109,15 +115,8 @@ impl FromRequestParts<AppState> for VoterCredential {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_CREDENTIALS)
-            .ok_or(AppError::Unauthorized)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthorized)?;
+        let (scheme, token) = authorization(parts)?;
         if scheme.eq_ignore_ascii_case("invite") {
-            let token = token.trim();
             return if is_token_shaped(token) {
                 Ok(Self::Invite(token.to_owned()))
             } else {
