@@ -133,7 +133,6 @@ pub async fn run(runs: usize, build: bool) -> Result<Vec<ColdResult>, String> {
         .map_err(|e| e.to_string())??;
     let dynamo = tally_dev::LocalDynamo::start(None, ([127, 0, 0, 1], 0).into()).await?;
     let client = tally_dev::local_dynamodb_client(&dynamo.endpoint);
-    tally::dynamo::table::ensure_table(&client, "tally").await?;
     let keys = KeyMaterial::generate()?;
     // A live token replaces the events' placeholder, so each function does its real work
     // (verify the token, read storage) rather than stop at a 401.
@@ -158,19 +157,25 @@ pub async fn run(runs: usize, build: bool) -> Result<Vec<ColdResult>, String> {
             .replace("REPLACE_WITH_ACCESS_TOKEN", &token);
         let env = environment(lambda, &dynamo.endpoint, &keys);
         let (mut inits, mut answers) = (Vec::new(), Vec::new());
-        let mut status = String::new();
+        let mut statuses: Vec<String> = Vec::new();
         for run in 0..=runs {
             eprintln!(
                 "tally-bench: cold-start: {} run {run}/{runs}{}",
                 lambda.binary,
                 if run == 0 { " (warm-up)" } else { "" }
             );
-            let start = start_once(&binary, &env, &event).await?;
+            // A fresh table per start: every start finds what a new deployment finds, and no
+            // start is answered by the rate limit that earlier starts' requests used up.
+            let table = format!("tally-{}-{run}", lambda.binary);
+            tally::dynamo::table::ensure_table(&client, &table).await?;
+            let start = start_once(&binary, &env, &table, &event).await?;
             if run > 0 {
                 inits.push(start.init);
                 answers.push(start.answer);
             }
-            status = start.status;
+            if !statuses.contains(&start.status) {
+                statuses.push(start.status);
+            }
         }
         let answers_ms: Vec<f64> = answers.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         results.push(ColdResult {
@@ -182,7 +187,7 @@ pub async fn run(runs: usize, build: bool) -> Result<Vec<ColdResult>, String> {
             answer_ms: report::median(&answers_ms),
             answer_min_ms: answers_ms.iter().copied().fold(f64::INFINITY, f64::min),
             answer_max_ms: answers_ms.iter().copied().fold(0.0, f64::max),
-            status,
+            status: statuses.join(", "),
         });
     }
     dynamo.shutdown().await;
@@ -244,7 +249,6 @@ fn environment(lambda: Lambda, endpoint: &str, keys: &KeyMaterial) -> Vec<(Strin
         ("AWS_ENDPOINT_URL", endpoint.into()),
         // No instance metadata service here; the SDK must not wait for one.
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("TALLY_TABLE", "tally".into()),
         ("TALLY_BUCKET", "tally-files".into()),
         ("TALLY_S3_PATH_STYLE", "on".into()),
         ("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000".into()),
@@ -362,7 +366,12 @@ async fn init_error(State(api): State<Arc<RuntimeApi>>, body: Bytes) -> Response
 }
 
 /// Starts `binary` once under a fresh stand-in, waits for its first answer, and stops it.
-async fn start_once(binary: &Path, env: &[(String, String)], event: &str) -> Result<Start, String> {
+async fn start_once(
+    binary: &Path,
+    env: &[(String, String)],
+    table: &str,
+    event: &str,
+) -> Result<Start, String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (answer_tx, answer_rx) = oneshot::channel();
     let api = Arc::new(RuntimeApi {
@@ -392,6 +401,7 @@ async fn start_once(binary: &Path, env: &[(String, String)], event: &str) -> Res
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("AWS_LAMBDA_RUNTIME_API", &address)
+        .env("TALLY_TABLE", table)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -98,6 +98,15 @@ fn command_line(program: &str, args: &[&str]) -> Option<String> {
     Some(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
+/// The 1-minute load average (`/proc/loadavg`): above the core count, something else was
+/// competing for the CPU while the bench ran, and its figures are pessimistic.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// This process's resident set size now and at its peak, in KiB (`VmRSS`, `VmHWM`).
 pub fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -102,11 +102,15 @@ fn bench(options: &Options) -> Result<(), String> {
             .unwrap_or(if options.quick { 1 } else { default })
     };
     let mut sections = Vec::new();
-    let mut took = Section::new("Time each part took", &["part", "wall time"]);
+    let mut took = Section::new(
+        "Time each part took",
+        &["part", "wall time", "load average before → after"],
+    );
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     eprintln!("tally-bench: {}", machine.summary());
     for part in &options.parts {
         let started = Instant::now();
+        let load_before = machine::load_average();
         let (name, section) = match part {
             Part::Votes => {
                 let requests = |n| if options.quick { n / 10 } else { n };
@@ -138,8 +142,16 @@ fn bench(options: &Options) -> Result<(), String> {
             }
         };
         sections.push(section);
-        took.row(vec![name.into(), format_duration(started.elapsed())]);
+        took.row(vec![
+            name.into(),
+            format_duration(started.elapsed()),
+            format!("{load_before} → {}", machine::load_average()),
+        ]);
     }
+    took.note(
+        "The 1-minute load average around each part: above the core count, other work was \
+         competing for the CPU and the figures above are pessimistic.",
+    );
     sections.push(took);
     print_report(&machine, &command, &sections)
 }

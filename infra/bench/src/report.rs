@@ -68,11 +68,9 @@ impl Section {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "#### {}\n", self.title);
+        // A blank line after each note keeps notes apart as Markdown paragraphs.
         for note in &self.notes {
-            let _ = writeln!(out, "{note}");
-        }
-        if !self.notes.is_empty() {
-            out.push('\n');
+            let _ = writeln!(out, "{note}\n");
         }
         let _ = writeln!(out, "| {} |", self.columns.join(" | "));
         let _ = writeln!(

@@ -80,8 +80,8 @@ pub struct LevelResult {
     pub first_error: Option<String>,
     pub ballots: usize,
     pub duplicates: usize,
-    /// Summed over runs.
-    pub overtaken: usize,
+    /// The median over runs.
+    pub overtaken: f64,
 }
 
 /// Runs every level `runs` times on one dev-server stack, a fresh poll per run.
@@ -495,7 +495,7 @@ fn summarise(level: Level, runs: &[Run]) -> LevelResult {
         first_error: runs.iter().find_map(|r| r.first_error.clone()),
         ballots: runs.first().map_or(0, |r| r.cast),
         duplicates: runs.first().map_or(0, |r| r.refused),
-        overtaken: runs.iter().map(|r| r.overtaken).sum(),
+        overtaken: per_run(&|r| r.overtaken as f64),
     }
 }
 
@@ -522,7 +522,8 @@ pub fn section(results: &[LevelResult]) -> Section {
          `axum::serve` on loopback; N concurrent clients (hyper-util pooled HTTP/1.1, one \
          connection per request in flight) take requests from a shared list: 3 voters' first \
          ballots, then a second attempt by the first of them with another choice (1 in 4 \
-         requests is a duplicate that must get 409, often racing its voter's first ballot). \
+         requests is a duplicate that must get 409, often racing its voter's first ballot; when \
+         it wins the race, the first ballot gets the 409 instead). \
          Latency is per request, send to last body byte; \"server\" is the router's own time \
          for the same requests. Figures are medians over runs; errors are summed over runs. \
          After every run the ballot items (scanned from the engine), the 201 replies and the \
@@ -545,10 +546,10 @@ pub fn section(results: &[LevelResult]) -> Section {
             ),
             r.errors.to_string(),
             format!(
-                "yes: {} ballots, {} refused per run; {} second attempts overtook the first",
+                "yes: {} ballots and {} refusals per run; {} second attempts won the race",
                 report::grouped(r.ballots as f64),
                 report::grouped(r.duplicates as f64),
-                r.overtaken
+                report::grouped(r.overtaken)
             ),
         ]);
     }

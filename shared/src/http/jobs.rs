@@ -25,9 +25,18 @@ use crate::ports::{JobCreated, RenderMessage};
 /// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
 pub const DOWNLOAD_LINK_SECONDS: u64 = 300;
 
+/// The largest guest list body accepted, in bytes.
+pub const INVITES_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 pub fn routes(state: AppState) -> OpenApiRouter {
     OpenApiRouter::new()
-        .routes(routes!(invite_guests))
+        // 10,000 guests with names and emails need more than the API's usual 64 KiB body
+        // (about 300 KB typically, 3.6 MB at the length limits); API Gateway takes up to 10 MB.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(invite_guests))
+                .layer(axum::extract::DefaultBodyLimit::max(INVITES_BODY_LIMIT)),
+        )
         .routes(routes!(share_qr))
         .routes(routes!(results_chart))
         .routes(routes!(read))
