@@ -35,7 +35,7 @@ pub struct Lambda {
     pub memory_mb: u32,
 }
 
-pub const FUNCTIONS: [Lambda; 5] = [
+pub const FUNCTIONS: [Lambda; 6] = [
     Lambda {
         package: "tally-auth",
         binary: "auth",
@@ -59,6 +59,12 @@ pub const FUNCTIONS: [Lambda; 5] = [
         binary: "jobs",
         event: "jobs-get.json",
         memory_mb: 512,
+    },
+    Lambda {
+        package: "tally-pages",
+        binary: "pages",
+        event: "pages-guest.json",
+        memory_mb: 128,
     },
     Lambda {
         package: "tally-render",
@@ -88,8 +94,11 @@ pub fn build_release(build: bool) -> Result<PathBuf, String> {
             command.args(["-p", f.package]);
         }
         eprintln!(
-            "tally-bench: cold-start: cargo build --release -p tally-auth -p tally-polls \
-             -p tally-votes -p tally-jobs -p tally-render (the first build takes long)"
+            "tally-bench: cold-start: cargo build --release{} (the first build takes long)",
+            FUNCTIONS
+                .iter()
+                .map(|f| format!(" -p {}", f.package))
+                .collect::<String>()
         );
         let status = command
             .status()
@@ -490,10 +499,9 @@ pub fn section(results: &[ColdResult]) -> Section {
     );
     let runs = results.first().map_or(0, |r| r.runs);
     section.note(format!(
-        "Each binary from `cargo build --release -p tally-auth -p tally-polls -p tally-votes \
-         -p tally-jobs -p tally-render` (the bench runs it; fat LTO, one codegen unit, symbols \
-         stripped by the release profile) is started {runs} times (after one unmeasured start) \
-         with Lambda's environment under a stand-in for the Lambda Runtime API on loopback, \
+        "Each binary from `cargo build --release{}` (the bench runs it; fat LTO, one codegen \
+         unit, symbols stripped by the release profile) is started {runs} times (after one \
+         unmeasured start) with Lambda's environment under a stand-in for the Lambda Runtime API on loopback, \
          against the embedded DynamoDB engine. \"Ready\" is its first \
          `GET /2018-06-01/runtime/invocation/next` (configuration read, SDK clients built, the \
          first DynamoDB connection opened); \"first answer\" is its `POST .../response` for the \
@@ -501,7 +509,11 @@ pub fn section(results: &[ColdResult]) -> Section {
          process starts (fetching and unpacking the package, starting the sandbox), and \
          TLS to real endpoints. \"Zipped\" is the deployment package: the binary as \
          `bootstrap` in a ZIP (`zip`, default deflate level). Lambda deploys arm64 builds \
-         (`cargo lambda build --release --arm64`), whose sizes differ somewhat."
+         (`cargo lambda build --release --arm64`), whose sizes differ somewhat.",
+        FUNCTIONS
+            .iter()
+            .map(|f| format!(" -p {}", f.package))
+            .collect::<String>()
     ));
     let unmeasured = unmeasured_functions();
     if !unmeasured.is_empty() {

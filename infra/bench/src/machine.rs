@@ -88,9 +88,13 @@ impl Machine {
     }
 }
 
-/// The first line a command prints, when it runs and succeeds.
+/// The first line a command prints, when it runs (in the repository) and succeeds.
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
+    let output = Command::new(program)
+        .current_dir(crate::coldstart::repository())
+        .args(args)
+        .output()
+        .ok()?;
     if !output.status.success() {
         return None;
     }
