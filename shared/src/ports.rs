@@ -145,12 +145,16 @@ pub enum JobCreated {
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Stores the job unless a job with the same request fingerprint was created within the
-    /// last 24 hours (one transaction); then returns that job's id.
+    /// last 24 hours (one transaction); then returns that job's id. `replacing` names a job
+    /// that the fingerprint may still point at and that must not block this one (it failed),
+    /// so a retry after a failure makes a new job, while a concurrent retry finds the job that
+    /// won.
     async fn create_job(
         &self,
         job: &Job,
         fingerprint: &str,
         now: OffsetDateTime,
+        replacing: Option<JobId>,
     ) -> StoreResult<JobCreated>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Stores a chunk's invites. Idempotent: a redelivered chunk writes the same items.

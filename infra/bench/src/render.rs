@@ -350,7 +350,7 @@ async fn start_job_directly(
     let fingerprint = request_fingerprint(owner, poll.id, JobKind::Invites, &guests);
     match stack
         .store
-        .create_job(&job, &fingerprint, now)
+        .create_job(&job, &fingerprint, now, None)
         .await
         .map_err(|e| e.to_string())?
     {

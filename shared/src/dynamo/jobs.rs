@@ -59,6 +59,7 @@ impl JobStore for DynamoStore {
         job: &Job,
         fingerprint: &str,
         now: OffsetDateTime,
+        replacing: Option<JobId>,
     ) -> StoreResult<JobCreated> {
         let key = Key::JobRequest(fingerprint.to_owned());
         let expires_at = (now + FILE_LIFETIME).unix_timestamp();
@@ -70,16 +71,18 @@ impl JobStore for DynamoStore {
             ttl: expires_at,
         };
         // The request marker may exist but be stale (TTL deletion lags up to 48 h), so the
-        // condition reads its expiry instead of relying on its absence.
-        let mut claim = self.put(
-            to_item(&request)?,
-            Some("attribute_not_exists(PK) OR expires_at <= :now"),
-        )?;
+        // condition reads its expiry instead of relying on its absence. A marker that still
+        // points at the failed job being replaced may be overwritten too; the comparison on
+        // its job id makes two concurrent retries agree on one new job.
+        let mut condition = String::from("attribute_not_exists(PK) OR expires_at <= :now");
+        let mut values = HashMap::from([(":now".to_owned(), num(now.unix_timestamp()))]);
+        if let Some(failed) = replacing {
+            condition.push_str(" OR job_id = :failed");
+            values.insert(":failed".to_owned(), AttributeValue::S(failed.to_string()));
+        }
+        let mut claim = self.put(to_item(&request)?, Some(&condition))?;
         if let Some(put) = claim.put.as_mut() {
-            put.expression_attribute_values = Some(HashMap::from([(
-                ":now".to_owned(),
-                num(now.unix_timestamp()),
-            )]));
+            put.expression_attribute_values = Some(values);
         }
         let items = vec![
             claim,

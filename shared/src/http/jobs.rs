@@ -2,10 +2,13 @@
 //! their progress, and download their file for 24 hours. The work itself happens in the render
 //! function; a request here does a fixed number of storage calls whatever the job's size.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,7 +19,9 @@ use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
 use crate::app::AppState;
 use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
-use crate::domain::{FieldErrors, Guest, Job, JobId, JobKind, Poll, QrFormat, UserId};
+use crate::domain::{
+    FieldErrors, Guest, Job, JobId, JobKind, JobStatus, OptionId, Poll, QrFormat, Tally, UserId,
+};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{JobCreated, RenderMessage};
@@ -71,11 +76,12 @@ struct QrBody {
 
 /// The poll a job is for: the owner's only (404 when hidden from the caller, 403 otherwise).
 async fn owned_poll(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Poll> {
-    let poll = state
-        .store
-        .poll(parse_id(raw_id)?)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    owned(state.store.poll(parse_id(raw_id)?).await?, user)
+}
+
+/// The poll, if `user` owns it: 404 when it is missing or hidden from them, 403 otherwise.
+fn owned(poll: Option<Poll>, user: UserId) -> ApiResult<Poll> {
+    let poll = poll.ok_or(AppError::NotFound)?;
     if !poll.is_visible_to(user) {
         return Err(AppError::NotFound);
     }
@@ -118,7 +124,8 @@ fn new_job(
 
 /// Stores the job (or finds the one the same request made within 24 hours) and enqueues its
 /// work. Storage calls: one transaction, plus one read when the job existed; queue calls: one
-/// per ten messages.
+/// per ten messages. A job that failed does not answer for the same request: a retry makes a
+/// new one (one more transaction), so a failure never blocks the request for a day.
 async fn start(
     state: &AppState,
     job: Job,
@@ -130,7 +137,19 @@ async fn start(
         .as_ref()
         .ok_or_else(|| AppError::internal("this function has no render queue"))?;
     let now = state.clock.now();
-    let job = match state.store.create_job(&job, fingerprint, now).await? {
+    let mut created = state.store.create_job(&job, fingerprint, now, None).await?;
+    if let JobCreated::Existing(id) = created {
+        let existing = state.store.job(id).await?.ok_or(AppError::Conflict)?;
+        if existing.status() != JobStatus::Failed {
+            return accepted(&existing, now);
+        }
+        created = state
+            .store
+            .create_job(&job, fingerprint, now, Some(id))
+            .await?;
+    }
+    let job = match created {
+        // Another retry of the failed job won the race: answer with its job.
         JobCreated::Existing(id) => state.store.job(id).await?.ok_or(AppError::Conflict)?,
         JobCreated::New => {
             if let Err(e) = queue.send(&messages).await {
@@ -145,6 +164,11 @@ async fn start(
             job
         }
     };
+    accepted(&job, now)
+}
+
+/// The 202 answer for a job, with its URL in `Location`.
+fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
         headers.insert(header::LOCATION, location);
@@ -152,7 +176,7 @@ async fn start(
     Ok((
         StatusCode::ACCEPTED,
         headers,
-        axum::Json(JobView::new(&job, now)),
+        axum::Json(JobView::new(job, now)),
     )
         .into_response())
 }
@@ -160,7 +184,7 @@ async fn start(
 /// Invites guests: one invite and one card each, then one ZIP of all cards.
 #[utoipa::path(post, path = "/v1/polls/{id}/invites", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The poll id")), request_body = InviteBody,
-    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+    responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
@@ -203,7 +227,7 @@ async fn invite_guests(
 /// The poll's share QR code, as PNG or SVG.
 #[utoipa::path(post, path = "/v1/polls/{id}/qr", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The poll id")), request_body = QrBody,
-    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+    responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
@@ -220,13 +244,13 @@ async fn share_qr(
         Some("svg") => QrFormat::Svg,
         Some(_) => return Err(FieldErrors::single("format", "must be `png` or `svg`").into()),
     };
-    single_file_job(&state, &poll, JobKind::Qr, Some(format), request_id).await
+    single_file_job(&state, &poll, JobKind::Qr, Some(format), None, request_id).await
 }
 
 /// A PNG bar chart of the poll's results.
 #[utoipa::path(post, path = "/v1/polls/{id}/chart", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The poll id")),
-    responses((status = 202, description = "The job (the same one for the same request within 24 hours)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+    responses((status = 202, description = "The job (the same one within 24 hours while the results are unchanged and it has not failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
@@ -236,8 +260,23 @@ async fn results_chart(
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<Response> {
-    let poll = owned_poll(&state, user, &id).await?;
-    single_file_job(&state, &poll, JobKind::Chart, None, request_id).await
+    // The counts are read with the poll (one batch read instead of one item read): they are
+    // part of the request's fingerprint, so asking again after new votes draws a new chart,
+    // while a double click on unchanged results finds the chart already under way.
+    let (poll, tally) = match state.store.poll_with_tally(parse_id(&id)?).await? {
+        Some((poll, tally)) => (Some(poll), Some(tally)),
+        None => (None, None),
+    };
+    let poll = owned(poll, user)?;
+    single_file_job(
+        &state,
+        &poll,
+        JobKind::Chart,
+        None,
+        tally.as_ref(),
+        request_id,
+    )
+    .await
 }
 
 async fn single_file_job(
@@ -245,13 +284,25 @@ async fn single_file_job(
     poll: &Poll,
     kind: JobKind,
     format: Option<QrFormat>,
+    tally: Option<&Tally>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<Response> {
+    /// What the file depends on. A chart also depends on the poll's text (its version) and
+    /// the counts at the time of the request.
     #[derive(Serialize)]
-    struct Inputs {
+    struct Inputs<'a> {
         format: Option<QrFormat>,
+        version: Option<u64>,
+        ballots: Option<u64>,
+        votes: Option<&'a BTreeMap<OptionId, u64>>,
     }
-    let fingerprint = request_fingerprint(poll.owner_id, poll.id, kind, &Inputs { format });
+    let inputs = Inputs {
+        format,
+        version: tally.map(|_| poll.version),
+        ballots: tally.map(|t| t.ballots),
+        votes: tally.map(|t| &t.per_option),
+    };
+    let fingerprint = request_fingerprint(poll.owner_id, poll.id, kind, &inputs);
     let job = new_job(kind, poll, 1, 1, format, state)?;
     let message = RenderMessage {
         job_id: job.id,

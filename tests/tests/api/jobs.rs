@@ -232,6 +232,22 @@ async fn share_qr_codes_and_charts_are_jobs(app: TestApp) {
     let image =
         image::load_from_memory(&file).unwrap_or_else(|e| panic!("chart is not an image: {e}"));
     assert!(image.width() >= 200 && image.height() >= 100);
+    // Asking again on unchanged results finds the same chart; after a vote, a new one.
+    let chart_again = || {
+        app.post(&format!("/v1/polls/{poll}/chart"))
+            .bearer(&owner)
+            .send()
+    };
+    assert_eq!(chart_again().await.expect(202).body["id"], chart.body["id"]);
+    app.vote(&app.mint_token(), &poll, &["o2"])
+        .await
+        .expect(201);
+    let redrawn = chart_again().await.expect(202);
+    assert_ne!(redrawn.body["id"], chart.body["id"]);
+    assert_eq!(
+        chart_again().await.expect(202).body["id"],
+        redrawn.body["id"]
+    );
 
     app.post(&format!("/v1/polls/{poll}/qr"))
         .bearer(&owner)
@@ -602,18 +618,40 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
         .send()
         .await
         .expect_problem(409, "job-not-ready");
+    // The same request again does not answer with the failed job: it starts a new one, and
+    // two retries at once agree on that one new job.
+    let (retry, twin) = tokio::join!(
+        start_invites(&app, &owner, &poll, 5),
+        start_invites(&app, &owner, &poll, 5)
+    );
+    assert_ne!(retry.body["id"], failed.body["id"], "{:#}", retry.body);
+    assert_ne!(retry.body["status"], "failed", "{:#}", retry.body);
+    assert_eq!(twin.body["id"], retry.body["id"]);
+    let retried = retry.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        app.wait_for_job(&owner, &retried, PATIENCE).await.body["status"],
+        "failed",
+        "the store still fails every write"
+    );
+    for _ in 0..200 {
+        if app.stack.queue.in_flight() == 0 && app.stack.queue.dead_letters().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.stack.queue.dead_letters().len(), 2);
     // A malformed message is retried and dead-lettered too, without touching any job.
     app.stack
         .queue
         .send_raw("not json".into())
         .unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..200 {
-        if app.stack.queue.dead_letters().len() == 2 {
+        if app.stack.queue.dead_letters().len() == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.stack.queue.dead_letters().len(), 2);
+    assert_eq!(app.stack.queue.dead_letters().len(), 3);
 }
 
 /// The worker dies (a write fails) in the middle of a chunk; the chunk is delivered again and
@@ -686,7 +724,7 @@ async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
         error: None,
         secret: "test-secret".into(),
     };
-    tally::ports::JobStore::create_job(app.store(), &job, "fingerprint", app.now())
+    tally::ports::JobStore::create_job(app.store(), &job, "fingerprint", app.now(), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let raw = std::fs::read_to_string(
