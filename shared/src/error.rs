@@ -307,6 +307,9 @@ impl IntoResponse for AppError {
         }
         let retry_after = match &self {
             Self::RateLimited { retry_after } => Some(*retry_after),
+            // Busy storage (throttling, conflicts that outlasted the retries) clears within
+            // moments: a second is enough for a client to back off without waiting long.
+            Self::Unavailable(_) => Some(1),
             _ => None,
         };
         let mut problem = Problem::new(status, slug, title, detail);
@@ -329,3 +332,23 @@ impl IntoResponse for AppError {
 }
 
 pub type ApiResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that meets busy storage is told how long to wait, like a rate-limited one.
+    #[test]
+    fn busy_storage_is_a_503_with_retry_after() {
+        let response = AppError::from(StoreError::Unavailable("throttled".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("application/problem+json"))
+        );
+    }
+}

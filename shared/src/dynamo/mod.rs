@@ -232,6 +232,40 @@ enum Transact {
     Failed(StoreError),
 }
 
+impl DynamoStore {
+    /// Runs a transaction, trying it again (with backoff) while DynamoDB cancels it only
+    /// because another transaction held one of its items. The owner's writes that touch every
+    /// counter shard need this: on a poll taking votes, some ballot is almost always in flight
+    /// on one of the shards. A cancellation for any other reason (a failed condition) is
+    /// returned at once; conflicts that outlast the retries are too, for the caller to map.
+    async fn transact_through_conflicts(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), Transact> {
+        let mut attempt = 0;
+        loop {
+            match self.transact(items.clone()).await {
+                Err(Transact::Cancelled(reasons))
+                    if attempt < CONFLICT_RETRIES
+                        && any_conflict(&reasons)
+                        && !reasons
+                            .iter()
+                            .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The answer when conflicts outlasted the retries: the store is busy, try again shortly.
+fn still_conflicting(what: &str, reasons: &[CancellationReason]) -> StoreError {
+    StoreError::Unavailable(format!("{what} kept conflicting: {reasons:?}"))
+}
+
 fn reason_code(reasons: &[CancellationReason], index: usize) -> &str {
     reasons.get(index).and_then(|r| r.code()).unwrap_or("None")
 }
@@ -341,9 +375,17 @@ impl SessionStore for DynamoStore {
                 Some("attribute_not_exists(PK)"),
             )?,
         ];
-        match self.transact(items).await {
+        match self.transact_through_conflicts(items).await {
             Ok(()) => Ok(()),
-            Err(Transact::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            Err(Transact::Cancelled(r)) if reason_code(&r, 0) == "ConditionalCheckFailed" => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
+                Err(still_conflicting("poll deletion", &r))
+            }
+            Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
+                "delete poll cancelled: {r:?}"
+            ))),
             Err(Transact::Failed(e)) => Err(e),
         }
     }
@@ -455,7 +497,7 @@ impl PollStore for DynamoStore {
         if guards_changed {
             items.extend(self.counter_guard_updates(next, options_changed)?);
         }
-        match self.transact(items).await {
+        match self.transact_through_conflicts(items).await {
             Ok(()) => Ok(()),
             Err(Transact::Cancelled(r)) if reason_code(&r, 0) == "ConditionalCheckFailed" => {
                 Err(StoreError::ConditionFailed)
@@ -468,7 +510,9 @@ impl PollStore for DynamoStore {
             {
                 Err(StoreError::HasBallots)
             }
-            Err(Transact::Cancelled(r)) if any_conflict(&r) => Err(StoreError::ConditionFailed),
+            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
+                Err(still_conflicting("poll update", &r))
+            }
             Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
                 "update poll cancelled: {r:?}"
             ))),
@@ -496,9 +540,17 @@ impl PollStore for DynamoStore {
         }
         // Ballots stay behind: they are keyed by (poll, voter) and unreachable once the poll
         // is gone, and deleting thousands here would break the fixed call budget.
-        match self.transact(items).await {
+        match self.transact_through_conflicts(items).await {
             Ok(()) => Ok(()),
-            Err(Transact::Cancelled(_)) => Err(StoreError::ConditionFailed),
+            Err(Transact::Cancelled(r)) if reason_code(&r, 0) == "ConditionalCheckFailed" => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
+                Err(still_conflicting("poll deletion", &r))
+            }
+            Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
+                "delete poll cancelled: {r:?}"
+            ))),
             Err(Transact::Failed(e)) => Err(e),
         }
     }
@@ -837,6 +889,47 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(store.calls(), 1, "no read after the cancellation");
+    }
+
+    /// Closing a poll touches every counter shard, so on a poll taking votes it meets a
+    /// ballot's transaction now and then: it is tried again rather than reported as a stale
+    /// ETag (which re-reading could never fix).
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_busy_poll_gets_through_conflicts() {
+        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
+        let poll = sample_poll();
+        let mut closed = poll.clone();
+        closed.status = PollStatus::Closed;
+        closed.version += 1;
+        let outcome = store.update_poll(&poll, &closed, false).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_conflicts_on_a_deletion_give_up_as_unavailable() {
+        let (store, seen) = scripted((0..10).map(|_| conflict()).collect());
+        let outcome = store.delete_poll(&sample_poll()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        let sent = seen.lock().map(|s| s.len()).unwrap_or_default();
+        assert_eq!(sent, 1 + CONFLICT_RETRIES as usize);
+    }
+
+    /// A stale version is a failed condition whatever else conflicted: no retry can fix it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_version_is_not_retried() {
+        let (store, seen) = scripted(vec![cancelled(
+            r#"[{"Code":"ConditionalCheckFailed"},{"Code":"TransactionConflict"}]"#,
+        )]);
+        let outcome = store.delete_poll(&sample_poll()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::ConditionFailed)),
+            "{outcome:?}"
+        );
+        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 1);
     }
 
     #[test]

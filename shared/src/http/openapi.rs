@@ -97,8 +97,12 @@ pub enum CommonErrors {
     /// A bug or an outage; quote the request id.
     #[response(status = 500, content_type = "application/problem+json")]
     Internal(ProblemDoc),
-    /// Storage is throttling; retry shortly.
-    #[response(status = 503, content_type = "application/problem+json")]
+    /// Storage is busy (throttling, or writes that kept conflicting); retry shortly.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
     Unavailable(ProblemDoc),
 }
 
