@@ -244,8 +244,11 @@ async fn complete_problem(response: Response, id: &str, path: &str) -> Response 
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    // The body is one this service wrote, so it is read whole: a validation problem that
+    // names every bad row of a long guest list is larger than any request may be, and a
+    // size limit here would replace it with a generic problem that names none.
     let document = if is_problem {
-        axum::body::to_bytes(body, BODY_LIMIT)
+        axum::body::to_bytes(body, usize::MAX)
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
