@@ -64,8 +64,10 @@ pub trait SessionStore: Send + Sync {
     /// Marks `old` used and stores `new`, atomically, provided `old` was unused and its family
     /// not revoked; `ConditionFailed` otherwise. Safe against two concurrent rotations: one wins.
     async fn rotate(&self, old_hash: &str, new: &RefreshRecord) -> StoreResult<()>;
-    /// Revokes every token of the family (used when a spent token is presented again).
-    async fn revoke_family(&self, family: FamilyId) -> StoreResult<()>;
+    /// Revokes every token of the family (used when a spent token is presented again). The
+    /// revocation is kept until `keep_until`, which must be after the family's last token
+    /// expires: once it is gone, an unspent token of the family would rotate again.
+    async fn revoke_family(&self, family: FamilyId, keep_until: OffsetDateTime) -> StoreResult<()>;
 }
 
 /// One page of a list, with the opaque position of the next page.

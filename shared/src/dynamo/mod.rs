@@ -375,25 +375,19 @@ impl SessionStore for DynamoStore {
                 Some("attribute_not_exists(PK)"),
             )?,
         ];
-        match self.transact_through_conflicts(items).await {
+        // Any cancellation means the token was spent (by a concurrent rotation too) or its
+        // family revoked: either way this rotation must not happen.
+        match self.transact(items).await {
             Ok(()) => Ok(()),
-            Err(Transact::Cancelled(r)) if reason_code(&r, 0) == "ConditionalCheckFailed" => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
-                Err(still_conflicting("poll deletion", &r))
-            }
-            Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
-                "delete poll cancelled: {r:?}"
-            ))),
+            Err(Transact::Cancelled(_)) => Err(StoreError::ConditionFailed),
             Err(Transact::Failed(e)) => Err(e),
         }
     }
 
-    async fn revoke_family(&self, family: FamilyId) -> StoreResult<()> {
+    async fn revoke_family(&self, family: FamilyId, keep_until: OffsetDateTime) -> StoreResult<()> {
         self.count();
-        // Kept for longer than any token of the family can live, then swept by TTL.
-        let keep_until = OffsetDateTime::now_utc().unix_timestamp() + 90 * 86_400;
+        // Swept by TTL after `keep_until`, when no token of the family can be alive.
+        let keep_until = keep_until.unix_timestamp();
         self.client
             .update_item()
             .table_name(&*self.table)

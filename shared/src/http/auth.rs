@@ -127,7 +127,11 @@ async fn refresh_tokens(
         // A spent token presented again means it was copied: end the whole session family,
         // so that whoever holds the newer tokens must sign in again too.
         tracing::warn!(user_id = %record.user_id, "refresh token reuse; revoking its family");
-        state.store.revoke_family(record.family).await?;
+        // No token of the family was issued after now, so none outlives one refresh-token
+        // lifetime from now; a day more covers clock skew between instances.
+        let keep_until =
+            state.clock.now() + Duration::seconds(state.refresh_token_ttl) + Duration::days(1);
+        state.store.revoke_family(record.family, keep_until).await?;
         return Err(AppError::InvalidRefreshToken);
     }
     issue_tokens(&state, record.user_id, record.family, Some(&hash))

@@ -1,7 +1,8 @@
 //! Accounts and sessions.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
-use tally_tests::{PASSWORD, TestApp};
+use tally_tests::{PASSWORD, Storage, TestApp};
 
 async fn register_normalises_the_email_and_refuses_a_second_account(app: TestApp) {
     let user = app
@@ -129,6 +130,51 @@ async fn an_expired_refresh_token_is_refused(app: TestApp) {
         .send()
         .await
         .expect_problem(401, "invalid-refresh-token");
+}
+
+/// A revoked family stays revoked for as long as its tokens can live, however long the
+/// configured lifetime: the revocation is swept by TTL only after the last token expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_outlives_the_longest_refresh_token() {
+    let year = 365 * 86_400;
+    let app = TestApp::start_with(
+        &[("TALLY_REFRESH_TOKEN_TTL", &year.to_string())],
+        Storage::Memory,
+    )
+    .await;
+    let ann = app.sign_up("ann@example.com").await;
+    let refresh = |token: &str| {
+        app.post("/v1/auth/refresh")
+            .json(json!({ "refresh_token": token }))
+            .send()
+    };
+    refresh(&ann.refresh_token).await.expect(200);
+    refresh(&ann.refresh_token)
+        .await
+        .expect_problem(401, "invalid-refresh-token");
+    let markers = app
+        .store()
+        .client()
+        .scan()
+        .table_name(app.store().table())
+        .filter_expression("SK = :family")
+        .expression_attribute_values(":family", AttributeValue::S("FAMILY".into()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let swept_at = match markers[0].get("ttl") {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or(0),
+        other => panic!("no TTL on the revocation: {other:?}"),
+    };
+    assert!(
+        swept_at >= app.now().unix_timestamp() + year,
+        "swept after {} days, tokens live {} days",
+        (swept_at - app.now().unix_timestamp()) / 86_400,
+        year / 86_400
+    );
 }
 
 tally_tests::on_every_backend!(
