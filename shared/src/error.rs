@@ -59,6 +59,9 @@ pub enum AppError {
     /// 409: the job's file is not ready yet.
     #[error("job not ready")]
     JobNotReady,
+    /// 409: the job failed, so its file will never be ready; the job's reason, for people.
+    #[error("job failed")]
+    JobFailed(String),
     /// 410: the file's 24 hours are over.
     #[error("gone")]
     Gone,
@@ -167,6 +170,14 @@ impl AppError {
                 "job-not-ready",
                 "Job not ready",
                 "The job has not finished; poll it until its status is done.".into(),
+            ),
+            Self::JobFailed(reason) => (
+                S::CONFLICT,
+                "job-failed",
+                "Job failed",
+                format!(
+                    "The job failed, so it has no file: {reason} Start the job again to retry."
+                ),
             ),
             Self::Gone => (
                 S::GONE,

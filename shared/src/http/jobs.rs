@@ -343,23 +343,24 @@ async fn read(
     Ok(axum::Json(JobView::new(&job, state.clock.now())))
 }
 
+/// The job's file, for 24 hours after it finished: a redirect to a fresh presigned URL.
+///
 /// 302 to a freshly signed, short-lived S3 URL while the file is within its 24 hours; 410
 /// after. The link is signed on every call because a URL signed inside Lambda dies with the
 /// role's temporary credentials, long before 24 hours.
-/// The job's file, for 24 hours after it finished: a redirect to a fresh presigned URL.
+///
+/// With `Accept: application/json` the same link answers 200 `{url, expires_in}` instead of
+/// the redirect: a page holding the token in memory fetches it, then navigates to the URL
+/// (a cross-origin redirect it could not read otherwise).
 #[utoipa::path(get, path = "/v1/jobs/{id}/download", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 302, description = "To a presigned URL valid for 5 minutes", headers(("Location" = String, description = "The presigned URL"))),
         (status = 200, description = "With `Accept: application/json`: `{url, expires_in}`"),
         (status = 404, description = "No such job, or another user's", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The job has not finished (`job-not-ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not finished (`job-not-ready`), or failed and has no file (`job-failed`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 410, description = "The file's 24 hours are over (`gone`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
-///
-/// With `Accept: application/json` the same link answers 200 `{url, expires_in}` instead of
-/// the redirect: a page holding the token in memory fetches it, then navigates to the URL
-/// (a cross-origin redirect it could not read otherwise).
 async fn download(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -367,6 +368,9 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = owned_job(&state, user, &id).await?;
+    if let Some(reason) = &job.error {
+        return Err(AppError::JobFailed(reason.clone()));
+    }
     let (Some(key), Some(_)) = (&job.object_key, job.completed_at) else {
         return Err(AppError::JobNotReady);
     };

@@ -626,11 +626,15 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
         attempts, 5,
         "one failed card write per delivery, five deliveries"
     );
-    app.get(&format!("/v1/jobs/{id}/download"))
+    // Its download says the job failed and why, instead of "not ready" forever.
+    let download = app
+        .get(&format!("/v1/jobs/{id}/download"))
         .bearer(&owner)
         .send()
         .await
-        .expect_problem(409, "job-not-ready");
+        .expect_problem(409, "job-failed");
+    let detail = download.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(reason), "{detail}");
     // The same request again does not answer with the failed job: it starts a new one, and
     // two retries at once agree on that one new job.
     let (retry, twin) = tokio::join!(
