@@ -29,6 +29,7 @@ pub fn routes(state: AppState) -> OpenApiRouter {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Credentials {
     email: String,
     password: String,
@@ -98,6 +99,7 @@ async fn login(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::BODY_LIMIT;
+use super::{BODY_LIMIT, BodyLimit};
 use crate::app::AppState;
 use crate::domain::UserId;
 use crate::error::AppError;
@@ -33,11 +33,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(AppError::UnsupportedMediaType);
         }
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(BODY_LIMIT, |l| l.0);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::PayloadTooLarge(BODY_LIMIT)
+                    AppError::PayloadTooLarge(limit)
                 } else {
                     AppError::Malformed("the request body could not be read".into())
                 }

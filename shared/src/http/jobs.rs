@@ -12,11 +12,11 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::RequestId;
 use super::extract::{ApiJson, Caller, parse_id};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
+use super::{BodyLimit, RequestId};
 use crate::app::AppState;
 use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
 use crate::domain::{
@@ -40,7 +40,8 @@ pub fn routes(state: AppState) -> OpenApiRouter {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(invite_guests))
-                .layer(axum::extract::DefaultBodyLimit::max(INVITES_BODY_LIMIT)),
+                .layer(axum::extract::DefaultBodyLimit::max(INVITES_BODY_LIMIT))
+                .layer(axum::Extension(BodyLimit(INVITES_BODY_LIMIT))),
         )
         .routes(routes!(share_qr))
         .routes(routes!(results_chart))

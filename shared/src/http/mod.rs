@@ -31,6 +31,11 @@ use crate::error::{PROBLEM_JSON, Problem};
 /// without letting a client make the function buffer megabytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The body limit of a route that raises [`BODY_LIMIT`], set next to its `DefaultBodyLimit`
+/// so that a 413 names the limit the client actually has to meet.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// The id of the request being served, in the request's extensions.

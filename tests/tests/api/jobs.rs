@@ -408,6 +408,20 @@ async fn guest_lists_are_validated() {
     let errors = reply.body["errors"].as_object().map(|e| e.len());
     assert_eq!(errors, Some(10_000));
     assert!(reply.body["errors"]["guests[9999].name"].is_array());
+    // A guest list over its own 4 MiB limit is refused, and the answer names that limit
+    // (not the 64 KiB of other routes), so the client knows how far to trim.
+    let mut oversize = br#"{"guests":[{"name":"Ann"}]"#.to_vec();
+    oversize.resize(4 * 1024 * 1024 + 1, b' ');
+    oversize.push(b'}');
+    let reply = app
+        .post(&path)
+        .bearer(&owner)
+        .raw(oversize)
+        .send()
+        .await
+        .expect_problem(413, "payload-too-large");
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("4194304 bytes"), "{detail}");
     // The largest list allowed goes through, emails and all (about 0.5 MB of JSON).
     let most: Vec<_> = (0..10_000)
         .map(|i| json!({ "name": format!("Guest number {i}"), "email": format!("guest{i}@example.com") }))

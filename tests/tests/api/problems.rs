@@ -1,7 +1,7 @@
 //! Bad input: every case answers with a clear problem+json, never a 500, and stores nothing.
 
 use serde_json::{Value, json};
-use tally_tests::TestApp;
+use tally_tests::{PASSWORD, TestApp};
 
 /// (what, body, field that must be named in `errors`)
 const POLL_CASES: &[(&str, &str, &str)] = &[
@@ -177,12 +177,15 @@ async fn framework_errors_are_problems_too() {
         .expect_problem(404, "not-found");
     // A body over the 64 KiB limit.
     let huge = json!({ "question": "q", "options": ["a", "b"], "pad": "x".repeat(70 * 1024) });
-    app.post("/v1/polls")
+    let reply = app
+        .post("/v1/polls")
         .bearer(&ann.access_token)
         .json(huge)
         .send()
         .await
         .expect_problem(413, "payload-too-large");
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("65536 bytes"), "{detail}");
     // A body that is not JSON at all.
     app.post("/v1/polls")
         .bearer(&ann.access_token)
@@ -190,13 +193,39 @@ async fn framework_errors_are_problems_too() {
         .send()
         .await
         .expect_problem(415, "unsupported-media-type");
-    // Unknown fields are refused rather than silently dropped.
-    app.post("/v1/polls")
-        .bearer(&ann.access_token)
-        .json(json!({ "question": "q", "options": ["a", "b"], "colour": "red" }))
-        .send()
-        .await
-        .expect_problem(400, "malformed-request");
+    // Unknown fields are refused rather than silently dropped, on every route with a body.
+    let unknown = [
+        (
+            "/v1/polls",
+            json!({ "question": "q", "options": ["a", "b"], "colour": "red" }),
+        ),
+        (
+            "/v1/auth/register",
+            json!({ "email": "bo@example.com", "password": PASSWORD, "name": "Bo" }),
+        ),
+        (
+            "/v1/auth/login",
+            json!({ "email": "ann@example.com", "password": PASSWORD, "remember": true }),
+        ),
+        (
+            "/v1/auth/refresh",
+            json!({ "refresh_token": ann.refresh_token, "scope": "all" }),
+        ),
+    ];
+    for (path, body) in unknown {
+        let reply = app
+            .post(path)
+            .bearer(&ann.access_token)
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(
+            reply.problem_type(),
+            "/problems/malformed-request",
+            "{path}"
+        );
+        reply.expect_problem(400, "malformed-request");
+    }
     app.post("/v1/polls/00000000-0000-4000-8000-000000000000/votes")
         .bearer(&ann.access_token)
         .header("idempotency-key", "")
