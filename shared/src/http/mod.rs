@@ -212,11 +212,13 @@ async fn context(State(platform): State<Platform>, mut request: Request, next: N
     }
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let route = facts.route.as_deref().unwrap_or("unmatched");
+    // The route's pattern is logged, never the path: a guest's path carries the invite token
+    // (`/i/{token}`, `/v1/invites/{token}`), which is the whole credential for their ballot,
+    // and logs are read by more people, for longer, than the table that keeps only its hash.
     span.in_scope(|| {
         tracing::info!(
             method = %method,
             route,
-            path = %path,
             status = status.as_u16(),
             latency_ms,
             user_id = facts.user.as_deref().unwrap_or("-"),

@@ -7,6 +7,7 @@ mod budget;
 mod events;
 mod jobs;
 mod limits;
+mod logs;
 mod openapi;
 mod polls;
 mod problems;
