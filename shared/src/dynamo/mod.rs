@@ -751,7 +751,7 @@ mod tests {
     use aws_smithy_http_client::test_util::infallible_client_fn;
 
     use super::*;
-    use crate::domain::{NewPoll, OptionId, Voter};
+    use crate::domain::{JobId, NewPoll, OptionId, Voter};
 
     /// A store whose HTTP client answers from a script, recording each request body. The local
     /// engine serialises requests and never reports `TransactionConflict`; DynamoDB does, so
@@ -910,6 +910,15 @@ mod tests {
         );
         let sent = seen.lock().map(|s| s.len()).unwrap_or_default();
         assert_eq!(sent, 1 + CONFLICT_RETRIES as usize);
+    }
+
+    /// Render instances counting chunks of the same job meet on the job item.
+    #[tokio::test(start_paused = true)]
+    async fn counting_a_chunk_gets_through_conflicts() {
+        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
+        let counted = crate::ports::JobStore::record_chunk(&store, JobId::new(), 3, 100, 0).await;
+        assert!(matches!(counted, Ok(true)), "{counted:?}");
+        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 3);
     }
 
     /// A stale version is a failed condition whatever else conflicted: no retry can fix it.
