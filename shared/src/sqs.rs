@@ -9,6 +9,37 @@ use crate::ports::{RenderMessage, RenderQueue, StoreError, StoreResult};
 
 /// `SendMessageBatch` takes at most ten messages.
 const BATCH: usize = 10;
+/// ... and at most 256 KiB of message bodies in all (each message's limit too). A chunk of 100
+/// guests at the input limits (100-character names, 254-character emails) is about 38 KB, so
+/// ten of them would not fit in one request.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Groups message bodies into `SendMessageBatch` requests: in order, at most [`BATCH`] bodies
+/// and [`BATCH_BYTES`] per request. A body over the limit on its own is an error: SQS would
+/// refuse it in any request.
+pub fn batches(bodies: Vec<String>) -> StoreResult<Vec<Vec<String>>> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for body in bodies {
+        if body.len() > BATCH_BYTES {
+            return Err(StoreError::Internal(format!(
+                "a render message of {} bytes is over SQS's {BATCH_BYTES}",
+                body.len()
+            )));
+        }
+        match batches.last_mut() {
+            Some(batch) if batch.len() < BATCH && bytes + body.len() <= BATCH_BYTES => {
+                bytes += body.len();
+                batch.push(body);
+            }
+            _ => {
+                bytes = body.len();
+                batches.push(vec![body]);
+            }
+        }
+    }
+    Ok(batches)
+}
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
@@ -28,13 +59,15 @@ impl SqsQueue {
 #[async_trait]
 impl RenderQueue for SqsQueue {
     async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()> {
-        for batch in messages.chunks(BATCH) {
+        let bodies = messages
+            .iter()
+            .map(|m| serde_json::to_string(m).map_err(|e| StoreError::Internal(e.to_string())))
+            .collect::<StoreResult<Vec<_>>>()?;
+        for batch in batches(bodies)? {
             let entries = batch
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, message)| {
-                    let body = serde_json::to_string(message)
-                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                .map(|(i, body)| {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body)
@@ -59,5 +92,43 @@ impl RenderQueue for SqsQueue {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(batches: &[Vec<String>]) -> Vec<usize> {
+        batches.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn small_messages_go_ten_at_a_time() {
+        let bodies: Vec<String> = (0..25).map(|i| format!("message {i}")).collect();
+        let batches = batches(bodies).unwrap_or_default();
+        assert_eq!(sizes(&batches), [10, 10, 5]);
+        assert_eq!(batches[2][4], "message 24", "order is kept");
+    }
+
+    /// Ten chunks of guests with long names and emails (38 KB each) are 380 KB: more than
+    /// one request may carry.
+    #[test]
+    fn large_messages_split_by_bytes() {
+        let bodies: Vec<String> = (0..10).map(|_| "x".repeat(38_000)).collect();
+        let batches = batches(bodies).unwrap_or_default();
+        assert_eq!(sizes(&batches), [6, 4]);
+        for batch in &batches {
+            assert!(batch.iter().map(String::len).sum::<usize>() <= BATCH_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_an_error() {
+        assert!(batches(vec!["x".repeat(BATCH_BYTES + 1)]).is_err());
+        assert_eq!(
+            sizes(&batches(vec!["x".repeat(BATCH_BYTES)]).unwrap_or_default()),
+            [1]
+        );
     }
 }

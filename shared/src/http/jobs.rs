@@ -125,8 +125,9 @@ fn new_job(
 
 /// Stores the job (or finds the one the same request made within 24 hours) and enqueues its
 /// work. Storage calls: one transaction, plus one read when the job existed; queue calls: one
-/// per ten messages. A job that failed does not answer for the same request: a retry makes a
-/// new one (one more transaction), so a failure never blocks the request for a day.
+/// per ten messages, or per 256 KiB of them when they are large. A job that failed does not
+/// answer for the same request: a retry makes a new one (one more transaction), so a failure
+/// never blocks the request for a day.
 async fn start(
     state: &AppState,
     job: Job,
