@@ -16,17 +16,20 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use axum::Router;
 pub mod queue;
 pub mod s3;
+pub mod sqs;
 
 pub use queue::{LocalQueue, QueueOptions};
 pub use s3::LocalS3;
+pub use sqs::SqsPoller;
 use tally::AppState;
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
 use tally::dynamo::DynamoStore;
 use tally::dynamo::table::ensure_table;
-use tally::ports::BlobStore;
+use tally::ports::{BlobStore, RenderQueue};
 use tally::s3::S3Blobs;
+use tally::sqs::SqsQueue;
 use tally::worker::Worker;
 use tokio::sync::oneshot;
 
@@ -217,6 +220,9 @@ pub struct Stack {
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
     pub s3: Option<LocalS3>,
+    /// On an emulator endpoint, jobs are queued through the production SQS adapter to a queue
+    /// there, and this poller plays Lambda's event source mapping; `queue` then stays idle.
+    pub sqs: Option<SqsPoller>,
     /// The temporary folder of an in-memory stack's S3 engine, removed on drop.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -284,8 +290,20 @@ impl Stack {
             metrics: config.metrics,
         };
         let queue = LocalQueue::start(worker.clone(), options.queue);
+        let (render_queue, sqs): (Arc<dyn RenderQueue>, _) = match &storage {
+            Storage::Endpoint(endpoint) => {
+                let client = sqs::local_sqs_client(endpoint);
+                // One queue per stack, as each has its own table on a shared emulator.
+                let name = format!("tally-render-{}", uuid::Uuid::new_v4().simple());
+                let url = sqs::ensure_queue(&client, &name).await?;
+                let poller =
+                    SqsPoller::start(client.clone(), url.clone(), worker.clone(), options.queue);
+                (Arc::new(SqsQueue::new(client, url)), Some(poller))
+            }
+            _ => (Arc::new(queue.clone()), None),
+        };
         let state = AppState::new(config, Arc::new(store.clone()), options.clock, &keys)?
-            .with_jobs(Arc::new(blobs.clone()), Arc::new(queue.clone()));
+            .with_jobs(Arc::new(blobs.clone()), render_queue);
         let app = tally::app::all_functions(&state);
         Ok(Self {
             app,
@@ -297,6 +315,7 @@ impl Stack {
             keys,
             dynamo,
             s3,
+            sqs,
             _scratch: scratch,
         })
     }
@@ -311,9 +330,10 @@ impl Stack {
             worker,
             dynamo,
             s3,
+            sqs,
             ..
         } = self;
-        drop((app, state, store, queue, worker));
+        drop((app, state, store, queue, worker, sqs));
         if let Some(dynamo) = dynamo {
             dynamo.shutdown().await;
         }
