@@ -64,9 +64,31 @@ pub struct Job {
     pub secret: String,
 }
 
+/// How long a job may run before it counts as failed although no worker said so. A render
+/// message is delivered at most five times, 12 minutes apart (the queue's visibility timeout),
+/// so work not done within an hour never will be: a worker that died on the last delivery (a
+/// timeout, running out of memory) cannot mark the job failed, and without this deadline the
+/// job would show `running` forever and block its own retry. Twice that hour leaves room for
+/// a backlog in the queue.
+pub const JOB_DEADLINE: Duration = Duration::hours(2);
+
+/// The reason an overdue job gives.
+pub const OVERDUE: &str = "The job did not finish in time; start it again.";
+
 impl Job {
-    pub fn status(&self) -> JobStatus {
-        if self.error.is_some() {
+    /// Why the job failed, as of `now`: the reason a worker recorded, or that it is overdue.
+    pub fn error_at(&self, now: OffsetDateTime) -> Option<&str> {
+        match &self.error {
+            Some(reason) => Some(reason),
+            None if self.completed_at.is_none() && now >= self.created_at + JOB_DEADLINE => {
+                Some(OVERDUE)
+            }
+            None => None,
+        }
+    }
+
+    pub fn status_at(&self, now: OffsetDateTime) -> JobStatus {
+        if self.error_at(now).is_some() {
             JobStatus::Failed
         } else if self.completed_at.is_some() {
             JobStatus::Done
@@ -246,17 +268,41 @@ mod tests {
     #[test]
     fn progress_grows_to_one_only_when_done() {
         let mut j = job();
-        assert_eq!((j.status(), j.progress()), (JobStatus::Queued, 0.0));
+        let now = j.created_at;
+        assert_eq!((j.status_at(now), j.progress()), (JobStatus::Queued, 0.0));
         j.done = 250;
         j.chunks_done = 3;
-        assert_eq!(j.status(), JobStatus::Running);
+        assert_eq!(j.status_at(now), JobStatus::Running);
         assert!(j.progress() < 1.0);
         j.done = 999;
         assert!(j.progress() <= 1.0);
         j.completed_at = Some(OffsetDateTime::now_utc());
-        assert_eq!((j.status(), j.progress()), (JobStatus::Done, 1.0));
+        assert_eq!((j.status_at(now), j.progress()), (JobStatus::Done, 1.0));
         assert!(!j.is_expired(OffsetDateTime::now_utc()));
         assert!(j.is_expired(OffsetDateTime::now_utc() + Duration::hours(25)));
+    }
+
+    /// A job no worker finished or failed is failed once overdue; a finished one stays done
+    /// and a recorded reason wins.
+    #[test]
+    fn an_overdue_job_has_failed() {
+        let mut j = job();
+        let late = j.created_at + JOB_DEADLINE;
+        j.chunks_done = 3;
+        let almost = late - Duration::seconds(1);
+        assert_eq!(j.status_at(almost), JobStatus::Running);
+        assert_eq!(
+            (j.status_at(late), j.error_at(late)),
+            (JobStatus::Failed, Some(OVERDUE))
+        );
+        j.error = Some("Storage kept failing.".into());
+        assert_eq!(j.error_at(late), Some("Storage kept failing."));
+        j.error = None;
+        j.completed_at = Some(late);
+        assert_eq!(
+            (j.status_at(late), j.error_at(late)),
+            (JobStatus::Done, None)
+        );
     }
 
     #[test]

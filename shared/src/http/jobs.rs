@@ -142,7 +142,7 @@ async fn start(
     let mut created = state.store.create_job(&job, fingerprint, now, None).await?;
     if let JobCreated::Existing(id) = created {
         let existing = state.store.job(id).await?.ok_or(AppError::Conflict)?;
-        if existing.status() != JobStatus::Failed {
+        if existing.status_at(now) != JobStatus::Failed {
             return accepted(&existing, now);
         }
         created = state
@@ -370,8 +370,8 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = owned_job(&state, user, &id).await?;
-    if let Some(reason) = &job.error {
-        return Err(AppError::JobFailed(reason.clone()));
+    if let Some(reason) = job.error_at(state.clock.now()) {
+        return Err(AppError::JobFailed(reason.to_owned()));
     }
     let (Some(key), Some(_)) = (&job.object_key, job.completed_at) else {
         return Err(AppError::JobNotReady);

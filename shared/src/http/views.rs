@@ -158,14 +158,14 @@ impl JobView {
             id: job.id.to_string(),
             kind: job.kind,
             poll_id: job.poll_id.to_string(),
-            status: job.status(),
+            status: job.status_at(now),
             total: job.total,
             done: job.done.min(job.total),
             failed: job.failed.min(job.total),
             progress: job.progress(),
             download_url: downloadable.then(|| format!("/v1/jobs/{}/download", job.id)),
             expires_at: job.expires_at(),
-            error: job.error.clone(),
+            error: job.error_at(now).map(str::to_owned),
             created_at: job.created_at,
         }
     }

@@ -604,6 +604,56 @@ async fn faulty_app(
     )
 }
 
+/// A job whose work vanished (its worker died on the last delivery, so nobody marked it
+/// failed) does not show `running` forever: past its deadline it reads as failed, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_nobody_finishes_fails_at_its_deadline() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await;
+    let poll_id = invite_poll(&app, &owner.access_token).await;
+    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("poll"));
+    // Stored without any message: no worker will ever touch it.
+    let job = tally::domain::Job {
+        id: tally::domain::JobId::new(),
+        kind: tally::domain::JobKind::Invites,
+        poll_id: poll.id,
+        owner_id: poll.owner_id,
+        format: None,
+        total: 2,
+        done: 0,
+        failed: 0,
+        chunks_total: 1,
+        chunks_done: 0,
+        created_at: app.now(),
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: "test-secret".into(),
+    };
+    tally::ports::JobStore::create_job(app.store(), &job, "stuck", app.now(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = format!("/v1/jobs/{}", job.id);
+    let read = || app.get(&path).bearer(&owner.access_token).send();
+    assert_eq!(read().await.expect(200).body["status"], "queued");
+    app.clock
+        .advance(tally::domain::job::JOB_DEADLINE - time::Duration::minutes(1));
+    assert_eq!(read().await.expect(200).body["status"], "queued");
+    app.clock.advance(time::Duration::minutes(1));
+    let overdue = read().await.expect(200);
+    assert_eq!(overdue.body["status"], "failed");
+    assert_eq!(overdue.body["error"], tally::domain::job::OVERDUE);
+    app.get(&format!("{path}/download"))
+        .bearer(&owner.access_token)
+        .send()
+        .await
+        .expect_problem(409, "job-failed");
+}
+
 /// A message that fails on every delivery goes to the dead-letter queue after the fifth, and
 /// the owner reads why the job failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
