@@ -223,6 +223,8 @@ pub struct Stack {
     /// On an emulator endpoint, jobs are queued through the production SQS adapter to a queue
     /// there, and this poller plays Lambda's event source mapping; `queue` then stays idle.
     pub sqs: Option<SqsPoller>,
+    /// That queue's URL, for functions run elsewhere (`TALLY_RENDER_QUEUE_URL`).
+    pub sqs_url: Option<String>,
     /// The temporary folder of an in-memory stack's S3 engine, removed on drop.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -290,18 +292,24 @@ impl Stack {
             metrics: config.metrics,
         };
         let queue = LocalQueue::start(worker.clone(), options.queue);
-        let (render_queue, sqs): (Arc<dyn RenderQueue>, _) = match &storage {
+        let (render_queue, sqs) = match &storage {
             Storage::Endpoint(endpoint) => {
                 let client = sqs::local_sqs_client(endpoint);
-                // One queue per stack, as each has its own table on a shared emulator.
-                let name = format!("tally-render-{}", uuid::Uuid::new_v4().simple());
+                // The queue is named after the table: the dev server finds its queue (and the
+                // work left in it) again after a restart, and each test, which has a table of
+                // its own on the shared emulator, gets a queue of its own too.
+                let name = sqs::queue_name_for(&config.table);
                 let url = sqs::ensure_queue(&client, &name).await?;
                 let poller =
                     SqsPoller::start(client.clone(), url.clone(), worker.clone(), options.queue);
-                (Arc::new(SqsQueue::new(client, url)), Some(poller))
+                (
+                    Arc::new(SqsQueue::new(client, url.clone())) as Arc<dyn RenderQueue>,
+                    Some((poller, url)),
+                )
             }
-            _ => (Arc::new(queue.clone()), None),
+            _ => (Arc::new(queue.clone()) as Arc<dyn RenderQueue>, None),
         };
+        let (sqs, sqs_url) = sqs.unzip();
         let state = AppState::new(config, Arc::new(store.clone()), options.clock, &keys)?
             .with_jobs(Arc::new(blobs.clone()), render_queue);
         let app = tally::app::all_functions(&state);
@@ -316,6 +324,7 @@ impl Stack {
             dynamo,
             s3,
             sqs,
+            sqs_url,
             _scratch: scratch,
         })
     }

@@ -52,6 +52,11 @@ async fn run() -> Result<(), String> {
             s3.endpoint
         );
     }
+    if let Some(url) = &stack.sqs_url {
+        eprintln!(
+            "tally-dev: render queue at {url} (TALLY_RENDER_QUEUE_URL for the jobs function)"
+        );
+    }
     if let Some(dynamo) = &stack.dynamo {
         eprintln!(
             "tally-dev: DynamoDB engine for other processes at {}",

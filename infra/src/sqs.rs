@@ -36,6 +36,22 @@ pub fn local_sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
+/// The render queue's name for a table: SQS allows letters, digits, `-` and `_`, 80 at most.
+pub fn queue_name_for(table: &str) -> String {
+    let safe: String = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(73)
+        .collect();
+    format!("{safe}-render")
+}
+
 /// Creates the queue (idempotent on SQS for the same attributes) and returns its URL.
 pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String, String> {
     client

@@ -104,6 +104,9 @@ impl Default for RateLimits {
     }
 }
 
+/// The longest refresh-token lifetime `TALLY_REFRESH_TOKEN_TTL` may set: a year.
+pub const REFRESH_TOKEN_TTL_MAX: i64 = 365 * 86_400;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `TALLY_TABLE` (default `tally`): the DynamoDB table.
@@ -235,7 +238,7 @@ impl Config {
                 "TALLY_REFRESH_TOKEN_TTL",
                 30 * 86_400,
                 3_600,
-                365 * 86_400,
+                REFRESH_TOKEN_TTL_MAX,
             )?,
             rate_limits,
             data_dir,

@@ -188,8 +188,9 @@ pub trait JobStore: Send + Sync {
         object_key: &str,
         now: OffsetDateTime,
     ) -> StoreResult<()>;
-    /// Marks the job failed with a reason its owner can read.
-    async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<()>;
+    /// Marks the job failed with a reason its owner can read, unless it completed first:
+    /// `true` when the failure was recorded.
+    async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<bool>;
     /// The poll and the invite, in one read (for a guest's ballot).
     async fn poll_and_invite(
         &self,

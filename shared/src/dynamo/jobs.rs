@@ -249,7 +249,12 @@ impl JobStore for DynamoStore {
             .table_name(&*self.table)
             .set_key(Some(Key::Job(job).item_key()))
             .update_expression("SET completed_at = :at, object_key = :key REMOVE finish_until")
-            .condition_expression("attribute_exists(PK) AND attribute_not_exists(completed_at)")
+            // A job failed meanwhile (by its deadline, its replacement already started) stays
+            // failed: two files for one request would mean two invites per guest.
+            .condition_expression(
+                "attribute_exists(PK) AND attribute_not_exists(completed_at) AND attribute_not_exists(#error)",
+            )
+            .expression_attribute_names("#error", "error")
             .expression_attribute_values(
                 ":at",
                 AttributeValue::S(now.format(&completed).map_err(internal)?),
@@ -259,7 +264,7 @@ impl JobStore for DynamoStore {
         self.update_job(update).await.map(|_| ())
     }
 
-    async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<()> {
+    async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<bool> {
         let update = self
             .client
             .update_item()
@@ -272,7 +277,7 @@ impl JobStore for DynamoStore {
                 ":reason",
                 AttributeValue::S(reason.chars().take(500).collect()),
             );
-        self.update_job(update).await.map(|_| ())
+        self.update_job(update).await
     }
 
     async fn poll_and_invite(

@@ -261,9 +261,21 @@ impl DynamoStore {
     }
 }
 
-/// The answer when conflicts outlasted the retries: the store is busy, try again shortly.
-fn still_conflicting(what: &str, reasons: &[CancellationReason]) -> StoreError {
-    StoreError::Unavailable(format!("{what} kept conflicting: {reasons:?}"))
+/// A transaction cancelled for a reason other than a failed condition: busy storage
+/// (conflicts that outlasted the retries, throttling) is worth a retry by the client; anything
+/// else (a validation error) is a bug on this side.
+fn cancelled(what: &str, reasons: &[CancellationReason]) -> StoreError {
+    let busy = reasons.iter().any(|r| {
+        matches!(
+            r.code(),
+            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+        )
+    });
+    if busy {
+        StoreError::Unavailable(format!("{what} cancelled: {reasons:?}"))
+    } else {
+        StoreError::Internal(format!("{what} cancelled: {reasons:?}"))
+    }
 }
 
 fn reason_code(reasons: &[CancellationReason], index: usize) -> &str {
@@ -504,12 +516,7 @@ impl PollStore for DynamoStore {
             {
                 Err(StoreError::HasBallots)
             }
-            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
-                Err(still_conflicting("poll update", &r))
-            }
-            Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
-                "update poll cancelled: {r:?}"
-            ))),
+            Err(Transact::Cancelled(r)) => Err(cancelled("poll update", &r)),
             Err(Transact::Failed(e)) => Err(e),
         }
     }
@@ -539,12 +546,7 @@ impl PollStore for DynamoStore {
             Err(Transact::Cancelled(r)) if reason_code(&r, 0) == "ConditionalCheckFailed" => {
                 Err(StoreError::ConditionFailed)
             }
-            Err(Transact::Cancelled(r)) if any_conflict(&r) => {
-                Err(still_conflicting("poll deletion", &r))
-            }
-            Err(Transact::Cancelled(r)) => Err(StoreError::Internal(format!(
-                "delete poll cancelled: {r:?}"
-            ))),
+            Err(Transact::Cancelled(r)) => Err(cancelled("poll deletion", &r)),
             Err(Transact::Failed(e)) => Err(e),
         }
     }
@@ -919,6 +921,19 @@ mod tests {
         let counted = crate::ports::JobStore::record_chunk(&store, JobId::new(), 3, 100, 0).await;
         assert!(matches!(counted, Ok(true)), "{counted:?}");
         assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 3);
+    }
+
+    /// Throttling is busy storage (503, retry), not a bug on this side (500).
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_deletion_is_unavailable() {
+        let (store, _) = scripted(vec![cancelled(
+            r#"[{"Code":"None"},{"Code":"ThrottlingError"}]"#,
+        )]);
+        let outcome = store.delete_poll(&sample_poll()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
     }
 
     /// A stale version is a failed condition whatever else conflicted: no retry can fix it.

@@ -14,6 +14,7 @@ use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{TokensView, UserView};
 use crate::app::AppState;
 use crate::auth::{password, refresh};
+use crate::config::REFRESH_TOKEN_TTL_MAX;
 use crate::domain::{Email, FamilyId, FieldErrors, Password, User, UserId};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
@@ -129,10 +130,12 @@ async fn refresh_tokens(
         // A spent token presented again means it was copied: end the whole session family,
         // so that whoever holds the newer tokens must sign in again too.
         tracing::warn!(user_id = %record.user_id, "refresh token reuse; revoking its family");
-        // No token of the family was issued after now, so none outlives one refresh-token
-        // lifetime from now; a day more covers clock skew between instances.
-        let keep_until =
-            state.clock.now() + Duration::seconds(state.refresh_token_ttl) + Duration::days(1);
+        // No token of the family is issued after now, so none outlives the longest lifetime
+        // the configuration allows (the current setting may have been longer when some were
+        // issued); a day more covers clock skew between instances.
+        let keep_until = state.clock.now()
+            + Duration::seconds(REFRESH_TOKEN_TTL_MAX.max(state.refresh_token_ttl))
+            + Duration::days(1);
         state.store.revoke_family(record.family, keep_until).await?;
         return Err(AppError::InvalidRefreshToken);
     }

@@ -18,7 +18,7 @@ use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
 use super::{BodyLimit, RequestId};
 use crate::app::AppState;
-use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
+use crate::domain::job::{CHUNK_SIZE, OVERDUE, request_fingerprint};
 use crate::domain::{
     FieldErrors, Guest, Job, JobId, JobKind, JobStatus, OptionId, Poll, QrFormat, Tally, UserId,
 };
@@ -144,6 +144,12 @@ async fn start(
         let existing = state.store.job(id).await?.ok_or(AppError::Conflict)?;
         if existing.status_at(now) != JobStatus::Failed {
             return accepted(&existing, now);
+        }
+        // An overdue job has no recorded failure: record it before replacing the job, so it
+        // can no longer finish next to its replacement. It may have completed just now.
+        if existing.error.is_none() && !state.store.fail_job(id, OVERDUE).await? {
+            let current = state.store.job(id).await?.ok_or(AppError::Conflict)?;
+            return accepted(&current, now);
         }
         created = state
             .store

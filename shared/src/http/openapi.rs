@@ -65,7 +65,7 @@ pub enum BodyErrors {
     /// The body is not the expected JSON (syntax, types, unknown fields).
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(ProblemDoc),
-    /// The body is over 64 KiB.
+    /// The body is over the route's limit: 64 KiB, or 4 MiB for a guest list.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(ProblemDoc),
     /// The body is not `application/json`.

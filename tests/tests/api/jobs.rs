@@ -606,6 +606,8 @@ async fn faulty_app(
 
 /// A job whose work vanished (its worker died on the last delivery, so nobody marked it
 /// failed) does not show `running` forever: past its deadline it reads as failed, and says so.
+/// The same request then starts a new job, and the old one, failed for good, can no longer
+/// finish next to it (two ZIPs would give every guest two invites).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_nobody_finishes_fails_at_its_deadline() {
     let app = TestApp::start().await;
@@ -634,9 +636,29 @@ async fn a_job_nobody_finishes_fails_at_its_deadline() {
         error: None,
         secret: "test-secret".into(),
     };
-    tally::ports::JobStore::create_job(app.store(), &job, "stuck", app.now(), None)
+    // Under the fingerprint the API gives a request for these two guests.
+    let guests: Vec<tally::domain::Guest> = (0..2)
+        .map(|i| tally::domain::Guest {
+            name: format!("Guest {i}"),
+            email: None,
+        })
+        .collect();
+    let fingerprint = tally::domain::job::request_fingerprint(
+        poll.owner_id,
+        poll.id,
+        tally::domain::JobKind::Invites,
+        &guests,
+    );
+    tally::ports::JobStore::create_job(app.store(), &job, &fingerprint, app.now(), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        start_invites(&app, &owner.access_token, &poll_id, 2)
+            .await
+            .body["id"],
+        job.id.to_string(),
+        "the same request finds the job under way"
+    );
     let path = format!("/v1/jobs/{}", job.id);
     let read = || app.get(&path).bearer(&owner.access_token).send();
     assert_eq!(read().await.expect(200).body["status"], "queued");
@@ -652,6 +674,20 @@ async fn a_job_nobody_finishes_fails_at_its_deadline() {
         .send()
         .await
         .expect_problem(409, "job-failed");
+
+    let retry = start_invites(&app, &owner.access_token, &poll_id, 2).await;
+    assert_ne!(retry.body["id"], job.id.to_string());
+    let stored = tally::ports::JobStore::job(app.store(), job.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the old job"));
+    assert_eq!(stored.error.as_deref(), Some(tally::domain::job::OVERDUE));
+    // A worker of the old job that finishes late cannot complete it any more.
+    tally::ports::JobStore::complete_job(app.store(), job.id, "jobs/late.zip", app.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read().await.expect(200).body["status"], "failed");
 }
 
 /// A message that fails on every delivery goes to the dead-letter queue after the fifth, and
