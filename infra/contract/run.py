@@ -72,10 +72,22 @@ def main() -> int:
             user = {"email": "fuzz@example.com", "password": "correct horse battery"}
             call(f"{base}/v1/auth/register", user)
             token = call(f"{base}/v1/auth/login", user)["access_token"]
-            poll = call(f"{base}/v1/polls", {"question": "Fuzz?", "options": ["a", "b"]}, token)["id"]
+            new_poll = {"question": "Fuzz?", "options": ["a", "b"]}
+            poll = call(f"{base}/v1/polls", new_poll, token)["id"]
+            # The DELETE operation gets a poll of its own: once it has deleted the shared one,
+            # every other operation on that poll would only see 404s. The job routes get a
+            # real job's id, so they are fuzzed past the lookup too.
+            doomed = call(f"{base}/v1/polls", new_poll, token)["id"]
+            job = call(f"{base}/v1/polls/{poll}/qr", {"format": "png"}, token)["id"]
             config = os.path.join(data, "schemathesis.toml")
             with open(config, "w") as f:
-                f.write(f'[parameters]\n"path.id" = "{poll}"\n')
+                f.write(
+                    f'[parameters]\n"path.id" = "{poll}"\n\n'
+                    f'[[operations]]\ninclude-name = "DELETE /v1/polls/{{id}}"\n'
+                    f'parameters = {{ "path.id" = "{doomed}" }}\n\n'
+                    f'[[operations]]\ninclude-path-regex = "^/v1/jobs/"\n'
+                    f'parameters = {{ "path.id" = "{job}" }}\n'
+                )
             return subprocess.call(
                 [
                     "schemathesis", "--config-file", config, "run", f"{base}/v1/openapi.json",
