@@ -85,7 +85,14 @@ pub async fn run_render() -> Result<(), lambda_runtime::Error> {
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
-        async move { Ok::<_, std::convert::Infallible>(worker.handle(event.payload).await) }
+        // Lambda's deadline for this invocation, in milliseconds since the epoch.
+        let deadline =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                worker.handle_within(event.payload, Some(deadline)).await,
+            )
+        }
     }))
     .await
 }

@@ -76,15 +76,42 @@ impl Worker {
     /// Processes a batch and reports each failed message, never failing the whole batch
     /// (`ReportBatchItemFailures`).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_within(event, None).await
+    }
+
+    /// [`Worker::handle`] under Lambda's deadline for this invocation. Once half of the time
+    /// left at the start has gone, the messages not begun yet are handed back unprocessed (as
+    /// failures, so SQS delivers them again) rather than started: the message that finishes a
+    /// job builds its ZIP, which may take most of an invocation, and one that starts too late
+    /// is cut off by the timeout with nothing to show. A message on its last delivery is
+    /// always processed, since handing it back would only move it to the dead-letter queue.
+    pub async fn handle_within(
+        &self,
+        event: SqsEvent,
+        deadline: Option<std::time::SystemTime>,
+    ) -> SqsBatchResponse {
+        let started = std::time::SystemTime::now();
+        let stop_starting = deadline.map(|d| {
+            let left = d.duration_since(started).unwrap_or_default();
+            started + left / 2
+        });
         let mut response = SqsBatchResponse::default();
-        for record in event.records {
+        for (n, record) in event.records.into_iter().enumerate() {
             let id = record.message_id.clone().unwrap_or_default();
+            let receives: u32 = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let late = stop_starting.is_some_and(|t| std::time::SystemTime::now() >= t);
+            if n > 0 && late && receives < self.max_receives {
+                tracing::info!(message_id = %id, "handed back unstarted: the invocation is half over");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+                continue;
+            }
             if let Err(e) = self.process(&record).await {
-                let receives: u32 = record
-                    .attributes
-                    .get("ApproximateReceiveCount")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1);
                 tracing::error!(message_id = %id, receives, error = %e, "render message failed");
                 // The queue moves the message to the dead-letter queue after this delivery;
                 // the owner must learn why their job will not finish.

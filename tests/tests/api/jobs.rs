@@ -690,6 +690,105 @@ async fn a_job_nobody_finishes_fails_at_its_deadline() {
     assert_eq!(read().await.expect(200).body["status"], "failed");
 }
 
+/// Under Lambda's deadline the render handler starts messages only in the first half of the
+/// invocation: later ones go back to the queue unstarted (a message that finishes a job builds
+/// its ZIP, which must not be cut off by the timeout), except one on its last delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_messages_are_handed_back_unstarted() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await;
+    let poll_id = invite_poll(&app, &owner.access_token).await;
+    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("poll"));
+    let job = tally::domain::Job {
+        id: tally::domain::JobId::new(),
+        kind: tally::domain::JobKind::Invites,
+        poll_id: poll.id,
+        owner_id: poll.owner_id,
+        format: None,
+        total: 3,
+        done: 0,
+        failed: 0,
+        chunks_total: 3,
+        chunks_done: 0,
+        created_at: app.now(),
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: "test-secret".into(),
+    };
+    tally::ports::JobStore::create_job(app.store(), &job, "deadline", app.now(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = |chunk: u32, receives: u32| {
+        let body = tally::ports::RenderMessage {
+            job_id: job.id,
+            chunk,
+            start: chunk,
+            guests: vec![tally::domain::Guest {
+                name: format!("Guest {chunk}"),
+                email: None,
+            }],
+            request_id: None,
+        };
+        let mut message = SqsMessage::default();
+        message.message_id = Some(format!("m{chunk}"));
+        message.body = serde_json::to_string(&body).ok();
+        message.attributes = std::collections::HashMap::from([(
+            "ApproximateReceiveCount".to_owned(),
+            receives.to_string(),
+        )]);
+        message
+    };
+    let mut event = SqsEvent::default();
+    // Chunk 2 is on its fifth (last) delivery.
+    event.records = vec![record(0, 1), record(1, 1), record(2, 5)];
+    let worker = &app.stack.worker;
+    let response = worker
+        .handle_within(event, Some(std::time::SystemTime::now()))
+        .await;
+    let handed_back: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        handed_back,
+        ["m1"],
+        "the first and the last-chance message ran"
+    );
+    let counted = tally::ports::JobStore::job(app.store(), job.id)
+        .await
+        .ok()
+        .flatten()
+        .map(|j| j.chunks_done);
+    assert_eq!(counted, Some(2));
+
+    // With the whole invocation ahead, the handed-back message runs and finishes the job.
+    let mut again = SqsEvent::default();
+    again.records = vec![record(1, 2)];
+    let far = std::time::SystemTime::now() + Duration::from_secs(120);
+    assert!(
+        worker
+            .handle_within(again, Some(far))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let id = job.id.to_string();
+    assert_eq!(
+        app.wait_for_job(&owner.access_token, &id, PATIENCE)
+            .await
+            .body["status"],
+        "done"
+    );
+}
+
 /// A message that fails on every delivery goes to the dead-letter queue after the fifth, and
 /// the owner reads why the job failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
