@@ -38,6 +38,17 @@ pub const LOCAL_ACCESS_KEY: &str = "tally-local";
 pub const LOCAL_SECRET_KEY: &str = "tally-local-secret";
 pub const LOCAL_REGION: &str = "us-east-1";
 
+/// The credentials every local SDK client signs with (DynamoDB, S3, SQS).
+pub fn local_credentials() -> Credentials {
+    Credentials::new(
+        LOCAL_ACCESS_KEY,
+        LOCAL_SECRET_KEY,
+        None,
+        None,
+        "tally-local",
+    )
+}
+
 /// A DynamoDB SDK client for a local endpoint (embedded engine or emulator).
 pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     // A local engine facing a thousand simultaneous connections (the race tests) may leave some
@@ -51,13 +62,7 @@ pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            LOCAL_ACCESS_KEY,
-            LOCAL_SECRET_KEY,
-            None,
-            None,
-            "tally-local",
-        ))
+        .credentials_provider(local_credentials())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }

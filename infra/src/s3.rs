@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -101,13 +100,7 @@ pub fn local_s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
         .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            LOCAL_ACCESS_KEY,
-            LOCAL_SECRET_KEY,
-            None,
-            None,
-            "tally-local",
-        ))
+        .credentials_provider(crate::local_credentials())
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }

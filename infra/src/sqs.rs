@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
@@ -17,7 +16,7 @@ use tally::worker::Worker;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::{LOCAL_ACCESS_KEY, LOCAL_REGION, LOCAL_SECRET_KEY, QueueOptions};
+use crate::{LOCAL_REGION, QueueOptions};
 
 /// An SQS SDK client for a local endpoint.
 pub fn local_sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
@@ -25,13 +24,7 @@ pub fn local_sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            LOCAL_ACCESS_KEY,
-            LOCAL_SECRET_KEY,
-            None,
-            None,
-            "tally-local",
-        ))
+        .credentials_provider(crate::local_credentials())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }

@@ -29,6 +29,43 @@ async fn invite_poll(app: &TestApp, owner: &str) -> String {
     poll.body["id"].as_str().unwrap_or_default().to_owned()
 }
 
+/// An invites job of `total` guests in `chunks` chunks, stored directly under `fingerprint`
+/// with no message queued: the test decides what, if anything, its worker receives.
+async fn stored_job(
+    app: &TestApp,
+    poll_id: &str,
+    total: u32,
+    chunks: u32,
+    fingerprint: &str,
+) -> tally::domain::Job {
+    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("poll {poll_id}"));
+    let job = tally::domain::Job {
+        id: tally::domain::JobId::new(),
+        kind: tally::domain::JobKind::Invites,
+        poll_id: poll.id,
+        owner_id: poll.owner_id,
+        format: None,
+        total,
+        done: 0,
+        failed: 0,
+        chunks_total: chunks,
+        chunks_done: 0,
+        created_at: app.now(),
+        completed_at: None,
+        object_key: None,
+        error: None,
+        secret: "test-secret".into(),
+    };
+    tally::ports::JobStore::create_job(app.store(), &job, fingerprint, app.now(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    job
+}
+
 async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply {
     let reply = app
         .post(&format!("/v1/polls/{poll}/invites"))
@@ -613,29 +650,6 @@ async fn a_job_nobody_finishes_fails_at_its_deadline() {
     let app = TestApp::start().await;
     let owner = app.sign_up("owner@example.com").await;
     let poll_id = invite_poll(&app, &owner.access_token).await;
-    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("poll"));
-    // Stored without any message: no worker will ever touch it.
-    let job = tally::domain::Job {
-        id: tally::domain::JobId::new(),
-        kind: tally::domain::JobKind::Invites,
-        poll_id: poll.id,
-        owner_id: poll.owner_id,
-        format: None,
-        total: 2,
-        done: 0,
-        failed: 0,
-        chunks_total: 1,
-        chunks_done: 0,
-        created_at: app.now(),
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: "test-secret".into(),
-    };
     // Under the fingerprint the API gives a request for these two guests.
     let guests: Vec<tally::domain::Guest> = (0..2)
         .map(|i| tally::domain::Guest {
@@ -644,14 +658,13 @@ async fn a_job_nobody_finishes_fails_at_its_deadline() {
         })
         .collect();
     let fingerprint = tally::domain::job::request_fingerprint(
-        poll.owner_id,
-        poll.id,
+        owner.user_id.parse().unwrap_or_default(),
+        poll_id.parse().unwrap_or_default(),
         tally::domain::JobKind::Invites,
         &guests,
     );
-    tally::ports::JobStore::create_job(app.store(), &job, &fingerprint, app.now(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Stored without any message: no worker will ever touch it.
+    let job = stored_job(&app, &poll_id, 2, 1, &fingerprint).await;
     assert_eq!(
         start_invites(&app, &owner.access_token, &poll_id, 2)
             .await
@@ -700,31 +713,7 @@ async fn late_messages_are_handed_back_unstarted() {
     let app = TestApp::start().await;
     let owner = app.sign_up("owner@example.com").await;
     let poll_id = invite_poll(&app, &owner.access_token).await;
-    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("poll"));
-    let job = tally::domain::Job {
-        id: tally::domain::JobId::new(),
-        kind: tally::domain::JobKind::Invites,
-        poll_id: poll.id,
-        owner_id: poll.owner_id,
-        format: None,
-        total: 3,
-        done: 0,
-        failed: 0,
-        chunks_total: 3,
-        chunks_done: 0,
-        created_at: app.now(),
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: "test-secret".into(),
-    };
-    tally::ports::JobStore::create_job(app.store(), &job, "deadline", app.now(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let job = stored_job(&app, &poll_id, 3, 3, "deadline").await;
     let record = |chunk: u32, receives: u32| {
         let body = tally::ports::RenderMessage {
             job_id: job.id,
@@ -918,31 +907,7 @@ async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
     let owner = app.sign_up("owner@example.com").await;
     let poll_id = invite_poll(&app, &owner.access_token).await;
     // A job made through the store, so the test alone delivers its messages.
-    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
-        .await
-        .ok()
-        .flatten();
-    let poll = poll.unwrap_or_else(|| panic!("poll"));
-    let job = tally::domain::Job {
-        id: tally::domain::JobId::new(),
-        kind: tally::domain::JobKind::Invites,
-        poll_id: poll.id,
-        owner_id: poll.owner_id,
-        format: None,
-        total: 2,
-        done: 0,
-        failed: 0,
-        chunks_total: 1,
-        chunks_done: 0,
-        created_at: app.now(),
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: "test-secret".into(),
-    };
-    tally::ports::JobStore::create_job(app.store(), &job, "fingerprint", app.now(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let job = stored_job(&app, &poll_id, 2, 1, "fingerprint").await;
     let raw = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../events/render-invites-chunk.json"),
