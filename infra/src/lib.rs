@@ -14,14 +14,15 @@ use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
 use axum::Router;
+pub mod functions;
 pub mod queue;
 pub mod s3;
 pub mod sqs;
 
+pub use functions::{Function, Functions};
 pub use queue::{LocalQueue, QueueOptions};
 pub use s3::LocalS3;
 pub use sqs::SqsPoller;
-use tally::AppState;
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
@@ -216,7 +217,7 @@ impl StackOptions {
 #[derive(Debug)]
 pub struct Stack {
     pub app: Router,
-    pub state: AppState,
+    pub functions: Functions,
     pub store: DynamoStore,
     pub blobs: S3Blobs,
     pub queue: LocalQueue,
@@ -250,7 +251,7 @@ impl Stack {
                         .await?,
                 ),
                 Some(LocalS3::start(&dir.join("s3"), options.s3_addr).await?),
-                tally::lambda::key_material(config, tally::Function::Auth)?,
+                tally::lambda::key_material(config)?,
             ),
             Storage::Memory => {
                 let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
@@ -262,11 +263,7 @@ impl Stack {
                     KeyMaterial::generate()?,
                 )
             }
-            Storage::Endpoint(_) => (
-                None,
-                None,
-                tally::lambda::key_material(config, tally::Function::Auth)?,
-            ),
+            Storage::Endpoint(_) => (None, None, tally::lambda::key_material(config)?),
         };
         let (dynamo_endpoint, s3_endpoint) = match (&storage, &dynamo, &s3) {
             (Storage::Endpoint(endpoint), ..) => (endpoint.clone(), endpoint.clone()),
@@ -315,12 +312,18 @@ impl Stack {
             _ => (Arc::new(queue.clone()) as Arc<dyn RenderQueue>, None),
         };
         let (sqs, sqs_url) = sqs.unzip();
-        let state = AppState::new(config, Arc::new(store.clone()), options.clock, &keys)?
-            .with_jobs(Arc::new(blobs.clone()), render_queue);
-        let app = tally::app::all_functions(&state);
+        let functions = Functions::new(
+            config,
+            Arc::new(store.clone()),
+            Arc::new(blobs.clone()),
+            render_queue,
+            options.clock,
+            &keys,
+        )?;
+        let app = functions.all();
         Ok(Self {
             app,
-            state,
+            functions,
             store,
             blobs,
             queue,
@@ -338,7 +341,7 @@ impl Stack {
     pub async fn shutdown(self) {
         let Self {
             app,
-            state,
+            functions,
             store,
             queue,
             worker,
@@ -347,7 +350,7 @@ impl Stack {
             sqs,
             ..
         } = self;
-        drop((app, state, store, queue, worker, sqs));
+        drop((app, functions, store, queue, worker, sqs));
         if let Some(dynamo) = dynamo {
             dynamo.shutdown().await;
         }

@@ -251,8 +251,10 @@ impl From<FieldErrors> for AppError {
 }
 
 /// An RFC 9457 problem document. `request_id` and `instance` are filled in by the request
-/// middleware ([`crate::http::platform`]), which is the one place that knows them.
-#[derive(Debug, Serialize)]
+/// middleware ([`crate::http::platform`]), which is the one place that knows them: an error
+/// response carries its `Problem` in the response's extensions and no body, and the middleware
+/// writes the complete document once ([`Problem::complete`]).
+#[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -278,6 +280,7 @@ pub struct ProblemDoc {
     /// The `x-request-id` of the request; quote it when reporting a problem.
     pub request_id: String,
     /// Field name → messages, on validation failures only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::BTreeMap<String, Vec<String>>>)]
     pub errors: Option<FieldErrors>,
 }
@@ -298,13 +301,28 @@ impl Problem {
         }
     }
 
+    /// The response for this problem: its status and media type, and the problem itself in
+    /// the extensions, for the platform layer to complete and write.
     pub fn into_response_with(self, status: StatusCode) -> Response {
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        let mut response = (status, body).into_response();
+        let mut response = status.into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.extensions_mut().insert(self);
         response
+    }
+
+    /// The document as the client receives it.
+    pub fn complete(self, request_id: &str, instance: &str) -> ProblemDoc {
+        ProblemDoc {
+            kind: self.kind,
+            title: self.title,
+            status: self.status,
+            detail: self.detail,
+            instance: instance.to_owned(),
+            request_id: request_id.to_owned(),
+            errors: self.errors,
+        }
     }
 }
 

@@ -1,19 +1,139 @@
-//! The runner every Lambda binary calls: configuration and clients are built once per cold
-//! start, then the function's router is handed to the Lambda runtime.
+//! The generic runners the Lambda binaries call. A function's `main.rs` loads its [`Env`] once
+//! per cold start, builds the state its own routes (or its event handler) need from it, and
+//! hands them to [`run_http`] or [`run_sqs`]. Nothing here chooses a function at run time:
+//! each binary names exactly the routes and ports it uses, so the linker keeps only those.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::{AppState, Function};
-use crate::auth::KeyMaterial;
+use crate::auth::{KeyMaterial, TokenIssuer};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, KeySource};
 use crate::dynamo::DynamoStore;
+use crate::http::Platform;
+use crate::http::gate::Gate;
+use crate::ports::RateCounter;
 use crate::s3::S3Blobs;
 use crate::sqs::SqsQueue;
-use crate::worker::Worker;
+
+pub use lambda_runtime::Error;
+
+/// What every function reads once at cold start: its name and the configuration.
+#[derive(Debug)]
+pub struct Env {
+    pub name: &'static str,
+    pub config: Config,
+}
+
+impl Env {
+    /// Starts the JSON logs and reads the configuration.
+    pub fn load(name: &'static str) -> Result<Self, Error> {
+        init_logging(name);
+        let config = Config::from_env()?;
+        Ok(Self { name, config })
+    }
+
+    /// The AWS SDK's settings, for the functions that reach AWS (all but the pages).
+    pub async fn aws(&self) -> Aws<'_> {
+        Aws {
+            env: self,
+            sdk: aws_config().await,
+        }
+    }
+
+    /// The caller check and rate limits, verifying tokens with the public key only.
+    pub fn gate(&self, counter: Arc<dyn RateCounter>) -> Result<Gate, Error> {
+        Ok(Gate::new(
+            &self.config,
+            &key_material(&self.config)?,
+            counter,
+            Arc::new(SystemClock),
+        )?)
+    }
+
+    /// The token issuer, for the one function that signs tokens (its IAM alone can read the
+    /// private key).
+    pub fn issuer(&self) -> Result<TokenIssuer, Error> {
+        let keys = key_material(&self.config)?;
+        Ok(TokenIssuer::new(
+            &keys,
+            &self.config.issuer,
+            &self.config.audience,
+            self.config.access_token_ttl,
+        )?)
+    }
+
+    /// The platform layers' settings, with this function's name on every log line.
+    pub fn platform(&self) -> Platform {
+        Platform::new(self.name, &self.config)
+    }
+}
+
+/// The AWS clients of a function, built from one SDK configuration.
+#[derive(Debug)]
+pub struct Aws<'a> {
+    env: &'a Env,
+    sdk: aws_config::SdkConfig,
+}
+
+impl Aws<'_> {
+    /// The DynamoDB adapter, with its first connection opened so that the first request does
+    /// not pay for the TLS handshake.
+    pub async fn dynamo(&self) -> Arc<DynamoStore> {
+        let store = DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.env.config.table.clone(),
+        );
+        store.warm_up().await;
+        Arc::new(store)
+    }
+
+    /// The S3 adapter for the configured bucket.
+    pub fn blobs(&self) -> S3Blobs {
+        s3_blobs(&self.sdk, &self.env.config)
+    }
+
+    /// The render queue the jobs function sends to.
+    pub fn render_queue(&self) -> Result<SqsQueue, Error> {
+        let url = self
+            .env
+            .config
+            .render_queue_url
+            .clone()
+            .ok_or(ConfigError {
+                var: "TALLY_RENDER_QUEUE_URL",
+                reason: format!("is required by the {} function", self.env.name),
+            })?;
+        Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+    }
+}
+
+/// Serves `routes` (with the platform layers) on the Lambda runtime until the sandbox is shut
+/// down.
+pub async fn run_http(env: &Env, routes: OpenApiRouter) -> Result<(), Error> {
+    lambda_http::run(crate::http::platform(routes, &env.platform())).await
+}
+
+/// Hands each SQS batch to `handler` with the invocation's deadline, and reports its partial
+/// batch failures to the event source mapping.
+pub async fn run_sqs<H, F>(handler: H) -> Result<(), Error>
+where
+    H: Fn(SqsEvent, SystemTime) -> F,
+    F: Future<Output = SqsBatchResponse>,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        // Lambda's deadline for this invocation, in milliseconds since the epoch.
+        let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
+        Ok::<_, std::convert::Infallible>(handler(event.payload, deadline).await)
+    }))
+    .await
+}
 
 /// Builds the AWS SDK configuration from the environment. `AWS_ENDPOINT_URL` (and the
 /// service-specific `AWS_ENDPOINT_URL_DYNAMODB`) point it at a local engine or emulator.
@@ -21,43 +141,16 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
-/// The key material a function holds: the private key only where it mints tokens.
-pub fn key_material(config: &Config, function: Function) -> Result<KeyMaterial, String> {
-    let keys = match &config.keys {
-        KeySource::Pem { private, public } => KeyMaterial {
+/// The configured key material: PEM keys from the environment on Lambda, a key pair in the
+/// data folder locally. Callers that only verify take [`KeyMaterial::public_only`].
+pub fn key_material(config: &Config) -> Result<KeyMaterial, String> {
+    match &config.keys {
+        KeySource::Pem { private, public } => Ok(KeyMaterial {
             private_pem: private.clone(),
             public_pem: public.clone(),
-        },
-        KeySource::DataDir(dir) => KeyMaterial::load_or_generate(dir)?,
-    };
-    Ok(if function.mints_tokens() {
-        keys
-    } else {
-        keys.public_only()
-    })
-}
-
-/// Runs `function` on the Lambda runtime until the sandbox is shut down.
-pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
-    init_logging(function.name());
-    let config = Config::from_env()?;
-    let sdk = aws_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
-    // The pages function serves static files and has no AWS permission: nothing to warm up.
-    if function.uses_storage() {
-        store.warm_up().await;
+        }),
+        KeySource::DataDir(dir) => KeyMaterial::load_or_generate(dir),
     }
-    let keys = key_material(&config, function)?;
-    let mut state = AppState::new(&config, Arc::new(store), Arc::new(SystemClock), &keys)?;
-    if function.runs_jobs() {
-        let url = config.render_queue_url.clone().ok_or(ConfigError {
-            var: "TALLY_RENDER_QUEUE_URL",
-            reason: "is required by the jobs function".into(),
-        })?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url);
-        state = state.with_jobs(Arc::new(s3_blobs(&sdk, &config)), Arc::new(queue));
-    }
-    lambda_http::run(function.app(state)).await
 }
 
 /// The S3 adapter for the configured bucket (path-style addressing for local engines).
@@ -66,35 +159,6 @@ pub fn s3_blobs(sdk: &aws_config::SdkConfig, config: &Config) -> S3Blobs {
         .force_path_style(config.s3_path_style)
         .build();
     S3Blobs::new(aws_sdk_s3::Client::from_conf(s3), config.bucket.clone())
-}
-
-/// Runs the render function: SQS batches in, partial batch failures out.
-pub async fn run_render() -> Result<(), lambda_runtime::Error> {
-    init_logging("render");
-    let config = Config::from_env()?;
-    let sdk = aws_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
-    store.warm_up().await;
-    let worker = Worker {
-        store: Arc::new(store),
-        blobs: Arc::new(s3_blobs(&sdk, &config)),
-        clock: Arc::new(SystemClock),
-        public_base_url: config.public_base_url.clone(),
-        max_receives: config.render_max_receives,
-        metrics: config.metrics,
-    };
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let worker = worker.clone();
-        // Lambda's deadline for this invocation, in milliseconds since the epoch.
-        let deadline =
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                worker.handle_within(event.payload, Some(deadline)).await,
-            )
-        }
-    }))
-    .await
 }
 
 /// JSON logs, one object per line, with the function's name on every line.

@@ -10,11 +10,10 @@
 //! - [`http`]: routers and handlers of each function, extractors, platform layers.
 //! - [`error`]: the one error type and its mapping to problem+json.
 //! - [`render`]: invite cards, share QR codes (PNG, SVG) and results charts; pure functions.
-//! - [`app`]: shared state and the function list; [`lambda`]: the runner each binary calls.
+//! - [`lambda`]: the generic runners each binary calls (`run_http`, `run_sqs`).
 //! - [`config`], [`clock`]: typed configuration read once; time as a port.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines (no API calls).
 
-pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -29,5 +28,3 @@ pub mod render;
 pub mod s3;
 pub mod sqs;
 pub mod worker;
-
-pub use app::{AppState, Function};

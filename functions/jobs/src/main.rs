@@ -1,6 +1,16 @@
-//! The jobs Lambda function. Everything but start-up lives in the `tally` library.
+//! The jobs Lambda function: starts render jobs, reports their progress, signs downloads.
+
+use std::sync::Arc;
+
+use tally::http::jobs::{JobsState, routes};
+use tally::lambda::{Env, Error, run_http};
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    tally::lambda::run(tally::Function::Jobs).await
+async fn main() -> Result<(), Error> {
+    let env = Env::load("jobs")?;
+    let aws = env.aws().await;
+    let store = aws.dynamo().await;
+    let (blobs, queue) = (Arc::new(aws.blobs()), Arc::new(aws.render_queue()?));
+    let state = JobsState::new(store.clone(), blobs, queue, env.gate(store)?);
+    run_http(&env, routes(state)).await
 }

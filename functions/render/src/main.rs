@@ -1,7 +1,22 @@
-//! The render Lambda function (SQS-triggered). Everything but start-up lives in the `tally`
-//! library.
+//! The render Lambda function (SQS-triggered): invite cards, share QR codes, charts, ZIPs.
+
+use std::sync::Arc;
+
+use tally::clock::SystemClock;
+use tally::lambda::{Env, Error, run_sqs};
+use tally::worker::Worker;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    tally::lambda::run_render().await
+async fn main() -> Result<(), Error> {
+    let env = Env::load("render")?;
+    let aws = env.aws().await;
+    let worker = Worker {
+        store: aws.dynamo().await,
+        blobs: Arc::new(aws.blobs()),
+        clock: Arc::new(SystemClock),
+        public_base_url: env.config.public_base_url.clone(),
+        max_receives: env.config.render_max_receives,
+        metrics: env.config.metrics,
+    };
+    run_sqs(|batch, deadline| worker.handle_within(batch, Some(deadline))).await
 }

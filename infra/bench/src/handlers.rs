@@ -1,4 +1,4 @@
-//! In-process handler cost: requests handed to each function's own router (`Function::app`,
+//! In-process handler cost: requests handed to each function's own router (`Functions::app`,
 //! the service Lambda runs) without a socket, over the production DynamoDB adapter and the
 //! embedded engine. Shared by the bench command (medians for the report) and the divan target
 //! `benches/handlers.rs` (distributions, for spotting regressions in microseconds).
@@ -11,10 +11,10 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
-use tally::Function;
 use tally::auth::TokenIssuer;
 use tally::domain::PollId;
 use tally::ports::PollStore;
+use tally_dev::Function;
 use tally_dev::Stack;
 use tower::ServiceExt;
 
@@ -54,9 +54,9 @@ impl Fixture {
             .build()
             .map_err(|e| e.to_string())?;
         let (stack, _config, issuer) = runtime.block_on(stack::start_stack())?;
-        let auth = Function::Auth.app(stack.state.clone());
-        let polls = Function::Polls.app(stack.state.clone());
-        let votes = Function::Votes.app(stack.state.clone());
+        let auth = stack.functions.app(Function::Auth);
+        let polls = stack.functions.app(Function::Polls);
+        let votes = stack.functions.app(Function::Votes);
         let (_, owner) = stack::mint(&issuer)?;
         let mut fixture = Self {
             stack,
@@ -163,7 +163,9 @@ impl Fixture {
     /// Token verification on its own (EdDSA signature and claims).
     pub fn verify_token(&self, token: &str) -> Result<(), String> {
         self.stack
-            .state
+            .functions
+            .polls
+            .gate
             .verifier
             .verify(token)
             .map(|_| ())
@@ -380,7 +382,7 @@ pub fn section(results: &[HandlerResult], runs: usize) -> Section {
         ],
     );
     section.note(format!(
-        "Each request is handed to its function's own router (`Function::app`, what Lambda \
+        "Each request is handed to its function's own router (`Functions::app`, what Lambda \
          runs) with `tower::ServiceExt::oneshot`, one at a time, over the production DynamoDB \
          adapter and the embedded engine on loopback; the storage calls are counted on every \
          run and must match. Median of {runs} runs' medians (after a warm-up run); p99 over all \

@@ -1,5 +1,7 @@
 //! The auth function: register, login, refresh, and `GET /v1/me`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -9,18 +11,54 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, Caller};
+use super::gate::{Gate, gated};
 use super::limits::AuthAttempt;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{TokensView, UserView};
-use crate::app::AppState;
-use crate::auth::{password, refresh};
+use crate::auth::{TokenIssuer, password, refresh};
 use crate::config::REFRESH_TOKEN_TTL_MAX;
 use crate::domain::{Email, FamilyId, FieldErrors, Password, User, UserId};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::RefreshRecord;
+use crate::ports::{RefreshRecord, SessionStore, UserStore};
 
-pub fn routes(state: AppState) -> OpenApiRouter {
+/// What the auth function holds: accounts, sessions, and the only signing key.
+#[derive(Clone)]
+pub struct AuthState {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub issuer: Arc<TokenIssuer>,
+    /// Refresh-token lifetime in seconds.
+    pub refresh_token_ttl: i64,
+    pub gate: Gate,
+}
+gated!(AuthState);
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState").finish_non_exhaustive()
+    }
+}
+
+impl AuthState {
+    /// The state over one store that keeps both accounts and sessions.
+    pub fn new<S: UserStore + SessionStore + 'static>(
+        store: Arc<S>,
+        issuer: TokenIssuer,
+        refresh_token_ttl: i64,
+        gate: Gate,
+    ) -> Self {
+        Self {
+            users: store.clone(),
+            sessions: store,
+            issuer: Arc::new(issuer),
+            refresh_token_ttl,
+            gate,
+        }
+    }
+}
+
+pub fn routes(state: AuthState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
@@ -43,7 +81,7 @@ struct Credentials {
         (status = 409, description = "The email is registered already (`email-taken`)", body = ProblemDoc, content_type = "application/problem+json"),
         BodyErrors, CommonErrors))]
 async fn register(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     _attempt: AuthAttempt,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<impl IntoResponse> {
@@ -58,9 +96,9 @@ async fn register(
     let user = User {
         id: UserId::new(),
         email,
-        created_at: state.clock.now(),
+        created_at: state.gate.now(),
     };
-    state.store.create_user(&user, &hash).await?;
+    state.users.create_user(&user, &hash).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
 }
 
@@ -72,7 +110,7 @@ async fn register(
         (status = 401, description = "Wrong email or password (`invalid-credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
         BodyErrors, CommonErrors))]
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     attempt: AuthAttempt,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<axum::Json<TokensView>> {
@@ -81,8 +119,8 @@ async fn login(
     // the time spent hashing, so the answer reveals nothing.
     let credentials = match Email::parse(&body.email) {
         Ok(email) => {
-            attempt.count_email(&state, email.as_str()).await?;
-            state.store.credentials(&email).await?
+            attempt.count_email(&state.gate, email.as_str()).await?;
+            state.users.credentials(&email).await?
         }
         Err(_) => None,
     };
@@ -113,17 +151,17 @@ struct RefreshBody {
         (status = 401, description = "Unknown, expired, spent or revoked (`invalid-refresh-token`)", body = ProblemDoc, content_type = "application/problem+json"),
         BodyErrors, CommonErrors))]
 async fn refresh_tokens(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     _attempt: AuthAttempt,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<axum::Json<TokensView>> {
     let hash = refresh::hash(&body.refresh_token);
     let record = state
-        .store
+        .sessions
         .refresh(&hash)
         .await?
         .ok_or(AppError::InvalidRefreshToken)?;
-    if record.expires_at <= state.clock.now() {
+    if record.expires_at <= state.gate.now() {
         return Err(AppError::InvalidRefreshToken);
     }
     if record.used {
@@ -133,10 +171,13 @@ async fn refresh_tokens(
         // No token of the family is issued after now, so none outlives the longest lifetime
         // the configuration allows (the current setting may have been longer when some were
         // issued); a day more covers clock skew between instances.
-        let keep_until = state.clock.now()
+        let keep_until = state.gate.now()
             + Duration::seconds(REFRESH_TOKEN_TTL_MAX.max(state.refresh_token_ttl))
             + Duration::days(1);
-        state.store.revoke_family(record.family, keep_until).await?;
+        state
+            .sessions
+            .revoke_family(record.family, keep_until)
+            .await?;
         return Err(AppError::InvalidRefreshToken);
     }
     issue_tokens(&state, record.user_id, record.family, Some(&hash))
@@ -147,16 +188,13 @@ async fn refresh_tokens(
 /// Mints an access token and a refresh token; with `rotating`, the old refresh token is spent
 /// in the same transaction that stores the new one.
 async fn issue_tokens(
-    state: &AppState,
+    state: &AuthState,
     user: UserId,
     family: FamilyId,
     rotating: Option<&str>,
 ) -> ApiResult<TokensView> {
-    let issuer = state
-        .issuer
-        .as_ref()
-        .ok_or_else(|| AppError::internal("this function holds no signing key"))?;
-    let now = state.clock.now();
+    let issuer = &state.issuer;
+    let now = state.gate.now();
     let access_token = issuer.issue(user, now).map_err(AppError::internal)?;
     let (refresh_token, token_hash) = refresh::generate().map_err(AppError::internal)?;
     let record = RefreshRecord {
@@ -167,9 +205,9 @@ async fn issue_tokens(
         used: false,
     };
     match rotating {
-        None => state.store.put_refresh(&record).await?,
+        None => state.sessions.put_refresh(&record).await?,
         Some(old) => state
-            .store
+            .sessions
             .rotate(old, &record)
             .await
             .map_err(|e| match e {
@@ -192,10 +230,10 @@ async fn issue_tokens(
         (status = 404, description = "The account no longer exists", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn me(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     Caller(user): Caller,
 ) -> ApiResult<axum::Json<UserView>> {
-    let user = state.store.user(user).await?.ok_or(AppError::NotFound)?;
+    let user = state.users.user(user).await?.ok_or(AppError::NotFound)?;
     Ok(axum::Json(UserView::from(&user)))
 }
 

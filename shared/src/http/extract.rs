@@ -8,8 +8,8 @@ use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::gate::Gated;
 use super::{BODY_LIMIT, BodyLimit};
-use crate::app::AppState;
 use crate::domain::UserId;
 use crate::error::AppError;
 
@@ -73,18 +73,19 @@ pub struct Caller(pub UserId);
 /// The longest Authorization value looked at; real tokens are a few hundred bytes.
 const MAX_CREDENTIALS: usize = 4096;
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Gated> FromRequestParts<S> for Caller {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (scheme, token) = authorization(parts)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AppError::Unauthorized);
         }
-        let user = state.verifier.verify(token).ok_or(AppError::Unauthorized)?;
+        let user = state
+            .gate()
+            .verifier
+            .verify(token)
+            .ok_or(AppError::Unauthorized)?;
         if let Some(facts) = parts.extensions.get::<super::limits::RequestFacts>() {
             facts.set_user(user.to_string());
         }
@@ -112,13 +113,10 @@ pub enum VoterCredential {
     Invite(String),
 }
 
-impl FromRequestParts<AppState> for VoterCredential {
+impl<S: Gated> FromRequestParts<S> for VoterCredential {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (scheme, token) = authorization(parts)?;
         if scheme.eq_ignore_ascii_case("invite") {
             return if is_token_shaped(token) {

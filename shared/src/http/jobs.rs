@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,18 +15,20 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, Caller, parse_id};
+use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
 use super::{BodyLimit, RequestId};
-use crate::app::AppState;
 use crate::domain::job::{CHUNK_SIZE, OVERDUE, request_fingerprint};
 use crate::domain::{
     FieldErrors, Guest, Job, JobId, JobKind, JobStatus, OptionId, Poll, QrFormat, Tally, UserId,
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{JobCreated, RenderMessage};
+use crate::ports::{
+    BallotStore, BlobStore, JobCreated, JobStore, PollStore, RenderMessage, RenderQueue,
+};
 
 /// How long a download link (a presigned S3 URL) is valid: minutes, because
 /// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
@@ -33,7 +37,45 @@ pub const DOWNLOAD_LINK_SECONDS: u64 = 300;
 /// The largest guest list body accepted, in bytes.
 pub const INVITES_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-pub fn routes(state: AppState) -> OpenApiRouter {
+/// What the jobs function holds: polls and tallies (read only), jobs, the file store it signs
+/// downloads from, and the render queue it starts work on.
+#[derive(Clone)]
+pub struct JobsState {
+    pub polls: Arc<dyn PollStore>,
+    pub ballots: Arc<dyn BallotStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn RenderQueue>,
+    pub gate: Gate,
+}
+gated!(JobsState);
+
+impl std::fmt::Debug for JobsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobsState").finish_non_exhaustive()
+    }
+}
+
+impl JobsState {
+    /// The state over one store that keeps polls, tallies and jobs.
+    pub fn new<S: PollStore + BallotStore + JobStore + 'static>(
+        store: Arc<S>,
+        blobs: Arc<dyn BlobStore>,
+        queue: Arc<dyn RenderQueue>,
+        gate: Gate,
+    ) -> Self {
+        Self {
+            polls: store.clone(),
+            ballots: store.clone(),
+            jobs: store,
+            blobs,
+            queue,
+            gate,
+        }
+    }
+}
+
+pub fn routes(state: JobsState) -> OpenApiRouter {
     OpenApiRouter::new()
         // 10,000 guests with names and emails need more than the API's usual 64 KiB body
         // (about 300 KB typically, 3.6 MB at the length limits); API Gateway takes up to 10 MB.
@@ -76,8 +118,8 @@ struct QrBody {
 }
 
 /// The poll a job is for: the owner's only (404 when hidden from the caller, 403 otherwise).
-async fn owned_poll(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Poll> {
-    owned(state.store.poll(parse_id(raw_id)?).await?, user)
+async fn owned_poll(state: &JobsState, user: UserId, raw_id: &str) -> ApiResult<Poll> {
+    owned(state.polls.poll(parse_id(raw_id)?).await?, user)
 }
 
 /// The poll, if `user` owns it: 404 when it is missing or hidden from them, 403 otherwise.
@@ -100,7 +142,7 @@ fn new_job(
     total: u32,
     chunks: u32,
     format: Option<QrFormat>,
-    state: &AppState,
+    state: &JobsState,
 ) -> ApiResult<Job> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(AppError::internal)?;
@@ -115,7 +157,7 @@ fn new_job(
         failed: 0,
         chunks_total: chunks,
         chunks_done: 0,
-        created_at: state.clock.now(),
+        created_at: state.gate.now(),
         completed_at: None,
         object_key: None,
         error: None,
@@ -129,42 +171,39 @@ fn new_job(
 /// answer for the same request: a retry makes a new one (one more transaction), so a failure
 /// never blocks the request for a day.
 async fn start(
-    state: &AppState,
+    state: &JobsState,
     job: Job,
     fingerprint: &str,
     messages: Vec<RenderMessage>,
 ) -> ApiResult<Response> {
-    let queue = state
-        .queue
-        .as_ref()
-        .ok_or_else(|| AppError::internal("this function has no render queue"))?;
-    let now = state.clock.now();
-    let mut created = state.store.create_job(&job, fingerprint, now, None).await?;
+    let queue = &state.queue;
+    let now = state.gate.now();
+    let mut created = state.jobs.create_job(&job, fingerprint, now, None).await?;
     if let JobCreated::Existing(id) = created {
-        let existing = state.store.job(id).await?.ok_or(AppError::Conflict)?;
+        let existing = state.jobs.job(id).await?.ok_or(AppError::Conflict)?;
         if existing.status_at(now) != JobStatus::Failed {
             return accepted(&existing, now);
         }
         // An overdue job has no recorded failure: record it before replacing the job, so it
         // can no longer finish next to its replacement. It may have completed just now.
-        if existing.error.is_none() && !state.store.fail_job(id, OVERDUE).await? {
-            let current = state.store.job(id).await?.ok_or(AppError::Conflict)?;
+        if existing.error.is_none() && !state.jobs.fail_job(id, OVERDUE).await? {
+            let current = state.jobs.job(id).await?.ok_or(AppError::Conflict)?;
             return accepted(&current, now);
         }
         created = state
-            .store
+            .jobs
             .create_job(&job, fingerprint, now, Some(id))
             .await?;
     }
     let job = match created {
         // Another retry of the failed job won the race: answer with its job.
-        JobCreated::Existing(id) => state.store.job(id).await?.ok_or(AppError::Conflict)?,
+        JobCreated::Existing(id) => state.jobs.job(id).await?.ok_or(AppError::Conflict)?,
         JobCreated::New => {
             if let Err(e) = queue.send(&messages).await {
                 // A job whose work was not all enqueued would never finish: say so on the job
                 // and to the caller, who may retry.
                 state
-                    .store
+                    .jobs
                     .fail_job(job.id, "The work could not be queued; please try again.")
                     .await?;
                 return Err(e.into());
@@ -197,7 +236,7 @@ fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn invite_guests(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -240,7 +279,7 @@ async fn invite_guests(
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn share_qr(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -263,7 +302,7 @@ async fn share_qr(
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn results_chart(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -271,7 +310,7 @@ async fn results_chart(
     // The counts are read with the poll (one batch read instead of one item read): they are
     // part of the request's fingerprint, so asking again after new votes draws a new chart,
     // while a double click on unchanged results finds the chart already under way.
-    let (poll, tally) = match state.store.poll_with_tally(parse_id(&id)?).await? {
+    let (poll, tally) = match state.ballots.poll_with_tally(parse_id(&id)?).await? {
         Some((poll, tally)) => (Some(poll), Some(tally)),
         None => (None, None),
     };
@@ -288,7 +327,7 @@ async fn results_chart(
 }
 
 async fn single_file_job(
-    state: &AppState,
+    state: &JobsState,
     poll: &Poll,
     kind: JobKind,
     format: Option<QrFormat>,
@@ -323,9 +362,9 @@ async fn single_file_job(
 }
 
 /// A job, to its owner only: anyone else gets 404, as for a job that does not exist.
-async fn owned_job(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Job> {
+async fn owned_job(state: &JobsState, user: UserId, raw_id: &str) -> ApiResult<Job> {
     let job = state
-        .store
+        .jobs
         .job(parse_id(raw_id)?)
         .await?
         .ok_or(AppError::NotFound)?;
@@ -343,12 +382,12 @@ async fn owned_job(state: &AppState, user: UserId, raw_id: &str) -> ApiResult<Jo
         (status = 404, description = "No such job, or another user's", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn read(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<JobView>> {
     let job = owned_job(&state, user, &id).await?;
-    Ok(axum::Json(JobView::new(&job, state.clock.now())))
+    Ok(axum::Json(JobView::new(&job, state.gate.now())))
 }
 
 /// The job's file, for 24 hours after it finished: a redirect to a fresh presigned URL.
@@ -370,26 +409,23 @@ async fn read(
         (status = 410, description = "The file's 24 hours are over (`gone`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn download(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     Caller(user): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = owned_job(&state, user, &id).await?;
-    if let Some(reason) = job.error_at(state.clock.now()) {
+    if let Some(reason) = job.error_at(state.gate.now()) {
         return Err(AppError::JobFailed(reason.to_owned()));
     }
     let (Some(key), Some(_)) = (&job.object_key, job.completed_at) else {
         return Err(AppError::JobNotReady);
     };
-    if job.is_expired(state.clock.now()) {
+    if job.is_expired(state.gate.now()) {
         return Err(AppError::Gone);
     }
-    let blobs = state
+    let url = state
         .blobs
-        .as_ref()
-        .ok_or_else(|| AppError::internal("this function has no file store"))?;
-    let url = blobs
         .presign_get(key, std::time::Duration::from_secs(DOWNLOAD_LINK_SECONDS))
         .await?;
     let wants_json = headers

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::extract::{Caller, VoterCredential};
-use crate::app::AppState;
+use super::gate::{Gate, Gated};
 pub use crate::config::{RateLimits, Rule};
 use crate::domain::UserId;
 use crate::domain::job::invite_token_hash;
@@ -59,18 +59,18 @@ impl RequestFacts {
 
 /// Counts this request against `scope` under `rule`: 429 past the limit.
 pub async fn enforce(
-    state: &AppState,
+    gate: &Gate,
     facts: Option<&RequestFacts>,
     scope: &str,
     rule: Rule,
 ) -> Result<(), AppError> {
-    if !state.limits.enabled {
+    if !gate.limits.enabled {
         return Ok(());
     }
-    let now = state.clock.now().unix_timestamp();
+    let now = gate.now().unix_timestamp();
     let window = i64::from(rule.window);
     let start = now - now.rem_euclid(window);
-    let hits = state.store.hit(scope, start, window).await?;
+    let hits = gate.counter.hit(scope, start, window).await?;
     let reset = u64::try_from(start + window - now).unwrap_or(1).max(1);
     let remaining = u64::from(rule.limit).saturating_sub(hits);
     if let Some(facts) = facts {
@@ -113,19 +113,17 @@ pub struct AuthAttempt {
     pub facts: Option<RequestFacts>,
 }
 
-impl FromRequestParts<AppState> for AuthAttempt {
+impl<S: Gated> FromRequestParts<S> for AuthAttempt {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = state.gate();
         let facts = facts_of(parts);
         enforce(
-            state,
+            gate,
             facts.as_ref(),
             &format!("ip#{}", client_ip(parts)),
-            state.limits.auth_ip,
+            gate.limits.auth_ip,
         )
         .await?;
         Ok(Self { facts })
@@ -134,12 +132,12 @@ impl FromRequestParts<AppState> for AuthAttempt {
 
 impl AuthAttempt {
     /// Counts a login against the email it names, whoever tries it from wherever.
-    pub async fn count_email(&self, state: &AppState, email: &str) -> Result<(), AppError> {
+    pub async fn count_email(&self, gate: &Gate, email: &str) -> Result<(), AppError> {
         enforce(
-            state,
+            gate,
             self.facts.as_ref(),
             &format!("email#{email}"),
-            state.limits.login_email,
+            gate.limits.login_email,
         )
         .await
     }
@@ -149,19 +147,17 @@ impl AuthAttempt {
 #[derive(Debug, Clone, Copy)]
 pub struct Writer(pub UserId);
 
-impl FromRequestParts<AppState> for Writer {
+impl<S: Gated> FromRequestParts<S> for Writer {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = state.gate();
         let Caller(user) = Caller::from_request_parts(parts, state).await?;
         enforce(
-            state,
+            gate,
             facts_of(parts).as_ref(),
             &format!("write#{user}"),
-            state.limits.writes,
+            gate.limits.writes,
         )
         .await?;
         Ok(Self(user))
@@ -172,19 +168,17 @@ impl FromRequestParts<AppState> for Writer {
 #[derive(Debug, Clone)]
 pub struct CountedVoter(pub VoterCredential);
 
-impl FromRequestParts<AppState> for CountedVoter {
+impl<S: Gated> FromRequestParts<S> for CountedVoter {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = state.gate();
         let credential = VoterCredential::from_request_parts(parts, state).await?;
         let scope = match &credential {
             VoterCredential::User(user) => format!("vote#u:{user}"),
             VoterCredential::Invite(token) => format!("vote#i:{}", invite_token_hash(token)),
         };
-        enforce(state, facts_of(parts).as_ref(), &scope, state.limits.votes).await?;
+        enforce(gate, facts_of(parts).as_ref(), &scope, gate.limits.votes).await?;
         Ok(Self(credential))
     }
 }

@@ -2,7 +2,9 @@
 //! every error, body limit, panic guard, health) and the extractors handlers use.
 
 pub mod auth;
+pub mod docs;
 pub mod extract;
+pub mod gate;
 pub mod jobs;
 pub mod limits;
 pub mod openapi;
@@ -19,7 +21,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,14 +44,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct RequestId(pub String);
 
 /// Wraps a function's routes in the layers every response passes through, and adds the
-/// platform routes (health, the OpenAPI document, its page). `service` names the function
-/// (or `dev` for the dev server) on every log line.
-pub fn platform(routes: Router, platform: &Platform, doc: utoipa::openapi::OpenApi) -> Router {
-    let (documentation, _) = platform_routes().split_for_parts();
+/// platform route (health). `service` names the function (or `dev` for the dev server) on
+/// every log line.
+pub fn platform(routes: OpenApiRouter, platform: &Platform) -> Router {
+    let (routes, _) = routes.merge(platform_routes()).split_for_parts();
     routes
-        .merge(documentation)
         .route_layer(middleware::from_fn(record_route))
-        .layer(axum::Extension(std::sync::Arc::new(doc)))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
@@ -70,6 +69,16 @@ pub struct Platform {
     pub cors_origins: Vec<String>,
     /// Whether to print CloudWatch Embedded Metric Format lines.
     pub metrics: bool,
+}
+
+impl Platform {
+    pub fn new(service: &'static str, config: &crate::config::Config) -> Self {
+        Self {
+            service,
+            cors_origins: config.cors_origins.clone(),
+            metrics: config.metrics,
+        }
+    }
 }
 
 /// CORS for browser clients on other origins: only the configured ones, with the headers the
@@ -123,11 +132,7 @@ async fn record_route(request: Request, next: Next) -> Response {
 
 /// The routes every function serves, with their documentation.
 pub fn platform_routes() -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(health))
-        .routes(routes!(openapi_doc))
-        .routes(routes!(docs))
-        .routes(routes!(docs_script))
+    OpenApiRouter::new().routes(routes!(health))
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -140,29 +145,6 @@ struct Health {
 #[utoipa::path(get, path = "/v1/health", tag = "platform", responses((status = 200, description = "The function answers", body = Health)))]
 async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
-}
-
-/// This document (OpenAPI 3.1).
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "platform", responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-async fn openapi_doc(
-    axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
-) -> Response {
-    match doc.to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => crate::error::AppError::internal(e).into_response(),
-    }
-}
-
-/// The API documentation for a person.
-#[utoipa::path(get, path = "/docs", tag = "platform", responses((status = 200, description = "An HTML page", content_type = "text/html")))]
-async fn docs() -> impl IntoResponse {
-    openapi::docs_page().await
-}
-
-/// The script of the documentation page.
-#[utoipa::path(get, path = "/docs/docs.js", tag = "platform", responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
-async fn docs_script() -> impl IntoResponse {
-    openapi::docs_script().await
 }
 
 async fn not_found() -> Response {
@@ -191,7 +173,7 @@ async fn context(State(platform): State<Platform>, mut request: Request, next: N
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
-        response = complete_problem(response, &id, &path).await;
+        response = complete_problem(response, &id, &path);
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -245,36 +227,25 @@ fn is_valid_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-async fn complete_problem(response: Response, id: &str, path: &str) -> Response {
-    let (mut parts, body) = response.into_parts();
-    let is_problem = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    // The body is one this service wrote, so it is read whole: a validation problem that
-    // names every bad row of a long guest list is larger than any request may be, and a
-    // size limit here would replace it with a generic problem that names none.
-    let document = if is_problem {
-        axum::body::to_bytes(body, usize::MAX)
-            .await
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
-    } else {
-        None
-    };
-    let mut document = document.unwrap_or_else(|| framework_problem(parts.status));
-    document.insert("request_id".into(), Value::String(id.to_owned()));
-    document.insert("instance".into(), Value::String(path.to_owned()));
+/// Writes the complete problem document of an error response: the handler's own problem (from
+/// the response's extensions) or, for a bare error from the framework, one that names the
+/// status. Either way it is serialised once, here, with the request's id and path.
+fn complete_problem(response: Response, id: &str, path: &str) -> Response {
+    let (mut parts, _) = response.into_parts();
+    let problem = parts
+        .extensions
+        .remove::<Problem>()
+        .unwrap_or_else(|| framework_problem(parts.status));
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
-    let bytes = serde_json::to_vec(&document).unwrap_or_default();
+    let bytes = serde_json::to_vec(&problem.complete(id, path)).unwrap_or_default();
     Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The problem document for an error the framework produced before any handler ran.
-fn framework_problem(status: StatusCode) -> Map<String, Value> {
+fn framework_problem(status: StatusCode) -> Problem {
     let (slug, detail) = match status {
         StatusCode::NOT_FOUND => ("not-found", "No resource at this path.".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => (
@@ -295,9 +266,5 @@ fn framework_problem(status: StatusCode) -> Map<String, Value> {
         ),
     };
     let title = status.canonical_reason().unwrap_or("Error");
-    let problem = Problem::new(status, slug, title, detail);
-    match serde_json::to_value(problem) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
+    Problem::new(status, slug, title, detail)
 }

@@ -59,6 +59,19 @@ pub fn base() -> OpenApi {
     Base::openapi()
 }
 
+/// The whole API's document from the merged registrations of every function's routes, as
+/// `shared/openapi.json` keeps it: pretty JSON with a final newline.
+pub fn document<S: Clone + Send + Sync + 'static>(
+    routes: utoipa_axum::router::OpenApiRouter<S>,
+) -> Result<String, String> {
+    let (_, paths) = routes.split_for_parts();
+    let mut doc = base();
+    doc.merge(paths);
+    doc.to_pretty_json()
+        .map(|json| json + "\n")
+        .map_err(|e| e.to_string())
+}
+
 /// Errors of any route that reads a JSON body.
 #[derive(Debug, IntoResponses)]
 pub enum BodyErrors {

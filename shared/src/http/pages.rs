@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Scripts and styles come only from files on this origin (no inline script or style, no
 /// `eval`), the scripts talk only to this origin, and no other site may frame the pages.
@@ -134,10 +134,10 @@ impl Page {
     }
 }
 
-/// The pages' router. It uses no state; the parameter keeps the signature every function's
-/// `routes` has.
-pub fn routes(_state: AppState) -> Router {
-    router()
+/// The pages function's routes: the pages (which are no part of the API, so they add nothing
+/// to its document) and the API's documentation.
+pub fn routes() -> OpenApiRouter {
+    OpenApiRouter::from(router()).merge(super::docs::routes())
 }
 
 /// The pages' router, without state: the pages Lambda binary serves it without opening any

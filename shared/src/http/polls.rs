@@ -1,6 +1,8 @@
 //! The polls function: create, read, list mine, patch, delete, close. Only the owner writes;
 //! another user gets 403 on a poll it can see and 404 on one it cannot.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,22 +15,36 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiQuery, Caller, IfMatch, parse_id};
+use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{ListView, PollView};
-use crate::app::AppState;
 use crate::domain::{
     FieldErrors, NewPoll, Poll, PollId, PollPatch, PollStatus, ResultsVisibility, UserId,
     Visibility,
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{PollCursor, StoreError};
+use crate::ports::{PollCursor, PollStore, StoreError};
 
 pub const PAGE_DEFAULT: u16 = 20;
 pub const PAGE_MAX: u16 = 100;
 
-pub fn routes(state: AppState) -> OpenApiRouter {
+/// What the polls function holds: the polls, and nothing of ballots, users or files.
+#[derive(Clone)]
+pub struct PollsState {
+    pub polls: Arc<dyn PollStore>,
+    pub gate: Gate,
+}
+gated!(PollsState);
+
+impl std::fmt::Debug for PollsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollsState").finish_non_exhaustive()
+    }
+}
+
+pub fn routes(state: PollsState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(read, patch, delete))
@@ -127,11 +143,11 @@ fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Respon
             headers(("Location" = String, description = "The poll's URL"), ("ETag" = String, description = "The poll's version"))),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Writer(user): Writer,
     ApiJson(body): ApiJson<CreatePoll>,
 ) -> ApiResult<Response> {
-    let now = state.clock.now();
+    let now = state.gate.now();
     let mut errors = FieldErrors::new();
     let closes_at = parse_timestamp(&mut errors, body.closes_at);
     let visibility = parse_visibility(&mut errors, body.visibility);
@@ -159,7 +175,7 @@ async fn create(
         }
     };
     let poll = new.into_poll(PollId::new(), user, now);
-    state.store.create_poll(&poll).await?;
+    state.polls.create_poll(&poll).await?;
     Ok(poll_response(StatusCode::CREATED, &poll, now))
 }
 
@@ -185,7 +201,7 @@ struct ListQuery {
         (status = 400, description = "A bad `limit`, `cursor` or `mine`", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Caller(user): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<ListView<PollView>>> {
@@ -206,10 +222,10 @@ async fn list(
     };
     let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state
-        .store
+        .polls
         .polls_by_owner(user, limit, cursor.as_ref())
         .await?;
-    let now = state.clock.now();
+    let now = state.gate.now();
     Ok(axum::Json(ListView {
         items: page.items.iter().map(|p| PollView::new(p, now)).collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),
@@ -235,31 +251,31 @@ fn decode_cursor(raw: &str) -> ApiResult<PollCursor> {
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn read(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let poll = state
-        .store
+        .polls
         .poll(parse_id(&id)?)
         .await?
         .ok_or(AppError::NotFound)?;
     if !poll.is_visible_to(user) {
         return Err(AppError::NotFound);
     }
-    Ok(poll_response(StatusCode::OK, &poll, state.clock.now()))
+    Ok(poll_response(StatusCode::OK, &poll, state.gate.now()))
 }
 
 /// Loads a poll for a write by `user`: 404 when it does not exist or is hidden from them,
 /// 403 when they can see it but do not own it, 412 when `If-Match` names another version.
 async fn load_for_write(
-    state: &AppState,
+    state: &PollsState,
     user: UserId,
     raw_id: &str,
     if_match: &IfMatch,
 ) -> ApiResult<Poll> {
     let poll = state
-        .store
+        .polls
         .poll(parse_id(raw_id)?)
         .await?
         .ok_or(AppError::NotFound)?;
@@ -322,13 +338,13 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn patch(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Response> {
-    let now = state.clock.now();
+    let now = state.gate.now();
     let poll = load_for_write(&state, user, &id, &if_match).await?;
     if poll.status_at(now) == PollStatus::Closed {
         return Err(AppError::PollClosed);
@@ -350,7 +366,7 @@ async fn patch(
     };
     let (next, effect) = patch.apply(&poll, now)?;
     state
-        .store
+        .polls
         .update_poll(&poll, &next, effect.options_changed)
         .await
         .map_err(lost_race(&if_match))?;
@@ -368,14 +384,14 @@ async fn patch(
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn delete(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<StatusCode> {
     let poll = load_for_write(&state, user, &id, &if_match).await?;
     state
-        .store
+        .polls
         .delete_poll(&poll)
         .await
         .map_err(lost_race(&if_match))?;
@@ -393,12 +409,12 @@ async fn delete(
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn close(
-    State(state): State<AppState>,
+    State(state): State<PollsState>,
     Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
 ) -> ApiResult<Response> {
-    let now = state.clock.now();
+    let now = state.gate.now();
     let poll = load_for_write(&state, user, &id, &if_match).await?;
     if poll.status == PollStatus::Closed {
         // Closing is idempotent: a retried close answers like the first.
@@ -409,7 +425,7 @@ async fn close(
     next.version += 1;
     next.updated_at = now;
     state
-        .store
+        .polls
         .update_poll(&poll, &next, false)
         .await
         .map_err(lost_race(&if_match))?;

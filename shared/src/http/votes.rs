@@ -1,5 +1,7 @@
 //! The votes function: cast a ballot (exactly once per voter), read results (one read).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,17 +10,45 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
+use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView};
-use crate::app::AppState;
 use crate::domain::job::invite_token_hash;
 use crate::domain::{Ballot, Poll, PollId, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::CastOutcome;
+use crate::ports::{BallotStore, CastOutcome, JobStore, PollStore};
 
-pub fn routes(state: AppState) -> OpenApiRouter {
+/// What the votes function holds: polls (read only), ballots, and guests' invites.
+#[derive(Clone)]
+pub struct VotesState {
+    pub polls: Arc<dyn PollStore>,
+    pub ballots: Arc<dyn BallotStore>,
+    pub invites: Arc<dyn JobStore>,
+    pub gate: Gate,
+}
+gated!(VotesState);
+
+impl std::fmt::Debug for VotesState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VotesState").finish_non_exhaustive()
+    }
+}
+
+impl VotesState {
+    /// The state over one store that keeps polls, ballots and invites.
+    pub fn new<S: PollStore + BallotStore + JobStore + 'static>(store: Arc<S>, gate: Gate) -> Self {
+        Self {
+            polls: store.clone(),
+            ballots: store.clone(),
+            invites: store,
+            gate,
+        }
+    }
+}
+
+pub fn routes(state: VotesState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(cast))
         .routes(routes!(results))
@@ -36,13 +66,13 @@ struct CastBody {
 /// The poll and the voter behind a credential: a user may vote in public polls; an invite in
 /// its own poll, whatever the poll's visibility. One storage read either way.
 async fn poll_and_voter(
-    state: &AppState,
+    state: &VotesState,
     poll_id: PollId,
     credential: VoterCredential,
 ) -> ApiResult<(Poll, Voter)> {
     match credential {
         VoterCredential::User(user) => {
-            let poll = state.store.poll(poll_id).await?.ok_or(AppError::NotFound)?;
+            let poll = state.polls.poll(poll_id).await?.ok_or(AppError::NotFound)?;
             if poll.visibility == Visibility::Invite {
                 return Err(AppError::Forbidden(
                     "This poll takes ballots by invite only.",
@@ -52,7 +82,7 @@ async fn poll_and_voter(
         }
         VoterCredential::Invite(token) => {
             let hash = invite_token_hash(&token);
-            let (poll, invite) = state.store.poll_and_invite(poll_id, &hash).await?;
+            let (poll, invite) = state.invites.poll_and_invite(poll_id, &hash).await?;
             let poll = poll.ok_or(AppError::NotFound)?;
             match invite {
                 Some(invite) if invite.poll_id == poll.id => Ok((poll, Voter::Invite(hash))),
@@ -79,7 +109,7 @@ async fn poll_and_voter(
         (status = 409, description = "Already voted (`already-voted`) or the poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
-    State(state): State<AppState>,
+    State(state): State<VotesState>,
     CountedVoter(credential): CountedVoter,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
@@ -87,7 +117,7 @@ async fn cast(
 ) -> ApiResult<Response> {
     let (poll, voter) = poll_and_voter(&state, parse_id(&id)?, credential).await?;
     let choices = poll.parse_choices(&body.choices)?;
-    let now = state.clock.now();
+    let now = state.gate.now();
     let ballot = Ballot {
         poll_id: poll.id,
         voter,
@@ -95,7 +125,7 @@ async fn cast(
         voted_at: now,
         idempotency_key: key.clone(),
     };
-    match state.store.cast(&poll, &ballot, now).await? {
+    match state.ballots.cast(&poll, &ballot, now).await? {
         CastOutcome::Recorded => Ok(ballot_created(&ballot, false)),
         CastOutcome::AlreadyVoted(first) => match (&key, &first.idempotency_key) {
             (Some(ours), Some(theirs)) if ours == theirs => {
@@ -133,19 +163,19 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn results(
-    State(state): State<AppState>,
+    State(state): State<VotesState>,
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ResultsView>> {
     let (poll, tally) = state
-        .store
+        .ballots
         .poll_with_tally(parse_id(&id)?)
         .await?
         .ok_or(AppError::NotFound)?;
     if !poll.is_visible_to(user) {
         return Err(AppError::NotFound);
     }
-    let now = state.clock.now();
+    let now = state.gate.now();
     if !poll.results_visible_to(user, now) {
         return Err(AppError::Forbidden(
             "The results of this poll are shown after it closes.",
@@ -164,16 +194,20 @@ async fn results(
         (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
         CommonErrors))]
 async fn invite(
-    State(state): State<AppState>,
+    State(state): State<VotesState>,
     Path(token): Path<String>,
 ) -> ApiResult<axum::Json<InviteView>> {
     if !is_token_shaped(&token) {
         return Err(AppError::NotFound);
     }
     let hash = invite_token_hash(&token);
-    let invite = state.store.invite(&hash).await?.ok_or(AppError::NotFound)?;
+    let invite = state
+        .invites
+        .invite(&hash)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let (poll, ballot) = state
-        .store
+        .invites
         .poll_and_ballot(invite.poll_id, &Voter::Invite(hash))
         .await?;
     let poll = poll.ok_or(AppError::NotFound)?;
@@ -181,6 +215,6 @@ async fn invite(
         &invite,
         &poll,
         ballot.as_ref(),
-        state.clock.now(),
+        state.gate.now(),
     )))
 }

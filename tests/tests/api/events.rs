@@ -5,7 +5,7 @@
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Context, LambdaEvent, Service};
 use serde_json::{Value, json};
-use tally::Function;
+use tally_dev::Function;
 use tally_tests::TestApp;
 
 /// The placeholders the event files carry where a real deployment has live values.
@@ -39,7 +39,7 @@ fn event_dir() -> std::path::PathBuf {
 async fn invoke(app: &TestApp, function: Function, event: &str) -> Value {
     let request: LambdaRequest =
         serde_json::from_str(event).unwrap_or_else(|e| panic!("event does not parse: {e}"));
-    let mut handler = lambda_http::Adapter::from(function.app(app.stack.state.clone()));
+    let mut handler = lambda_http::Adapter::from(app.stack.functions.app(function));
     let response = handler
         .call(LambdaEvent::new(request, Context::default()))
         .await

@@ -115,3 +115,28 @@ async fn the_document_describes_errors_and_security() {
     );
     app.get("/docs/docs.js").send().await.expect(200);
 }
+
+/// The served document is a file generated from every function's route registrations, so that
+/// no function links the others' routes to describe them. A route changed without regenerating
+/// the file fails here; `BLESS=1 cargo test -p tally-tests --test api openapi::` rewrites it.
+#[tokio::test]
+async fn the_served_document_is_generated_from_the_routes() {
+    let app = TestApp::start().await;
+    let generated = tally::http::openapi::document(app.stack.functions.all_routes())
+        .unwrap_or_else(|e| panic!("the document does not serialise: {e}"));
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/openapi.json");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&file, &generated).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    let stored = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        stored == generated,
+        "shared/openapi.json is stale: run `BLESS=1 cargo test -p tally-tests --test api openapi::` \
+         and commit the file"
+    );
+    let served = app.get("/v1/openapi.json").send().await.expect(200);
+    assert_eq!(
+        served.body,
+        serde_json::from_str::<Value>(&generated).unwrap_or_default()
+    );
+}

@@ -1,0 +1,138 @@
+//! Every HTTP function as the dev server plays it: each function's own state, built over the
+//! same local store, and each function's own routes, merged on one router. The Lambda binaries
+//! build the same states in their `main.rs`; the routes are the same functions, so there is one
+//! implementation of every route.
+
+use std::sync::Arc;
+
+use axum::Router;
+use tally::auth::{KeyMaterial, TokenIssuer};
+use tally::clock::SharedClock;
+use tally::config::Config;
+use tally::dynamo::DynamoStore;
+use tally::http::auth::AuthState;
+use tally::http::gate::Gate;
+use tally::http::jobs::JobsState;
+use tally::http::polls::PollsState;
+use tally::http::votes::VotesState;
+use tally::http::{self, Platform};
+use tally::ports::{BlobStore, RenderQueue};
+use utoipa_axum::router::OpenApiRouter;
+
+/// The Lambda functions behind the HTTP API, for tests and tools that address one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Auth,
+    Polls,
+    Votes,
+    Jobs,
+    /// The web pages and the API's documentation: static files only.
+    Pages,
+}
+
+impl Function {
+    pub const ALL: [Self; 5] = [
+        Self::Auth,
+        Self::Polls,
+        Self::Votes,
+        Self::Jobs,
+        Self::Pages,
+    ];
+
+    /// The binary's name, as `template.yaml` and the logs know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Polls => "polls",
+            Self::Votes => "votes",
+            Self::Jobs => "jobs",
+            Self::Pages => "pages",
+        }
+    }
+}
+
+/// Each HTTP function's state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Functions {
+    pub auth: AuthState,
+    pub polls: PollsState,
+    pub votes: VotesState,
+    pub jobs: JobsState,
+    pub platform: Platform,
+}
+
+impl Functions {
+    /// Every function's state over one store, as one machine plays them all.
+    pub fn new(
+        config: &Config,
+        store: Arc<DynamoStore>,
+        blobs: Arc<dyn BlobStore>,
+        queue: Arc<dyn RenderQueue>,
+        clock: SharedClock,
+        keys: &KeyMaterial,
+    ) -> Result<Self, String> {
+        let gate = Gate::new(config, keys, store.clone(), clock)?;
+        let issuer = TokenIssuer::new(
+            keys,
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl,
+        )?;
+        Ok(Self {
+            auth: AuthState::new(
+                store.clone(),
+                issuer,
+                config.refresh_token_ttl,
+                gate.clone(),
+            ),
+            polls: PollsState {
+                polls: store.clone(),
+                gate: gate.clone(),
+            },
+            votes: VotesState::new(store.clone(), gate.clone()),
+            jobs: JobsState::new(store, blobs, queue, gate),
+            platform: Platform::new("dev", config),
+        })
+    }
+
+    /// One function's routes, exactly what its binary serves.
+    pub fn routes(&self, function: Function) -> OpenApiRouter {
+        match function {
+            Function::Auth => http::auth::routes(self.auth.clone()),
+            Function::Polls => http::polls::routes(self.polls.clone()),
+            Function::Votes => http::votes::routes(self.votes.clone()),
+            Function::Jobs => http::jobs::routes(self.jobs.clone()),
+            Function::Pages => http::pages::routes(),
+        }
+    }
+
+    /// One function's complete service, as Lambda runs it (platform layers included).
+    pub fn app(&self, function: Function) -> Router {
+        let platform = Platform {
+            service: function.name(),
+            ..self.platform.clone()
+        };
+        http::platform(self.routes(function), &platform)
+    }
+
+    /// Every function's routes on one router, with their documentation: what the OpenAPI
+    /// document is generated from.
+    pub fn all_routes(&self) -> OpenApiRouter {
+        Function::ALL
+            .into_iter()
+            .fold(OpenApiRouter::new(), |router, f| {
+                router.merge(self.routes(f))
+            })
+            .merge(http::platform_routes())
+    }
+
+    /// Every function on one service, as the dev server serves them.
+    pub fn all(&self) -> Router {
+        let routes = Function::ALL
+            .into_iter()
+            .fold(OpenApiRouter::new(), |router, f| {
+                router.merge(self.routes(f))
+            });
+        http::platform(routes, &self.platform)
+    }
+}
