@@ -421,7 +421,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -504,6 +504,18 @@ mod tests {
             Some(r#"/t/a "b"\c"#)
         );
         assert_eq!(json_string(line, "missing"), None);
+    }
+
+    #[test]
+    fn zips_a_bootstrap_alone_and_measures_it() {
+        let dir = std::env::temp_dir().join(format!("xtask-zip-{}", std::process::id()));
+        let bootstrap = dir.join("bootstrap");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        // Compressible contents: the ZIP must come out smaller than the file.
+        std::fs::write(&bootstrap, vec![7u8; 100_000]).unwrap_or_else(|e| panic!("{e}"));
+        let zipped = zipped_size(&bootstrap).unwrap_or_else(|Failure(e)| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!((100..10_000).contains(&zipped), "{zipped} bytes");
     }
 
     #[test]

@@ -64,11 +64,11 @@ fn build_dev_server() -> PathBuf {
             let Ok(message) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
-            if message["reason"] == "compiler-artifact" && message["target"]["name"] == "tally-dev"
+            if message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "tally-dev"
+                && let Some(path) = message["executable"].as_str()
             {
-                if let Some(path) = message["executable"].as_str() {
-                    executable = Some(PathBuf::from(path));
-                }
+                executable = Some(PathBuf::from(path));
             }
         }
         executable
