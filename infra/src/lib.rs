@@ -293,7 +293,14 @@ impl Stack {
             max_receives: options.queue.max_receives,
             metrics: config.metrics,
         };
-        let queue = LocalQueue::start(worker.clone(), options.queue);
+        // On disk the queue keeps its messages beside the engines' files, so a job outlives
+        // the process as it would outlive a render function on AWS.
+        let queue = match &storage {
+            Storage::Dir(dir) => {
+                LocalQueue::open(worker.clone(), options.queue, &dir.join("queue"))?
+            }
+            _ => LocalQueue::start(worker.clone(), options.queue),
+        };
         let (render_queue, sqs) = match &storage {
             Storage::Endpoint(endpoint) => {
                 let client = sqs::local_sqs_client(endpoint);

@@ -4,6 +4,7 @@
 
 mod auth;
 mod budget;
+mod crash;
 mod events;
 mod jobs;
 mod limits;

@@ -1,0 +1,497 @@
+//! The dev server killed with `kill -9` in the middle of a render job, then started again on
+//! the same data folder: the job's messages were on disk (the durable local queue), so it
+//! finishes, with every card exactly once. This runs the real `tally-dev` binary as a child
+//! process, since only a real kill shows what survives one.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tally_tests::{PASSWORD, decode_qr};
+
+const GUESTS: usize = 3000;
+/// The origin printed on the cards: fixed, because each start of the server listens on a port
+/// of its own, and cards rendered before and after the kill must agree.
+const PUBLIC_BASE: &str = "http://guests.tally.test";
+/// Liveness bounds, not timings: a debug build on a busy two-core machine is slow.
+const BUILD_PATIENCE: Duration = Duration::from_secs(30 * 60);
+const START_PATIENCE: Duration = Duration::from_secs(120);
+const JOB_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Builds the dev server the way `tests/browser/run.mjs` does and returns its path as cargo
+/// reports it (which honours `CARGO_TARGET_DIR` and any configured target folder). Cargo sets
+/// `CARGO_BIN_EXE_*` only for a binary's own package, and a fresh `cargo test --workspace`
+/// does not link this binary at all (its package has no integration tests), so asking cargo
+/// is the one way that works from a clean build; when the binary is up to date it takes a
+/// second.
+fn build_dev_server() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "tally-dev",
+            "--bin",
+            "tally-dev",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run cargo build: {e}"));
+    let stdout = build
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("cargo's stdout"));
+    let reader = std::thread::spawn(move || {
+        let mut executable = None;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "tally-dev"
+                && let Some(path) = message["executable"].as_str()
+            {
+                executable = Some(PathBuf::from(path));
+            }
+        }
+        executable
+    });
+    let started = Instant::now();
+    loop {
+        match build.try_wait() {
+            Ok(Some(status)) => {
+                assert!(
+                    status.success(),
+                    "cargo build -p tally-dev failed: {status}"
+                );
+                break;
+            }
+            Ok(None) if started.elapsed() > BUILD_PATIENCE => {
+                let _ = build.kill();
+                panic!("cargo build -p tally-dev took longer than {BUILD_PATIENCE:?}");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("wait for cargo build: {e}"),
+        }
+    }
+    reader
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("cargo did not report the tally-dev binary"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"))
+}
+
+/// One run of the dev server over a data folder; killed when dropped, so that a failing
+/// test leaves no process behind.
+struct DevServer {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl DevServer {
+    async fn start(binary: &Path, data: &Path, run: usize) -> Self {
+        let port = free_port();
+        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = data.join(format!("server-{run}.log"));
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let mut command = Command::new(binary);
+        // Nothing from the test's own environment (an emulator endpoint, say) may change
+        // which engines the server runs.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("TALLY_") || name.starts_with("AWS_") {
+                command.env_remove(&*name);
+            }
+        }
+        let child = command
+            .envs([
+                ("TALLY_LISTEN", listen.to_string().as_str()),
+                ("TALLY_DYNAMODB_LISTEN", "127.0.0.1:0"),
+                ("TALLY_S3_LISTEN", "127.0.0.1:0"),
+                ("TALLY_DATA_DIR", data.join("tally").to_str().unwrap_or("")),
+                ("TALLY_PUBLIC_BASE_URL", PUBLIC_BASE),
+                ("TALLY_RATE_LIMITS", "off"),
+                ("RUST_LOG", "warn"),
+            ])
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let mut server = Self {
+            child,
+            base: format!("http://{listen}"),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the dev server exited ({status}):\n{}", server.log_text());
+            }
+            if let Ok((StatusCode::OK, _)) =
+                call(Method::GET, &server.url("/v1/health"), None, None).await
+            {
+                return server;
+            }
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "the dev server did not answer /v1/health within {START_PATIENCE:?}:\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown code runs, nothing is flushed by the server.
+    fn kill(mut self) {
+        self.child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// One HTTP request to the child: status and body (JSON when it parses, else the raw bytes
+/// under `"bytes"`), or the connection error. Redirects are not followed.
+async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Reply), String> {
+    let mut request = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    let bytes = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = request.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+    let response = client().request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((
+        status,
+        Reply {
+            json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            bytes: body,
+            location,
+        },
+    ))
+}
+
+struct Reply {
+    json: Value,
+    bytes: Vec<u8>,
+    location: Option<String>,
+}
+
+async fn expect(
+    status: StatusCode,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let (got, reply) = call(method.clone(), url, token, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    assert_eq!(got, status, "{method} {url}: {}", reply.json);
+    reply
+}
+
+/// The message files the server's durable queue holds right now.
+fn queued_files(data: &Path, folder: &str) -> usize {
+    std::fs::read_dir(data.join("tally").join("queue").join(folder))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
+    let binary = tokio::task::spawn_blocking(build_dev_server)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+
+    let first = DevServer::start(&binary, data.path(), 1).await;
+    let account = json!({ "email": "owner@example.com", "password": PASSWORD });
+    expect(
+        StatusCode::CREATED,
+        Method::POST,
+        &first.url("/v1/auth/register"),
+        None,
+        Some(account.clone()),
+    )
+    .await;
+    let login = expect(
+        StatusCode::OK,
+        Method::POST,
+        &first.url("/v1/auth/login"),
+        None,
+        Some(account),
+    )
+    .await;
+    let bearer = format!(
+        "Bearer {}",
+        login.json["access_token"].as_str().unwrap_or_default()
+    );
+    let poll = expect(
+        StatusCode::CREATED,
+        Method::POST,
+        &first.url("/v1/polls"),
+        Some(&bearer),
+        Some(json!({ "question": "Which day suits you?", "options": ["Friday", "Saturday"], "visibility": "invite" })),
+    )
+    .await
+    .json["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let guests: Vec<Value> = (0..GUESTS)
+        .map(|i| json!({ "name": format!("Guest {i}") }))
+        .collect();
+    let job = expect(
+        StatusCode::ACCEPTED,
+        Method::POST,
+        &first.url(&format!("/v1/polls/{poll}/invites")),
+        Some(&bearer),
+        Some(json!({ "guests": guests })),
+    )
+    .await
+    .json["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let job_path = format!("/v1/jobs/{job}");
+
+    // Kill it once some chunks are counted and others are not: the ZIP is not begun until the
+    // last chunk is counted, so the kill lands in the middle of the cards.
+    let started = Instant::now();
+    let before = loop {
+        let body = expect(
+            StatusCode::OK,
+            Method::GET,
+            &first.url(&job_path),
+            Some(&bearer),
+            None,
+        )
+        .await
+        .json;
+        let done = body["done"].as_u64().unwrap_or(0);
+        assert_ne!(
+            body["status"], "done",
+            "the job finished before the kill: {body}"
+        );
+        assert_ne!(body["status"], "failed", "{body}");
+        if done >= 200 {
+            break done;
+        }
+        assert!(
+            started.elapsed() < JOB_PATIENCE,
+            "the job made no progress: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    first.kill();
+    let left = queued_files(data.path(), "messages");
+    assert!(
+        left > 0,
+        "after the kill at {before}/{GUESTS}, the unfinished messages are on disk"
+    );
+
+    let second = DevServer::start(&binary, data.path(), 2).await;
+    // The keys are in the data folder too: the token from before the kill still works.
+    let started = Instant::now();
+    let mut last = 0;
+    let finished = loop {
+        let body = expect(
+            StatusCode::OK,
+            Method::GET,
+            &second.url(&job_path),
+            Some(&bearer),
+            None,
+        )
+        .await
+        .json;
+        let done = body["done"].as_u64().unwrap_or(0);
+        assert!(done >= last, "progress went back: {body}");
+        last = done;
+        match body["status"].as_str() {
+            Some("done" | "failed") => break body,
+            _ => {
+                assert!(
+                    started.elapsed() < JOB_PATIENCE,
+                    "the job did not finish after the restart: {body}\n{}",
+                    second.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(finished["status"], "done", "{finished}");
+    let total = u64::try_from(GUESTS).unwrap_or(0);
+    assert_eq!(
+        (
+            finished["done"].as_u64(),
+            finished["total"].as_u64(),
+            finished["failed"].as_u64(),
+            finished["progress"].as_f64()
+        ),
+        (Some(total), Some(total), Some(0), Some(1.0)),
+        "{finished}"
+    );
+
+    let redirect = expect(
+        StatusCode::FOUND,
+        Method::GET,
+        &second.url(&format!("{job_path}/download")),
+        Some(&bearer),
+        None,
+    )
+    .await;
+    let location = redirect.location.unwrap_or_default();
+    let zip = expect(StatusCode::OK, Method::GET, &location, None, None)
+        .await
+        .bytes;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
+    let mut cards = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .unwrap_or_else(|e| panic!("entry {i}: {e}"));
+        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        let mut png = Vec::new();
+        entry
+            .read_to_end(&mut png)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        cards.push((name, png));
+    }
+    // Exactly one card per guest: as many entries as guests, each guest's index once, and no
+    // two cards alike (each carries its own invite).
+    assert_eq!(cards.len(), GUESTS);
+    let indexes: HashSet<usize> = cards
+        .iter()
+        .filter_map(|(name, _)| name.get(..5)?.parse().ok())
+        .collect();
+    assert_eq!(indexes, (0..GUESTS).collect::<HashSet<_>>());
+    let distinct: HashSet<&[u8]> = cards.iter().map(|(_, png)| png.as_slice()).collect();
+    assert_eq!(distinct.len(), GUESTS, "two cards are identical");
+
+    // A sample of the cards, from both sides of the kill: each QR code is an invite that votes
+    // exactly once.
+    let mut tokens = HashSet::new();
+    for (name, png) in cards.iter().step_by(60) {
+        let url = decode_qr(png).unwrap_or_else(|| panic!("{name}: no readable QR code"));
+        let token = url
+            .strip_prefix(&format!("{PUBLIC_BASE}/i/"))
+            .unwrap_or_else(|| panic!("{name}: {url} is not an invite URL"))
+            .to_owned();
+        let invite = format!("Invite {token}");
+        let votes = second.url(&format!("/v1/polls/{poll}/votes"));
+        let ballot = json!({ "choices": ["o1"] });
+        expect(
+            StatusCode::CREATED,
+            Method::POST,
+            &votes,
+            Some(&invite),
+            Some(ballot.clone()),
+        )
+        .await;
+        let again = expect(
+            StatusCode::CONFLICT,
+            Method::POST,
+            &votes,
+            Some(&invite),
+            Some(ballot),
+        )
+        .await;
+        assert_eq!(again.json["type"], "/problems/already-voted");
+        assert!(tokens.insert(token), "{name} repeats another card's invite");
+    }
+    let results = expect(
+        StatusCode::OK,
+        Method::GET,
+        &second.url(&format!("/v1/polls/{poll}/results")),
+        Some(&bearer),
+        None,
+    )
+    .await;
+    assert_eq!(results.json["total"].as_u64(), Some(50));
+
+    // Every message was processed and deleted; none was dead-lettered. The last file goes
+    // just after the job reads as done, hence the short wait.
+    let started = Instant::now();
+    while queued_files(data.path(), "messages") > 0 && started.elapsed() < START_PATIENCE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(queued_files(data.path(), "messages"), 0);
+    assert_eq!(queued_files(data.path(), "dead"), 0);
+    second.kill();
+}
