@@ -231,10 +231,11 @@ impl fmt::Display for JobKind {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn job() -> Job {
+    /// An invites job of 250 guests in 3 chunks, not started; other modules' tests use it too.
+    pub(crate) fn job() -> Job {
         Job {
             id: JobId::new(),
             kind: JobKind::Invites,
