@@ -12,6 +12,7 @@ mod openapi;
 mod polls;
 mod problems;
 mod races;
+mod render;
 mod restart;
 mod tokens;
 mod votes;
