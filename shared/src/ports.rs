@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Ballot, Email, FamilyId, Guest, Invite, Job, JobId, Poll, PollId, Tally, User, UserId, Voter,
+    Ballot, Email, FamilyId, Guest, Invite, InviteHash, Job, JobId, Poll, PollId, Tally, User,
+    UserId, Voter,
 };
 
 /// Why a storage call failed. Conditions that are part of the domain (a taken email, a stale
@@ -195,9 +196,9 @@ pub trait JobStore: Send + Sync {
     async fn poll_and_invite(
         &self,
         poll: PollId,
-        token_hash: &str,
+        token_hash: &InviteHash,
     ) -> StoreResult<(Option<Poll>, Option<Invite>)>;
-    async fn invite(&self, token_hash: &str) -> StoreResult<Option<Invite>>;
+    async fn invite(&self, token_hash: &InviteHash) -> StoreResult<Option<Invite>>;
     /// The poll and this voter's ballot, in one read (for a guest's page).
     async fn poll_and_ballot(
         &self,

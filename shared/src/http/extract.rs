@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::{BODY_LIMIT, BodyLimit};
 use crate::app::AppState;
-use crate::domain::UserId;
+use crate::domain::{InviteToken, UserId};
 use crate::error::AppError;
 
 /// A JSON body. Wrong media type → 415, over the limit → 413, not the expected JSON → 400.
@@ -109,7 +109,7 @@ fn authorization(parts: &Parts) -> Result<(&str, &str), AppError> {
 #[derive(Debug, Clone)]
 pub enum VoterCredential {
     User(UserId),
-    Invite(String),
+    Invite(InviteToken),
 }
 
 impl FromRequestParts<AppState> for VoterCredential {
@@ -122,7 +122,7 @@ impl FromRequestParts<AppState> for VoterCredential {
         let (scheme, token) = authorization(parts)?;
         if scheme.eq_ignore_ascii_case("invite") {
             return if is_token_shaped(token) {
-                Ok(Self::Invite(token.to_owned()))
+                Ok(Self::Invite(InviteToken::new(token)))
             } else {
                 Err(AppError::Unauthorized)
             };

@@ -12,7 +12,6 @@ use super::extract::{Caller, VoterCredential};
 use crate::app::AppState;
 pub use crate::config::{RateLimits, Rule};
 use crate::domain::UserId;
-use crate::domain::job::invite_token_hash;
 use crate::error::AppError;
 
 /// Where a limited request's current window is kept for the response headers.
@@ -182,7 +181,7 @@ impl FromRequestParts<AppState> for CountedVoter {
         let credential = VoterCredential::from_request_parts(parts, state).await?;
         let scope = match &credential {
             VoterCredential::User(user) => format!("vote#u:{user}"),
-            VoterCredential::Invite(token) => format!("vote#i:{}", invite_token_hash(token)),
+            VoterCredential::Invite(token) => format!("vote#i:{}", token.hash()),
         };
         enforce(state, facts_of(parts).as_ref(), &scope, state.limits.votes).await?;
         Ok(Self(credential))

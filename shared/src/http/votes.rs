@@ -12,8 +12,7 @@ use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView};
 use crate::app::AppState;
-use crate::domain::job::invite_token_hash;
-use crate::domain::{Ballot, Poll, PollId, Visibility, Voter};
+use crate::domain::{Ballot, InviteToken, Poll, PollId, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::CastOutcome;
@@ -51,7 +50,7 @@ async fn poll_and_voter(
             Ok((poll, Voter::User(user)))
         }
         VoterCredential::Invite(token) => {
-            let hash = invite_token_hash(&token);
+            let hash = token.hash();
             let (poll, invite) = state.store.poll_and_invite(poll_id, &hash).await?;
             let poll = poll.ok_or(AppError::NotFound)?;
             match invite {
@@ -170,7 +169,7 @@ async fn invite(
     if !is_token_shaped(&token) {
         return Err(AppError::NotFound);
     }
-    let hash = invite_token_hash(&token);
+    let hash = InviteToken::new(token).hash();
     let invite = state.store.invite(&hash).await?.ok_or(AppError::NotFound)?;
     let (poll, ballot) = state
         .store

@@ -3,8 +3,7 @@
 use futures::{TryStreamExt, stream};
 
 use super::{PARALLEL_IO, WorkError, Worker};
-use crate::domain::job::invite_token_hash;
-use crate::domain::{Invite, Job};
+use crate::domain::{Invite, InviteToken, Job};
 use crate::objects::ObjectKey;
 use crate::ports::RenderMessage;
 use crate::render;
@@ -21,7 +20,7 @@ impl Worker {
             return Ok(());
         };
         let base = self.public_base_url.trim_end_matches('/').to_owned();
-        let planned: Vec<(u32, String, String)> = message
+        let planned: Vec<(u32, String, InviteToken)> = message
             .guests
             .iter()
             .enumerate()
@@ -53,7 +52,7 @@ impl Worker {
         let invites: Vec<Invite> = planned
             .iter()
             .map(|(index, name, token)| Invite {
-                token_hash: invite_token_hash(token),
+                token_hash: token.hash(),
                 poll_id: job.poll_id,
                 job_id: job.id,
                 index: *index,
