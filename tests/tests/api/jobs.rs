@@ -40,6 +40,14 @@ pub(crate) async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usi
     reply
 }
 
+/// The id of an invites job started through the API for `n` guests.
+pub(crate) async fn started_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> String {
+    start_invites(app, owner, poll, n).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The cards of a ZIP: entry name → the URL its QR code encodes.
 pub(crate) fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
@@ -263,10 +271,7 @@ async fn downloads_are_signed_afresh_and_end_after_24_hours() {
     let app = TestApp::start().await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 3).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 3).await;
     let done = app.wait_for_job(&owner, &id, PATIENCE).await;
     let path = format!("/v1/jobs/{id}/download");
     assert!(
@@ -325,10 +330,7 @@ async fn jobs_are_their_owners_only() {
     let other = app.sign_up("other@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
     let public = app.lunch_poll(&owner).await;
-    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 2).await;
     app.wait_for_job(&owner, &id, PATIENCE).await;
     app.get(&format!("/v1/jobs/{id}"))
         .bearer(&other)
@@ -440,10 +442,7 @@ async fn an_invite_votes_once_and_only_in_its_own_poll() {
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
     let other_poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 2).await;
     app.wait_for_job(&owner, &id, PATIENCE).await;
     let cards = cards_of(&app.download(&owner, &id).await);
     let token = token_of(&cards[0].1, &app.config.public_base_url);

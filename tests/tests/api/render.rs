@@ -19,7 +19,7 @@ use tally::objects::ObjectKey;
 use tally::ports::{BlobStore, StoreError, StoreResult};
 use tally_tests::{StackOptions, Storage, TestApp};
 
-use super::jobs::{PATIENCE, cards_of, invite_poll, start_invites, token_of};
+use super::jobs::{PATIENCE, cards_of, invite_poll, start_invites, started_invites, token_of};
 
 /// An invites job for `guests` guests named as the API's helper names them, in chunks of
 /// `chunk_size`, made as the route makes it and stored directly with no message queued: the
@@ -61,13 +61,7 @@ struct Faulty {
 }
 
 impl Faulty {
-    fn wrap(
-        always: bool,
-        fail_put: Option<usize>,
-    ) -> (
-        tally_tests::BlobWrapper,
-        Arc<std::sync::Mutex<Option<Arc<Faulty>>>>,
-    ) {
+    fn wrap(always: bool, fail_put: Option<usize>) -> (tally_tests::BlobWrapper, FaultyHandle) {
         let handle = Arc::new(std::sync::Mutex::new(None));
         let slot = handle.clone();
         let wrap: tally_tests::BlobWrapper = Arc::new(move |inner| {
@@ -133,10 +127,21 @@ impl BlobStore for Faulty {
     }
 }
 
-async fn faulty_app(
-    always: bool,
-    fail_put: Option<usize>,
-) -> (TestApp, Arc<std::sync::Mutex<Option<Arc<Faulty>>>>) {
+/// Where a test finds the worker's `Faulty` store once the stack has made it.
+type FaultyHandle = Arc<std::sync::Mutex<Option<Arc<Faulty>>>>;
+
+impl Faulty {
+    /// One of the store's counters, 0 before the stack made the store.
+    fn count(handle: &FaultyHandle, counter: impl Fn(&Faulty) -> &AtomicUsize) -> usize {
+        handle
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(|f| counter(f).load(Ordering::SeqCst)))
+            .unwrap_or(0)
+    }
+}
+
+async fn faulty_app(always: bool, fail_put: Option<usize>) -> (TestApp, FaultyHandle) {
     let clock = ManualClock::new();
     let mut options = StackOptions::local(Arc::new(clock.clone()));
     options.queue.visibility_timeout = Duration::from_millis(50);
@@ -274,10 +279,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
     let (app, faulty) = faulty_app(true, None).await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 5).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 5).await;
     let failed = app.wait_for_job(&owner, &id, PATIENCE).await;
     assert_eq!(failed.body["status"], "failed", "{:#}", failed.body);
     let reason = failed.body["error"].as_str().unwrap_or_default();
@@ -294,11 +296,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
     let dead = app.stack.queue.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].contains(&id));
-    let attempts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
+    let attempts = Faulty::count(&faulty, |f| &f.puts);
     assert_eq!(
         attempts, 5,
         "one failed card write per delivery, five deliveries"
@@ -355,20 +353,13 @@ async fn a_crash_mid_chunk_then_redelivery_loses_and_duplicates_nothing() {
     let (app, faulty) = faulty_app(false, Some(137)).await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 250).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 250).await;
     let done = app.wait_for_job(&owner, &id, PATIENCE).await;
     assert_eq!(
         (done.body["status"].as_str(), done.body["done"].as_u64()),
         (Some("done"), Some(250))
     );
-    let puts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
+    let puts = Faulty::count(&faulty, |f| &f.puts);
     assert!(
         puts > 250,
         "the failed chunk was written again ({puts} writes)"
@@ -422,11 +413,7 @@ async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
         (read.body["status"].as_str(), read.body["done"].as_u64()),
         (Some("done"), Some(2))
     );
-    let starts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.starts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
+    let starts = Faulty::count(&faulty, |f| &f.starts);
     assert_eq!(starts, 1, "the ZIP was started {starts} times");
     let cards = cards_of(&app.download(&owner.access_token, &job.id.to_string()).await);
     let names: Vec<_> = cards.iter().map(|(n, _)| n.as_str()).collect();
