@@ -222,6 +222,14 @@ pub trait Store:
 }
 impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter> Store for T {}
 
+/// A multipart upload under way: the object's key and the id the store gave the upload, which
+/// every later step of the upload names together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub id: String,
+}
+
 /// Generated files (S3). Keys are deterministic, so a repeated write replaces the same object.
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
@@ -231,21 +239,12 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
     /// A multipart upload, for files too large to hold in memory: parts of at least 5 MiB
     /// (except the last), numbered from 1.
-    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String>;
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> StoreResult<String>;
-    async fn finish_upload(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<(i32, String)>,
-    ) -> StoreResult<()>;
-    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()>;
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<Upload>;
+    /// Uploads part `n`; returns its ETag, which [`BlobStore::finish_upload`] needs.
+    async fn upload_part(&self, upload: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String>;
+    /// Joins the parts, given as (number, ETag), into the object.
+    async fn finish_upload(&self, upload: &Upload, parts: Vec<(i32, String)>) -> StoreResult<()>;
+    async fn abort_upload(&self, upload: &Upload) -> StoreResult<()>;
     /// A URL that downloads `key` for `valid_for`, signed now.
     async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> StoreResult<String>;
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{PARALLEL_IO, WorkError, Worker};
 use crate::domain::Job;
 use crate::objects::ObjectKey;
-use crate::ports::{BlobStore, StoreError};
+use crate::ports::{BlobStore, StoreError, Upload};
 
 /// ZIP upload part size: S3's minimum is 5 MiB; memory holds about two parts.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -29,16 +29,18 @@ impl Worker {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let key = zip.to_string();
-        let upload = self.blobs.start_upload(&key, zip.content_type()).await?;
-        let result = stream_zip(&self.blobs, &key, &upload, cards).await;
+        let upload = self
+            .blobs
+            .start_upload(&zip.to_string(), zip.content_type())
+            .await?;
+        let result = stream_zip(&self.blobs, &upload, cards).await;
         match result {
             Ok(parts) => {
-                self.blobs.finish_upload(&key, &upload, parts).await?;
+                self.blobs.finish_upload(&upload, parts).await?;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.blobs.abort_upload(&key, &upload).await;
+                let _ = self.blobs.abort_upload(&upload).await;
                 Err(e)
             }
         }
@@ -50,8 +52,7 @@ impl Worker {
 /// part upload is an error rather than a ZIP thread waiting for an uploader that is gone.
 async fn stream_zip(
     blobs: &Arc<dyn BlobStore>,
-    key: &str,
-    upload: &str,
+    upload: &Upload,
     cards: Vec<ObjectKey>,
 ) -> Result<Vec<(i32, String)>, WorkError> {
     let (card_tx, mut card_rx) = mpsc::channel::<(String, Vec<u8>)>(PARALLEL_IO * 2);
@@ -96,7 +97,7 @@ async fn stream_zip(
         let mut parts = Vec::new();
         let mut number = 1;
         while let Some(part) = part_rx.recv().await {
-            match blobs.upload_part(key, upload, number, part).await {
+            match blobs.upload_part(upload, number, part).await {
                 Ok(etag) => parts.push((number, etag)),
                 Err(e) => {
                     // Closing the channel fails the ZIP thread's next send, which stops it,
@@ -187,16 +188,10 @@ mod tests {
         async fn list(&self, _: &str) -> StoreResult<Vec<String>> {
             Ok(Vec::new())
         }
-        async fn start_upload(&self, _: &str, _: &str) -> StoreResult<String> {
-            Ok("upload".into())
+        async fn start_upload(&self, key: &str, _: &str) -> StoreResult<Upload> {
+            Ok(upload(key))
         }
-        async fn upload_part(
-            &self,
-            _: &str,
-            _: &str,
-            n: i32,
-            bytes: Vec<u8>,
-        ) -> StoreResult<String> {
+        async fn upload_part(&self, _: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String> {
             if n >= self.fail_from {
                 return Err(StoreError::Unavailable("part upload failed".into()));
             }
@@ -206,14 +201,21 @@ mod tests {
             }
             Ok(format!("etag-{n}"))
         }
-        async fn finish_upload(&self, _: &str, _: &str, _: Vec<(i32, String)>) -> StoreResult<()> {
+        async fn finish_upload(&self, _: &Upload, _: Vec<(i32, String)>) -> StoreResult<()> {
             Ok(())
         }
-        async fn abort_upload(&self, _: &str, _: &str) -> StoreResult<()> {
+        async fn abort_upload(&self, _: &Upload) -> StoreResult<()> {
             Ok(())
         }
         async fn presign_get(&self, _: &str, _: std::time::Duration) -> StoreResult<String> {
             Ok(String::new())
+        }
+    }
+
+    fn upload(key: &str) -> Upload {
+        Upload {
+            key: key.to_owned(),
+            id: "upload".into(),
         }
     }
 
@@ -234,7 +236,7 @@ mod tests {
         });
         let outcome = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            stream_zip(&blobs, "invites.zip", "upload", cards(20)),
+            stream_zip(&blobs, &upload("invites.zip"), cards(20)),
         )
         .await
         .unwrap_or_else(|_| panic!("the ZIP stream hung after a failed part upload"));
@@ -253,7 +255,7 @@ mod tests {
             ..Parts::default()
         });
         let blobs: Arc<dyn BlobStore> = store.clone();
-        let parts = stream_zip(&blobs, "invites.zip", "upload", cards(20))
+        let parts = stream_zip(&blobs, &upload("invites.zip"), cards(20))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // 60 MiB of cards and their headers: parts numbered from 1, every one but the last

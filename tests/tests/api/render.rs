@@ -16,7 +16,7 @@ use tally::domain::Guest;
 use tally::domain::job::CHUNK_SIZE;
 use tally::jobs::{JobPlan, JobRequest};
 use tally::objects::ObjectKey;
-use tally::ports::{BlobStore, StoreError, StoreResult};
+use tally::ports::{BlobStore, StoreError, StoreResult, Upload};
 use tally_tests::{StackOptions, Storage, TestApp};
 
 use super::jobs::{PATIENCE, cards_of, invite_poll, start_invites, started_invites, token_of};
@@ -98,29 +98,18 @@ impl BlobStore for Faulty {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.inner.list(prefix).await
     }
-    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String> {
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<Upload> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         self.inner.start_upload(key, content_type).await
     }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> StoreResult<String> {
-        self.inner.upload_part(key, upload, number, bytes).await
+    async fn upload_part(&self, upload: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String> {
+        self.inner.upload_part(upload, n, bytes).await
     }
-    async fn finish_upload(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<(i32, String)>,
-    ) -> StoreResult<()> {
-        self.inner.finish_upload(key, upload, parts).await
+    async fn finish_upload(&self, upload: &Upload, parts: Vec<(i32, String)>) -> StoreResult<()> {
+        self.inner.finish_upload(upload, parts).await
     }
-    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
-        self.inner.abort_upload(key, upload).await
+    async fn abort_upload(&self, upload: &Upload) -> StoreResult<()> {
+        self.inner.abort_upload(upload).await
     }
     async fn presign_get(&self, key: &str, valid_for: Duration) -> StoreResult<String> {
         self.inner.presign_get(key, valid_for).await
