@@ -6,6 +6,7 @@
 //! - [`dynamo`]: the DynamoDB adapter (the only code that knows keys and attribute names).
 //! - [`s3`], [`sqs`]: the S3 and SQS adapters (generated files, the render queue).
 //! - [`worker`]: the render function's work: chunks of invite cards, QR codes, charts, the ZIP.
+//! - [`jobs`]: a job request made into its job and render messages; [`objects`]: every S3 key.
 //! - [`auth`]: Argon2id passwords, EdDSA access tokens, refresh tokens, key material.
 //! - [`http`]: routers and handlers of each function, extractors, platform layers.
 //! - [`error`]: the one error type and its mapping to problem+json.
@@ -21,8 +22,10 @@ pub mod domain;
 pub mod dynamo;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod lambda;
 pub mod metrics;
+pub mod objects;
 pub mod ports;
 pub mod render;
 pub mod s3;

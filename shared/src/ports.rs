@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Ballot, Email, FamilyId, Guest, Invite, Job, JobId, Poll, PollId, Tally, User, UserId, Voter,
+    Ballot, Email, FamilyId, Guest, Invite, InviteHash, Job, JobId, Poll, PollId, Tally, User,
+    UserId, Voter,
 };
 
 /// Why a storage call failed. Conditions that are part of the domain (a taken email, a stale
@@ -195,9 +196,9 @@ pub trait JobStore: Send + Sync {
     async fn poll_and_invite(
         &self,
         poll: PollId,
-        token_hash: &str,
+        token_hash: &InviteHash,
     ) -> StoreResult<(Option<Poll>, Option<Invite>)>;
-    async fn invite(&self, token_hash: &str) -> StoreResult<Option<Invite>>;
+    async fn invite(&self, token_hash: &InviteHash) -> StoreResult<Option<Invite>>;
     /// The poll and this voter's ballot, in one read (for a guest's page).
     async fn poll_and_ballot(
         &self,
@@ -221,6 +222,14 @@ pub trait Store:
 }
 impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter> Store for T {}
 
+/// A multipart upload under way: the object's key and the id the store gave the upload, which
+/// every later step of the upload names together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub id: String,
+}
+
 /// Generated files (S3). Keys are deterministic, so a repeated write replaces the same object.
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
@@ -230,21 +239,12 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
     /// A multipart upload, for files too large to hold in memory: parts of at least 5 MiB
     /// (except the last), numbered from 1.
-    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String>;
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> StoreResult<String>;
-    async fn finish_upload(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<(i32, String)>,
-    ) -> StoreResult<()>;
-    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()>;
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<Upload>;
+    /// Uploads part `n`; returns its ETag, which [`BlobStore::finish_upload`] needs.
+    async fn upload_part(&self, upload: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String>;
+    /// Joins the parts, given as (number, ETag), into the object.
+    async fn finish_upload(&self, upload: &Upload, parts: Vec<(i32, String)>) -> StoreResult<()>;
+    async fn abort_upload(&self, upload: &Upload) -> StoreResult<()>;
     /// A URL that downloads `key` for `valid_for`, signed now.
     async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> StoreResult<String>;
 }

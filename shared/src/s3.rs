@@ -10,7 +10,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use crate::ports::{BlobStore, StoreError, StoreResult};
+use crate::ports::{BlobStore, StoreError, StoreResult, Upload};
 
 #[derive(Debug, Clone)]
 pub struct S3Blobs {
@@ -114,7 +114,7 @@ impl BlobStore for S3Blobs {
         Ok(keys)
     }
 
-    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String> {
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<Upload> {
         let out = self
             .client
             .create_multipart_upload()
@@ -124,24 +124,23 @@ impl BlobStore for S3Blobs {
             .send()
             .await
             .map_err(s3_error)?;
-        out.upload_id
-            .ok_or_else(|| StoreError::Internal("multipart upload without an id".into()))
+        let id = out
+            .upload_id
+            .ok_or_else(|| StoreError::Internal("multipart upload without an id".into()))?;
+        Ok(Upload {
+            key: key.to_owned(),
+            id,
+        })
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> StoreResult<String> {
+    async fn upload_part(&self, upload: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String> {
         let out = self
             .client
             .upload_part()
             .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload)
-            .part_number(number)
+            .key(&upload.key)
+            .upload_id(&upload.id)
+            .part_number(n)
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -150,12 +149,7 @@ impl BlobStore for S3Blobs {
             .ok_or_else(|| StoreError::Internal("uploaded part without an ETag".into()))
     }
 
-    async fn finish_upload(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<(i32, String)>,
-    ) -> StoreResult<()> {
+    async fn finish_upload(&self, upload: &Upload, parts: Vec<(i32, String)>) -> StoreResult<()> {
         let parts = parts
             .into_iter()
             .map(|(number, etag)| {
@@ -168,8 +162,8 @@ impl BlobStore for S3Blobs {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload)
+            .key(&upload.key)
+            .upload_id(&upload.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -181,12 +175,12 @@ impl BlobStore for S3Blobs {
         Ok(())
     }
 
-    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
+    async fn abort_upload(&self, upload: &Upload) -> StoreResult<()> {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload)
+            .key(&upload.key)
+            .upload_id(&upload.id)
             .send()
             .await
             .map_err(s3_error)?;

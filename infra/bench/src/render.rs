@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::json;
-use tally::domain::job::{CHUNK_SIZE, request_fingerprint};
-use tally::domain::{Guest, Job, JobId, JobKind, PollId};
-use tally::ports::{JobCreated, JobStore, PollStore, RenderMessage, RenderQueue};
+use tally::domain::{Guest, PollId};
+use tally::jobs::{JobPlan, JobRequest};
+use tally::ports::{JobCreated, JobStore, PollStore, RenderQueue};
 use tally::render::{InviteCard, invite_card_png};
 
 use crate::machine;
@@ -301,7 +301,8 @@ pub async fn job_child(guests: usize) -> Result<(), String> {
 }
 
 /// What `POST /v1/polls/{id}/invites` does after parsing its body (`shared/src/http/jobs.rs`):
-/// one job, its chunks of `CHUNK_SIZE` guests as render messages, on the stack's queue.
+/// the job `tally::jobs::JobPlan` makes of the request, stored, and its chunks of guests as
+/// render messages on the stack's queue.
 async fn start_job_directly(
     stack: &tally_dev::Stack,
     owner: tally::domain::UserId,
@@ -315,6 +316,10 @@ async fn start_job_directly(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the poll is gone")?;
+    // The route's ownership check: the job is the poll owner's.
+    if !poll.is_owned_by(owner) {
+        return Err("the poll is not the owner's".into());
+    }
     let guests = Guest::parse_all(
         (0..guests)
             .map(|i| Guest {
@@ -324,53 +329,24 @@ async fn start_job_directly(
             .collect(),
     )
     .map_err(|e| format!("{e:?}"))?;
-    let total = u32::try_from(guests.len()).map_err(|e| e.to_string())?;
-    let chunks = u32::try_from(guests.len().div_ceil(CHUNK_SIZE)).map_err(|e| e.to_string())?;
-    // The route's secret: 256 random bits, base64url without padding.
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
     let now = time::OffsetDateTime::now_utc();
-    let job = Job {
-        id: JobId::new(),
-        kind: JobKind::Invites,
-        poll_id: poll.id,
-        owner_id: owner,
-        format: None,
-        total,
-        done: 0,
-        failed: 0,
-        chunks_total: chunks,
-        chunks_done: 0,
-        created_at: now,
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret),
-    };
-    let fingerprint = request_fingerprint(owner, poll.id, JobKind::Invites, &guests);
+    let plan =
+        JobPlan::new(&poll, JobRequest::Invites(&guests), now, None).map_err(|e| e.to_string())?;
     match stack
         .store
-        .create_job(&job, &fingerprint, now, None)
+        .create_job(&plan.job, &plan.fingerprint, now, None)
         .await
         .map_err(|e| e.to_string())?
     {
         JobCreated::New => {}
         JobCreated::Existing(_) => return Err("the same job existed already".into()),
     }
-    let messages: Vec<RenderMessage> = guests
-        .chunks(CHUNK_SIZE)
-        .enumerate()
-        .map(|(i, chunk)| RenderMessage {
-            job_id: job.id,
-            chunk: u32::try_from(i).unwrap_or(u32::MAX),
-            start: u32::try_from(i * CHUNK_SIZE).unwrap_or(u32::MAX),
-            guests: chunk.to_vec(),
-            request_id: None,
-        })
-        .collect();
     let queue: Arc<dyn RenderQueue> = Arc::new(stack.queue.clone());
-    queue.send(&messages).await.map_err(|e| e.to_string())?;
-    Ok(job.id.to_string())
+    queue
+        .send(&plan.messages)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(plan.job.id.to_string())
 }
 
 /// Follows the job until it is done or failed (bounded by [`JOB_LIMIT`]); returns its last

@@ -5,13 +5,13 @@ use std::fmt;
 use time::OffsetDateTime;
 
 pub use super::poll::Choices;
-use super::{OptionId, PollId, UserId};
+use super::{InviteHash, OptionId, PollId, UserId};
 
 /// Who casts a ballot: a signed-in user, or a guest's invite (by the hash of its token).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Voter {
     User(UserId),
-    Invite(String),
+    Invite(InviteHash),
 }
 
 impl fmt::Display for Voter {

@@ -125,16 +125,18 @@ impl Job {
 
     /// The invite token of the guest at `index`: HMAC-SHA256 of (job, index) under the job's
     /// secret. Unguessable without the secret, and the same on every redelivery.
-    pub fn invite_token(&self, index: u32) -> String {
+    pub fn invite_token(&self, index: u32) -> InviteToken {
         let message = [self.id.to_string().as_bytes(), &index.to_be_bytes()].concat();
-        match <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()) {
-            Ok(mut mac) => {
-                mac.update(&message);
-                base64_url(&mac.finalize().into_bytes())
-            }
-            // HMAC takes keys of any length, so this arm never runs; a keyed hash stands in.
-            Err(_) => base64_url(&Sha256::digest([self.secret.as_bytes(), &message].concat())),
-        }
+        InviteToken(
+            match <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()) {
+                Ok(mut mac) => {
+                    mac.update(&message);
+                    base64_url(&mac.finalize().into_bytes())
+                }
+                // HMAC takes keys of any length, so this arm never runs; a keyed hash stands in.
+                Err(_) => base64_url(&Sha256::digest([self.secret.as_bytes(), &message].concat())),
+            },
+        )
     }
 }
 
@@ -143,10 +145,60 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The storage key of an invite token: its SHA-256. The token itself is only ever printed on
-/// the guest's card.
-pub fn invite_token_hash(token: &str) -> String {
-    base64_url(&Sha256::digest(token.as_bytes()))
+/// A guest's invite token: printed on their card (in the invite URL) and presented when they
+/// vote, never stored. Its `Debug` hides it, so that it cannot slip into a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteToken(String);
+
+impl InviteToken {
+    /// A token as a guest presented it (its shape is checked at the edge, where it arrives).
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The token's storage key: its SHA-256, base64url.
+    pub fn hash(&self) -> InviteHash {
+        InviteHash(base64_url(&Sha256::digest(self.0.as_bytes())))
+    }
+}
+
+impl fmt::Debug for InviteToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteToken(..)")
+    }
+}
+
+impl fmt::Display for InviteToken {
+    /// The token itself, for the invite URL on a card.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The SHA-256 of an invite token (base64url): how storage, ballots and rate limits know an
+/// invite without holding the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InviteHash(String);
+
+impl InviteHash {
+    /// A hash read back from storage, where it was written from [`InviteToken::hash`].
+    pub fn from_stored(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InviteHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A guest to invite.
@@ -197,7 +249,7 @@ impl Guest {
 /// An invite: one ballot in one poll for one guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
-    pub token_hash: String,
+    pub token_hash: InviteHash,
     pub poll_id: PollId,
     pub job_id: JobId,
     pub index: u32,
@@ -231,10 +283,11 @@ impl fmt::Display for JobKind {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn job() -> Job {
+    /// An invites job of 250 guests in 3 chunks, not started; other modules' tests use it too.
+    pub(crate) fn job() -> Job {
         Job {
             id: JobId::new(),
             kind: JobKind::Invites,
@@ -261,8 +314,15 @@ mod tests {
         assert_eq!(a.invite_token(7), a.invite_token(7));
         assert_ne!(a.invite_token(7), a.invite_token(8));
         assert_ne!(a.invite_token(7), b.invite_token(7));
-        assert_eq!(a.invite_token(0).len(), 43);
-        assert_ne!(invite_token_hash(&a.invite_token(0)), a.invite_token(0));
+        assert_eq!(a.invite_token(0).as_str().len(), 43);
+        let token = a.invite_token(0);
+        assert_ne!(token.hash().as_str(), token.as_str());
+        assert_eq!(token.hash(), InviteToken::new(token.to_string()).hash());
+        assert_eq!(token.hash().as_str().len(), 43, "SHA-256 in base64url");
+        assert!(
+            !format!("{token:?}").contains(token.as_str()),
+            "never in a log line"
+        );
     }
 
     #[test]

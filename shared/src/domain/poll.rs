@@ -350,11 +350,12 @@ fn parse_max_choices(max: u32, options: usize) -> Result<u8, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::Duration;
 
-    fn poll(now: OffsetDateTime) -> Poll {
+    /// A public poll of two options, created at `now`; other modules' tests use it too.
+    pub(crate) fn poll(now: OffsetDateTime) -> Poll {
         NewPoll::parse(
             "Lunch?",
             vec!["Pizza".into(), "Soup".into()],

@@ -365,7 +365,7 @@ pub struct InviteItem {
 
 impl InviteItem {
     pub fn new(invite: &crate::domain::Invite) -> Self {
-        let key = Key::Invite(invite.token_hash.clone());
+        let key = Key::Invite(invite.token_hash.to_string());
         Self {
             pk: key.pk(),
             sk: key.sk().into(),
@@ -376,7 +376,7 @@ impl InviteItem {
         }
     }
 
-    pub fn into_invite(self, token_hash: String) -> crate::domain::Invite {
+    pub fn into_invite(self, token_hash: crate::domain::InviteHash) -> crate::domain::Invite {
         crate::domain::Invite {
             token_hash,
             poll_id: self.poll_id,

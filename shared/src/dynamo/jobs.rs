@@ -16,7 +16,9 @@ use super::{
     DynamoStore, Transact, conflict_backoff, from_item, internal, num, reason_code, sdk_error,
     to_item,
 };
-use crate::domain::{Ballot, Invite, Job, JobId, Poll, PollId, Voter, job::FILE_LIFETIME};
+use crate::domain::{
+    Ballot, Invite, InviteHash, Job, JobId, Poll, PollId, Voter, job::FILE_LIFETIME,
+};
 use crate::ports::{JobCreated, JobStore, RateCounter, StoreError, StoreResult};
 
 /// `BatchWriteItem` takes at most 25 requests.
@@ -283,9 +285,9 @@ impl JobStore for DynamoStore {
     async fn poll_and_invite(
         &self,
         poll: PollId,
-        token_hash: &str,
+        token_hash: &InviteHash,
     ) -> StoreResult<(Option<Poll>, Option<Invite>)> {
-        let invite_key = Key::Invite(token_hash.to_owned());
+        let invite_key = Key::Invite(token_hash.to_string());
         let items = self
             .batch_get(&[Key::Poll(poll), invite_key.clone()])
             .await?;
@@ -294,16 +296,15 @@ impl JobStore for DynamoStore {
             if sk_of(&item) == Some("POLL") {
                 found_poll = Some(from_item::<PollItem>(item)?.into_poll());
             } else if pk_of(&item) == Some(invite_key.pk().as_str()) {
-                found_invite =
-                    Some(from_item::<InviteItem>(item)?.into_invite(token_hash.to_owned()));
+                found_invite = Some(from_item::<InviteItem>(item)?.into_invite(token_hash.clone()));
             }
         }
         Ok((found_poll, found_invite))
     }
 
-    async fn invite(&self, token_hash: &str) -> StoreResult<Option<Invite>> {
-        let item: Option<InviteItem> = self.get(&Key::Invite(token_hash.to_owned())).await?;
-        Ok(item.map(|i| i.into_invite(token_hash.to_owned())))
+    async fn invite(&self, token_hash: &InviteHash) -> StoreResult<Option<Invite>> {
+        let item: Option<InviteItem> = self.get(&Key::Invite(token_hash.to_string())).await?;
+        Ok(item.map(|i| i.into_invite(token_hash.clone())))
     }
 
     async fn poll_and_ballot(

@@ -141,6 +141,7 @@ pub fn owner_index(owner: UserId, created_ms: i64, poll: PollId) -> (String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::InviteHash;
 
     #[test]
     fn every_key_shape_round_trips() {
@@ -153,7 +154,7 @@ mod tests {
             Key::Poll(poll),
             Key::Counter(poll, 7),
             Key::ballot(poll, &Voter::User(UserId::new())),
-            Key::ballot(poll, &Voter::Invite("aGFzaA".into())),
+            Key::ballot(poll, &Voter::Invite(InviteHash::from_stored("aGFzaA"))),
             Key::Job(JobId::new()),
             Key::JobChunk(JobId::new(), 42),
             Key::JobRequest("ZmluZ2VycHJpbnQ".into()),

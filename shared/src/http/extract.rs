@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::gate::Gated;
 use super::{BODY_LIMIT, BodyLimit};
-use crate::domain::UserId;
+use crate::domain::{InviteToken, UserId};
 use crate::error::AppError;
 
 /// A JSON body. Wrong media type → 415, over the limit → 413, not the expected JSON → 400.
@@ -110,7 +110,7 @@ fn authorization(parts: &Parts) -> Result<(&str, &str), AppError> {
 #[derive(Debug, Clone)]
 pub enum VoterCredential {
     User(UserId),
-    Invite(String),
+    Invite(InviteToken),
 }
 
 impl<S: Gated> FromRequestParts<S> for VoterCredential {
@@ -120,7 +120,7 @@ impl<S: Gated> FromRequestParts<S> for VoterCredential {
         let (scheme, token) = authorization(parts)?;
         if scheme.eq_ignore_ascii_case("invite") {
             return if is_token_shaped(token) {
-                Ok(Self::Invite(token.to_owned()))
+                Ok(Self::Invite(InviteToken::new(token)))
             } else {
                 Err(AppError::Unauthorized)
             };

@@ -2,14 +2,12 @@
 //! their progress, and download their file for 24 hours. The work itself happens in the render
 //! function; a request here does a fixed number of storage calls whatever the job's size.
 
-use std::collections::BTreeMap;
-
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,15 +18,12 @@ use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::JobView;
 use super::{BodyLimit, RequestId};
-use crate::domain::job::{CHUNK_SIZE, OVERDUE, request_fingerprint};
-use crate::domain::{
-    FieldErrors, Guest, Job, JobId, JobKind, JobStatus, OptionId, Poll, QrFormat, Tally, UserId,
-};
+use crate::domain::job::OVERDUE;
+use crate::domain::{FieldErrors, Guest, Job, JobStatus, Poll, QrFormat, Tally, UserId};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{
-    BallotStore, BlobStore, JobCreated, JobStore, PollStore, RenderMessage, RenderQueue,
-};
+use crate::jobs::{JobPlan, JobRequest};
+use crate::ports::{BallotStore, BlobStore, JobCreated, JobStore, PollStore, RenderQueue};
 
 /// How long a download link (a presigned S3 URL) is valid: minutes, because
 /// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
@@ -136,46 +131,18 @@ fn owned(poll: Option<Poll>, user: UserId) -> ApiResult<Poll> {
     Ok(poll)
 }
 
-fn new_job(
-    kind: JobKind,
-    poll: &Poll,
-    total: u32,
-    chunks: u32,
-    format: Option<QrFormat>,
-    state: &JobsState,
-) -> ApiResult<Job> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(AppError::internal)?;
-    Ok(Job {
-        id: JobId::new(),
-        kind,
-        poll_id: poll.id,
-        owner_id: poll.owner_id,
-        format,
-        total,
-        done: 0,
-        failed: 0,
-        chunks_total: chunks,
-        chunks_done: 0,
-        created_at: state.gate.now(),
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: crate::auth::password::base64_url(&secret),
-    })
-}
-
 /// Stores the job (or finds the one the same request made within 24 hours) and enqueues its
 /// work. Storage calls: one transaction, plus one read when the job existed; queue calls: one
 /// per ten messages, or per 256 KiB of them when they are large. A job that failed does not
 /// answer for the same request: a retry makes a new one (one more transaction), so a failure
 /// never blocks the request for a day.
-async fn start(
-    state: &JobsState,
-    job: Job,
-    fingerprint: &str,
-    messages: Vec<RenderMessage>,
-) -> ApiResult<Response> {
+async fn start(state: &JobsState, plan: JobPlan) -> ApiResult<Response> {
+    let JobPlan {
+        job,
+        fingerprint,
+        messages,
+    } = plan;
+    let fingerprint = fingerprint.as_str();
     let queue = &state.queue;
     let now = state.gate.now();
     let mut created = state.jobs.create_job(&job, fingerprint, now, None).await?;
@@ -252,23 +219,14 @@ async fn invite_guests(
             })
             .collect(),
     )?;
-    let total = u32::try_from(guests.len()).map_err(AppError::internal)?;
-    let chunks = u32::try_from(guests.len().div_ceil(CHUNK_SIZE)).map_err(AppError::internal)?;
-    let fingerprint = request_fingerprint(user, poll.id, JobKind::Invites, &guests);
-    let job = new_job(JobKind::Invites, &poll, total, chunks, None, &state)?;
-    let request_id = request_id.map(|r| r.0.0);
-    let messages = guests
-        .chunks(CHUNK_SIZE)
-        .enumerate()
-        .map(|(i, chunk)| RenderMessage {
-            job_id: job.id,
-            chunk: u32::try_from(i).unwrap_or(u32::MAX),
-            start: u32::try_from(i * CHUNK_SIZE).unwrap_or(u32::MAX),
-            guests: chunk.to_vec(),
-            request_id: request_id.clone(),
-        })
-        .collect();
-    start(&state, job, &fingerprint, messages).await
+    let plan = JobPlan::new(
+        &poll,
+        JobRequest::Invites(&guests),
+        state.gate.now(),
+        request_id.map(|r| r.0.0),
+    )
+    .map_err(AppError::internal)?;
+    start(&state, plan).await
 }
 
 /// The poll's share QR code, as PNG or SVG.
@@ -291,7 +249,7 @@ async fn share_qr(
         Some("svg") => QrFormat::Svg,
         Some(_) => return Err(FieldErrors::single("format", "must be `png` or `svg`").into()),
     };
-    single_file_job(&state, &poll, JobKind::Qr, Some(format), None, request_id).await
+    single_file_job(&state, &poll, JobRequest::Qr(format), request_id).await
 }
 
 /// A PNG bar chart of the poll's results.
@@ -311,54 +269,22 @@ async fn results_chart(
     // part of the request's fingerprint, so asking again after new votes draws a new chart,
     // while a double click on unchanged results finds the chart already under way.
     let (poll, tally) = match state.ballots.poll_with_tally(parse_id(&id)?).await? {
-        Some((poll, tally)) => (Some(poll), Some(tally)),
-        None => (None, None),
+        Some((poll, tally)) => (Some(poll), tally),
+        None => (None, Tally::default()),
     };
     let poll = owned(poll, user)?;
-    single_file_job(
-        &state,
-        &poll,
-        JobKind::Chart,
-        None,
-        tally.as_ref(),
-        request_id,
-    )
-    .await
+    single_file_job(&state, &poll, JobRequest::Chart(&tally), request_id).await
 }
 
 async fn single_file_job(
     state: &JobsState,
     poll: &Poll,
-    kind: JobKind,
-    format: Option<QrFormat>,
-    tally: Option<&Tally>,
+    request: JobRequest<'_>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<Response> {
-    /// What the file depends on. A chart also depends on the poll's text (its version) and
-    /// the counts at the time of the request.
-    #[derive(Serialize)]
-    struct Inputs<'a> {
-        format: Option<QrFormat>,
-        version: Option<u64>,
-        ballots: Option<u64>,
-        votes: Option<&'a BTreeMap<OptionId, u64>>,
-    }
-    let inputs = Inputs {
-        format,
-        version: tally.map(|_| poll.version),
-        ballots: tally.map(|t| t.ballots),
-        votes: tally.map(|t| &t.per_option),
-    };
-    let fingerprint = request_fingerprint(poll.owner_id, poll.id, kind, &inputs);
-    let job = new_job(kind, poll, 1, 1, format, state)?;
-    let message = RenderMessage {
-        job_id: job.id,
-        chunk: 0,
-        start: 0,
-        guests: Vec::new(),
-        request_id: request_id.map(|r| r.0.0),
-    };
-    start(state, job, &fingerprint, vec![message]).await
+    let plan = JobPlan::new(poll, request, state.gate.now(), request_id.map(|r| r.0.0))
+        .map_err(AppError::internal)?;
+    start(state, plan).await
 }
 
 /// A job, to its owner only: anyone else gets 404, as for a job that does not exist.

@@ -12,7 +12,6 @@ use super::extract::{Caller, VoterCredential};
 use super::gate::{Gate, Gated};
 pub use crate::config::{RateLimits, Rule};
 use crate::domain::UserId;
-use crate::domain::job::invite_token_hash;
 use crate::error::AppError;
 
 /// Where a limited request's current window is kept for the response headers.
@@ -176,7 +175,7 @@ impl<S: Gated> FromRequestParts<S> for CountedVoter {
         let credential = VoterCredential::from_request_parts(parts, state).await?;
         let scope = match &credential {
             VoterCredential::User(user) => format!("vote#u:{user}"),
-            VoterCredential::Invite(token) => format!("vote#i:{}", invite_token_hash(token)),
+            VoterCredential::Invite(token) => format!("vote#i:{}", token.hash()),
         };
         enforce(gate, facts_of(parts).as_ref(), &scope, gate.limits.votes).await?;
         Ok(Self(credential))

@@ -14,8 +14,7 @@ use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView};
-use crate::domain::job::invite_token_hash;
-use crate::domain::{Ballot, Poll, PollId, Visibility, Voter};
+use crate::domain::{Ballot, InviteToken, Poll, PollId, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{BallotStore, CastOutcome, JobStore, PollStore};
@@ -81,7 +80,7 @@ async fn poll_and_voter(
             Ok((poll, Voter::User(user)))
         }
         VoterCredential::Invite(token) => {
-            let hash = invite_token_hash(&token);
+            let hash = token.hash();
             let (poll, invite) = state.invites.poll_and_invite(poll_id, &hash).await?;
             let poll = poll.ok_or(AppError::NotFound)?;
             match invite {
@@ -200,7 +199,7 @@ async fn invite(
     if !is_token_shaped(&token) {
         return Err(AppError::NotFound);
     }
-    let hash = invite_token_hash(&token);
+    let hash = InviteToken::new(token).hash();
     let invite = state
         .invites
         .invite(&hash)

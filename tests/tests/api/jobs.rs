@@ -1,72 +1,30 @@
-//! Invites and rendering: jobs through the API, the render worker fed by the in-process queue
-//! (real SQS event payloads), files in the S3 engine, downloads through presigned URLs, and
-//! guests voting with the invites printed on their cards.
+//! Invites and rendering through the API: jobs started by their routes, the render worker fed
+//! by the in-process queue (real SQS event payloads), files in the S3 engine, downloads through
+//! presigned URLs, and guests voting with the invites printed on their cards. The worker's
+//! failures and redeliveries are in `render.rs`, which shares this file's helpers.
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
-use tally::clock::ManualClock;
-use tally::config::Config;
-use tally::ports::{BlobStore, StoreError, StoreResult};
-use tally_tests::{Reply, StackOptions, Storage, TestApp, decode_qr, http_get};
+use tally_tests::{Reply, TestApp, decode_qr, http_get};
 
 /// How long a test waits for a job before calling it stuck (a liveness bound, not a timing).
-const PATIENCE: Duration = Duration::from_secs(600);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(600);
 
 fn guests(n: usize) -> Value {
     json!({ "guests": (0..n).map(|i| json!({ "name": format!("Guest {i}") })).collect::<Vec<_>>() })
 }
 
-async fn invite_poll(app: &TestApp, owner: &str) -> String {
+pub(crate) async fn invite_poll(app: &TestApp, owner: &str) -> String {
     let poll = app
         .create_poll(owner, json!({ "question": "Which day suits you?", "options": ["Friday", "Saturday"], "visibility": "invite" }))
         .await;
     poll.body["id"].as_str().unwrap_or_default().to_owned()
 }
 
-/// An invites job of `total` guests in `chunks` chunks, stored directly under `fingerprint`
-/// with no message queued: the test decides what, if anything, its worker receives.
-async fn stored_job(
-    app: &TestApp,
-    poll_id: &str,
-    total: u32,
-    chunks: u32,
-    fingerprint: &str,
-) -> tally::domain::Job {
-    let poll = tally::ports::PollStore::poll(app.store(), poll_id.parse().unwrap_or_default())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("poll {poll_id}"));
-    let job = tally::domain::Job {
-        id: tally::domain::JobId::new(),
-        kind: tally::domain::JobKind::Invites,
-        poll_id: poll.id,
-        owner_id: poll.owner_id,
-        format: None,
-        total,
-        done: 0,
-        failed: 0,
-        chunks_total: chunks,
-        chunks_done: 0,
-        created_at: app.now(),
-        completed_at: None,
-        object_key: None,
-        error: None,
-        secret: "test-secret".into(),
-    };
-    tally::ports::JobStore::create_job(app.store(), &job, fingerprint, app.now(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    job
-}
-
-async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply {
+pub(crate) async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply {
     let reply = app
         .post(&format!("/v1/polls/{poll}/invites"))
         .bearer(owner)
@@ -82,8 +40,16 @@ async fn start_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Repl
     reply
 }
 
+/// The id of an invites job started through the API for `n` guests.
+pub(crate) async fn started_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> String {
+    start_invites(app, owner, poll, n).await.body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The cards of a ZIP: entry name → the URL its QR code encodes.
-fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
         .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
     (0..archive.len())
@@ -102,7 +68,7 @@ fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn token_of(url: &str, base: &str) -> String {
+pub(crate) fn token_of(url: &str, base: &str) -> String {
     url.strip_prefix(&format!("{base}/i/"))
         .unwrap_or_else(|| panic!("{url} is not an invite URL"))
         .to_owned()
@@ -305,10 +271,7 @@ async fn downloads_are_signed_afresh_and_end_after_24_hours() {
     let app = TestApp::start().await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 3).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 3).await;
     let done = app.wait_for_job(&owner, &id, PATIENCE).await;
     let path = format!("/v1/jobs/{id}/download");
     assert!(
@@ -367,10 +330,7 @@ async fn jobs_are_their_owners_only() {
     let other = app.sign_up("other@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
     let public = app.lunch_poll(&owner).await;
-    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 2).await;
     app.wait_for_job(&owner, &id, PATIENCE).await;
     app.get(&format!("/v1/jobs/{id}"))
         .bearer(&other)
@@ -482,10 +442,7 @@ async fn an_invite_votes_once_and_only_in_its_own_poll() {
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
     let other_poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 2).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = started_invites(&app, &owner, &poll, 2).await;
     app.wait_for_job(&owner, &id, PATIENCE).await;
     let cards = cards_of(&app.download(&owner, &id).await);
     let token = token_of(&cards[0].1, &app.config.public_base_url);
@@ -540,406 +497,4 @@ async fn an_invite_votes_once_and_only_in_its_own_poll() {
         .send()
         .await
         .expect_problem(404, "not-found");
-}
-
-/// A file store that fails on purpose: every write, or one write once (a crash mid-chunk).
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn BlobStore>,
-    puts: AtomicUsize,
-    starts: AtomicUsize,
-    fail_put: Option<usize>,
-    always: bool,
-}
-
-impl Faulty {
-    fn wrap(
-        always: bool,
-        fail_put: Option<usize>,
-    ) -> (
-        tally_tests::BlobWrapper,
-        Arc<std::sync::Mutex<Option<Arc<Faulty>>>>,
-    ) {
-        let handle = Arc::new(std::sync::Mutex::new(None));
-        let slot = handle.clone();
-        let wrap: tally_tests::BlobWrapper = Arc::new(move |inner| {
-            let faulty = Arc::new(Faulty {
-                inner,
-                puts: AtomicUsize::new(0),
-                starts: AtomicUsize::new(0),
-                fail_put,
-                always,
-            });
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(faulty.clone());
-            }
-            faulty as Arc<dyn BlobStore>
-        });
-        (wrap, handle)
-    }
-}
-
-#[async_trait]
-impl BlobStore for Faulty {
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
-        let n = self.puts.fetch_add(1, Ordering::SeqCst);
-        if self.always || self.fail_put == Some(n) {
-            return Err(StoreError::Unavailable(format!(
-                "injected failure on put #{n}"
-            )));
-        }
-        self.inner.put(key, bytes, content_type).await
-    }
-    async fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        self.inner.list(prefix).await
-    }
-    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<String> {
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        self.inner.start_upload(key, content_type).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> StoreResult<String> {
-        self.inner.upload_part(key, upload, number, bytes).await
-    }
-    async fn finish_upload(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<(i32, String)>,
-    ) -> StoreResult<()> {
-        self.inner.finish_upload(key, upload, parts).await
-    }
-    async fn abort_upload(&self, key: &str, upload: &str) -> StoreResult<()> {
-        self.inner.abort_upload(key, upload).await
-    }
-    async fn presign_get(&self, key: &str, valid_for: Duration) -> StoreResult<String> {
-        self.inner.presign_get(key, valid_for).await
-    }
-}
-
-async fn faulty_app(
-    always: bool,
-    fail_put: Option<usize>,
-) -> (TestApp, Arc<std::sync::Mutex<Option<Arc<Faulty>>>>) {
-    let clock = ManualClock::new();
-    let mut options = StackOptions::local(Arc::new(clock.clone()));
-    options.queue.visibility_timeout = Duration::from_millis(50);
-    let (wrap, handle) = Faulty::wrap(always, fail_put);
-    options.wrap_worker_blobs = Some(wrap);
-    let config = Config::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
-    (
-        TestApp::start_full(config, Storage::Memory, options, clock).await,
-        handle,
-    )
-}
-
-/// A job whose work vanished (its worker died on the last delivery, so nobody marked it
-/// failed) does not show `running` forever: past its deadline it reads as failed, and says so.
-/// The same request then starts a new job, and the old one, failed for good, can no longer
-/// finish next to it (two ZIPs would give every guest two invites).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_nobody_finishes_fails_at_its_deadline() {
-    let app = TestApp::start().await;
-    let owner = app.sign_up("owner@example.com").await;
-    let poll_id = invite_poll(&app, &owner.access_token).await;
-    // Under the fingerprint the API gives a request for these two guests.
-    let guests: Vec<tally::domain::Guest> = (0..2)
-        .map(|i| tally::domain::Guest {
-            name: format!("Guest {i}"),
-            email: None,
-        })
-        .collect();
-    let fingerprint = tally::domain::job::request_fingerprint(
-        owner.user_id.parse().unwrap_or_default(),
-        poll_id.parse().unwrap_or_default(),
-        tally::domain::JobKind::Invites,
-        &guests,
-    );
-    // Stored without any message: no worker will ever touch it.
-    let job = stored_job(&app, &poll_id, 2, 1, &fingerprint).await;
-    assert_eq!(
-        start_invites(&app, &owner.access_token, &poll_id, 2)
-            .await
-            .body["id"],
-        job.id.to_string(),
-        "the same request finds the job under way"
-    );
-    let path = format!("/v1/jobs/{}", job.id);
-    let read = || app.get(&path).bearer(&owner.access_token).send();
-    assert_eq!(read().await.expect(200).body["status"], "queued");
-    app.clock
-        .advance(tally::domain::job::JOB_DEADLINE - time::Duration::minutes(1));
-    assert_eq!(read().await.expect(200).body["status"], "queued");
-    app.clock.advance(time::Duration::minutes(1));
-    let overdue = read().await.expect(200);
-    assert_eq!(overdue.body["status"], "failed");
-    assert_eq!(overdue.body["error"], tally::domain::job::OVERDUE);
-    app.get(&format!("{path}/download"))
-        .bearer(&owner.access_token)
-        .send()
-        .await
-        .expect_problem(409, "job-failed");
-
-    let retry = start_invites(&app, &owner.access_token, &poll_id, 2).await;
-    assert_ne!(retry.body["id"], job.id.to_string());
-    let stored = tally::ports::JobStore::job(app.store(), job.id)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("the old job"));
-    assert_eq!(stored.error.as_deref(), Some(tally::domain::job::OVERDUE));
-    // A worker of the old job that finishes late cannot complete it any more.
-    tally::ports::JobStore::complete_job(app.store(), job.id, "jobs/late.zip", app.now())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(read().await.expect(200).body["status"], "failed");
-}
-
-/// Under Lambda's deadline the render handler starts messages only in the first half of the
-/// invocation: later ones go back to the queue unstarted (a message that finishes a job builds
-/// its ZIP, which must not be cut off by the timeout), except one on its last delivery.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_messages_are_handed_back_unstarted() {
-    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-
-    let app = TestApp::start().await;
-    let owner = app.sign_up("owner@example.com").await;
-    let poll_id = invite_poll(&app, &owner.access_token).await;
-    let job = stored_job(&app, &poll_id, 3, 3, "deadline").await;
-    let record = |chunk: u32, receives: u32| {
-        let body = tally::ports::RenderMessage {
-            job_id: job.id,
-            chunk,
-            start: chunk,
-            guests: vec![tally::domain::Guest {
-                name: format!("Guest {chunk}"),
-                email: None,
-            }],
-            request_id: None,
-        };
-        let mut message = SqsMessage::default();
-        message.message_id = Some(format!("m{chunk}"));
-        message.body = serde_json::to_string(&body).ok();
-        message.attributes = std::collections::HashMap::from([(
-            "ApproximateReceiveCount".to_owned(),
-            receives.to_string(),
-        )]);
-        message
-    };
-    let mut event = SqsEvent::default();
-    // Chunk 2 is on its fifth (last) delivery.
-    event.records = vec![record(0, 1), record(1, 1), record(2, 5)];
-    let worker = &app.stack.worker;
-    let response = worker
-        .handle_within(event, Some(std::time::SystemTime::now()))
-        .await;
-    let handed_back: Vec<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(
-        handed_back,
-        ["m1"],
-        "the first and the last-chance message ran"
-    );
-    let counted = tally::ports::JobStore::job(app.store(), job.id)
-        .await
-        .ok()
-        .flatten()
-        .map(|j| j.chunks_done);
-    assert_eq!(counted, Some(2));
-
-    // With the whole invocation ahead, the handed-back message runs and finishes the job.
-    let mut again = SqsEvent::default();
-    again.records = vec![record(1, 2)];
-    let far = std::time::SystemTime::now() + Duration::from_secs(120);
-    assert!(
-        worker
-            .handle_within(again, Some(far))
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
-    let id = job.id.to_string();
-    assert_eq!(
-        app.wait_for_job(&owner.access_token, &id, PATIENCE)
-            .await
-            .body["status"],
-        "done"
-    );
-}
-
-/// A message that fails on every delivery goes to the dead-letter queue after the fifth, and
-/// the owner reads why the job failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
-    let (app, faulty) = faulty_app(true, None).await;
-    let owner = app.sign_up("owner@example.com").await.access_token;
-    let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 5).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let failed = app.wait_for_job(&owner, &id, PATIENCE).await;
-    assert_eq!(failed.body["status"], "failed", "{:#}", failed.body);
-    let reason = failed.body["error"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("Storage") && !reason.contains("injected"),
-        "a reason for people: {reason}"
-    );
-    for _ in 0..200 {
-        if app.stack.queue.in_flight() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let dead = app.stack.queue.dead_letters();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(dead[0].contains(&id));
-    let attempts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
-    assert_eq!(
-        attempts, 5,
-        "one failed card write per delivery, five deliveries"
-    );
-    // Its download says the job failed and why, instead of "not ready" forever.
-    let download = app
-        .get(&format!("/v1/jobs/{id}/download"))
-        .bearer(&owner)
-        .send()
-        .await
-        .expect_problem(409, "job-failed");
-    let detail = download.body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(reason), "{detail}");
-    // The same request again does not answer with the failed job: it starts a new one, and
-    // two retries at once agree on that one new job.
-    let (retry, twin) = tokio::join!(
-        start_invites(&app, &owner, &poll, 5),
-        start_invites(&app, &owner, &poll, 5)
-    );
-    assert_ne!(retry.body["id"], failed.body["id"], "{:#}", retry.body);
-    assert_ne!(retry.body["status"], "failed", "{:#}", retry.body);
-    assert_eq!(twin.body["id"], retry.body["id"]);
-    let retried = retry.body["id"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(
-        app.wait_for_job(&owner, &retried, PATIENCE).await.body["status"],
-        "failed",
-        "the store still fails every write"
-    );
-    for _ in 0..200 {
-        if app.stack.queue.in_flight() == 0 && app.stack.queue.dead_letters().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(app.stack.queue.dead_letters().len(), 2);
-    // A malformed message is retried and dead-lettered too, without touching any job.
-    app.stack
-        .queue
-        .send_raw("not json".into())
-        .unwrap_or_else(|e| panic!("{e}"));
-    for _ in 0..200 {
-        if app.stack.queue.dead_letters().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(app.stack.queue.dead_letters().len(), 3);
-}
-
-/// The worker dies (a write fails) in the middle of a chunk; the chunk is delivered again and
-/// the job completes with every card exactly once and every invite voting exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_mid_chunk_then_redelivery_loses_and_duplicates_nothing() {
-    let (app, faulty) = faulty_app(false, Some(137)).await;
-    let owner = app.sign_up("owner@example.com").await.access_token;
-    let poll = invite_poll(&app, &owner).await;
-    let id = start_invites(&app, &owner, &poll, 250).await.body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let done = app.wait_for_job(&owner, &id, PATIENCE).await;
-    assert_eq!(
-        (done.body["status"].as_str(), done.body["done"].as_u64()),
-        (Some("done"), Some(250))
-    );
-    let puts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.puts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
-    assert!(
-        puts > 250,
-        "the failed chunk was written again ({puts} writes)"
-    );
-    let cards = cards_of(&app.download(&owner, &id).await);
-    let urls: HashSet<_> = cards.iter().map(|(_, u)| u.clone()).collect();
-    assert_eq!((cards.len(), urls.len()), (250, 250));
-    for (_, url) in &cards {
-        let token = token_of(url, &app.config.public_base_url);
-        app.post(&format!("/v1/polls/{poll}/votes"))
-            .header("authorization", &format!("Invite {token}"))
-            .json(json!({ "choices": ["o1"] }))
-            .send()
-            .await
-            .expect(201);
-    }
-    assert_eq!(app.results(&owner, &poll).await.body["total"], 250);
-}
-
-/// The sample SQS event in `events/` delivered twice, and twice at once: the chunk counts
-/// once, and the ZIP is started exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
-    let (app, faulty) = faulty_app(false, None).await;
-    let owner = app.sign_up("owner@example.com").await;
-    let poll_id = invite_poll(&app, &owner.access_token).await;
-    // A job made through the store, so the test alone delivers its messages.
-    let job = stored_job(&app, &poll_id, 2, 1, "fingerprint").await;
-    let raw = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../events/render-invites-chunk.json"),
-    )
-    .unwrap_or_default()
-    .replace("5f0c8a4e-1b7d-4c39-9e2a-7d3b6a0c1f00", &job.id.to_string());
-    let event = || {
-        serde_json::from_str::<tally_tests::SqsEvent>(&raw).unwrap_or_else(|e| panic!("event: {e}"))
-    };
-    let worker = &app.stack.worker;
-    let (a, b) = tokio::join!(worker.handle(event()), worker.handle(event()));
-    assert!(a.batch_item_failures.is_empty() && b.batch_item_failures.is_empty());
-    let again = worker.handle(event()).await;
-    assert!(again.batch_item_failures.is_empty());
-
-    let read = app
-        .get(&format!("/v1/jobs/{}", job.id))
-        .bearer(&owner.access_token)
-        .send()
-        .await
-        .expect(200);
-    assert_eq!(
-        (read.body["status"].as_str(), read.body["done"].as_u64()),
-        (Some("done"), Some(2))
-    );
-    let starts = faulty
-        .lock()
-        .ok()
-        .and_then(|f| f.as_ref().map(|f| f.starts.load(Ordering::SeqCst)))
-        .unwrap_or(0);
-    assert_eq!(starts, 1, "the ZIP was started {starts} times");
-    let cards = cards_of(&app.download(&owner.access_token, &job.id.to_string()).await);
-    let names: Vec<_> = cards.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["00000-ann-example.png", "00001-bob-example.png"]);
 }

@@ -13,6 +13,7 @@ mod openapi;
 mod polls;
 mod problems;
 mod races;
+mod render;
 mod restart;
 mod tokens;
 mod votes;

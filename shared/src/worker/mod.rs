@@ -1,0 +1,212 @@
+//! The render function's work, independent of how messages arrive: on AWS the SQS event
+//! source hands batches to [`Worker::handle`]; locally the dev server's in-process queue hands
+//! it the very same `SqsEvent` payloads.
+//!
+//! This module is the batch plumbing (the deadline, partial failures, the dead-letter
+//! hand-off) and the job's last step; each kind's work is in its own module: [`invites`] (a
+//! chunk of cards), [`single`] (a QR code or a chart) and [`zip`] (the invites' ZIP stream).
+//!
+//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the job's
+//! secret and the guest's index, object keys are fixed by the job and index, a chunk is counted
+//! by a conditional write that succeeds once, and the final ZIP is built under a lease that one
+//! worker holds at a time.
+
+mod invites;
+mod single;
+mod zip;
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use time::Duration;
+
+use crate::clock::SharedClock;
+use crate::domain::{Job, JobId, JobKind};
+use crate::objects::ObjectKey;
+use crate::ports::{BlobStore, RenderMessage, Store, StoreError};
+
+/// How long one worker may hold the right to build a job's final file before another may take
+/// over (a worker that died mid-ZIP leaves its claim behind).
+const FINISH_LEASE: Duration = Duration::minutes(5);
+/// Objects fetched and uploaded at once.
+const PARALLEL_IO: usize = 16;
+
+/// Why a message could not be processed. Every failure is reported back to SQS, which
+/// redelivers the message; on its last allowed delivery the job is marked failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("the message is not a render message: {0}")]
+    Malformed(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("rendering: {0}")]
+    Render(String),
+}
+
+impl WorkError {
+    /// What the job's owner reads when the job fails: no internal detail.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "A work item of this job could not be read.",
+            Self::Store(_) => "Storage kept failing while the files were generated.",
+            Self::Render(_) => "A card could not be rendered.",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: SharedClock,
+    /// The origin guests open: invite cards encode `<base>/i/<token>`.
+    pub public_base_url: String,
+    /// Deliveries after which a failing message is given up (the queue's `maxReceiveCount`).
+    pub max_receives: u32,
+    /// Whether to print CloudWatch Embedded Metric Format lines (render time, job progress).
+    pub metrics: bool,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Processes a batch and reports each failed message, never failing the whole batch
+    /// (`ReportBatchItemFailures`).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_within(event, None).await
+    }
+
+    /// [`Worker::handle`] under Lambda's deadline for this invocation. Once half of the time
+    /// left at the start has gone, the messages not begun yet are handed back unprocessed (as
+    /// failures, so SQS delivers them again) rather than started: the message that finishes a
+    /// job builds its ZIP, which may take most of an invocation, and one that starts too late
+    /// is cut off by the timeout with nothing to show. A message on its last delivery is
+    /// always processed, since handing it back would only move it to the dead-letter queue.
+    pub async fn handle_within(
+        &self,
+        event: SqsEvent,
+        deadline: Option<std::time::SystemTime>,
+    ) -> SqsBatchResponse {
+        let started = std::time::SystemTime::now();
+        let stop_starting = deadline.map(|d| {
+            let left = d.duration_since(started).unwrap_or_default();
+            started + left / 2
+        });
+        let mut response = SqsBatchResponse::default();
+        for (n, record) in event.records.into_iter().enumerate() {
+            let id = record.message_id.clone().unwrap_or_default();
+            let receives: u32 = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let late = stop_starting.is_some_and(|t| std::time::SystemTime::now() >= t);
+            if n > 0 && late && receives < self.max_receives {
+                tracing::info!(message_id = %id, "handed back unstarted: the invocation is half over");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+                continue;
+            }
+            if let Err(e) = self.process(&record).await {
+                tracing::error!(message_id = %id, receives, error = %e, "render message failed");
+                // The queue moves the message to the dead-letter queue after this delivery;
+                // the owner must learn why their job will not finish.
+                if receives >= self.max_receives
+                    && let Some(job) = job_of(&record)
+                    && let Err(fail) = self.store.fail_job(job, e.reason()).await
+                {
+                    tracing::error!(job_id = %job, error = %fail, "could not mark the job failed");
+                }
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    async fn process(&self, record: &SqsMessage) -> Result<(), WorkError> {
+        let body = record.body.as_deref().unwrap_or_default();
+        let message: RenderMessage =
+            serde_json::from_str(body).map_err(|e| WorkError::Malformed(e.to_string()))?;
+        let span = tracing::info_span!("render", job_id = %message.job_id, chunk = message.chunk, request_id = message.request_id.as_deref().unwrap_or("-"));
+        let _guard = span.enter();
+        let Some(job) = self.store.job(message.job_id).await? else {
+            tracing::warn!("job no longer exists; dropping its message");
+            return Ok(());
+        };
+        if job.completed_at.is_some() || job.error.is_some() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        match job.kind {
+            JobKind::Invites => self.invite_chunk(&job, &message).await?,
+            JobKind::Qr => self.qr(&job).await?,
+            JobKind::Chart => self.chart(&job).await?,
+        }
+        let progress = self.finish_if_complete(job.id).await?;
+        if self.metrics {
+            let cards = u32::try_from(message.guests.len())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            crate::metrics::render(
+                &job.kind.to_string(),
+                message.request_id.as_deref().unwrap_or("-"),
+                &job.id.to_string(),
+                elapsed,
+                cards,
+                progress.map_or(0, |j| j.done),
+                job.total,
+            );
+        }
+        Ok(())
+    }
+
+    /// Once every chunk is counted, one worker (the one holding the lease) produces the final
+    /// file and completes the job; the others return at once. Returns the job as read after
+    /// this message's work, for the progress metric.
+    async fn finish_if_complete(&self, id: JobId) -> Result<Option<Job>, WorkError> {
+        let Some(job) = self.store.job(id).await? else {
+            return Ok(None);
+        };
+        if job.chunks_done < job.chunks_total || job.completed_at.is_some() || job.error.is_some() {
+            return Ok(Some(job));
+        }
+        let now = self.clock.now();
+        if !self.store.claim_finish(id, now, now + FINISH_LEASE).await? {
+            return Ok(Some(job));
+        }
+        let key = ObjectKey::file_of(&job);
+        match job.kind {
+            JobKind::Invites => {
+                if let Err(e) = self.build_zip(&job, &key).await {
+                    // Give the claim back so that this message's redelivery can try again
+                    // at once rather than wait out the lease.
+                    self.store.release_finish(id).await?;
+                    return Err(e);
+                }
+            }
+            // The one file was stored with the job's one chunk.
+            JobKind::Qr | JobKind::Chart => {}
+        }
+        self.store
+            .complete_job(id, &key.to_string(), self.clock.now())
+            .await?;
+        tracing::info!(object_key = %key, "job complete");
+        Ok(Some(job))
+    }
+}
+
+/// The job a message names, read without trusting the rest of it.
+fn job_of(record: &SqsMessage) -> Option<JobId> {
+    let body: serde_json::Value = serde_json::from_str(record.body.as_deref()?).ok()?;
+    body.get("job_id")?.as_str()?.parse().ok()
+}
