@@ -41,7 +41,7 @@ pub struct Credentials {
 }
 
 #[async_trait]
-pub trait UserStore: Send + Sync {
+pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// Creates the user and claims its email in one transaction; `EmailTaken` if claimed.
     async fn create_user(&self, user: &User, password_hash: &str) -> StoreResult<()>;
     async fn credentials(&self, email: &Email) -> StoreResult<Option<Credentials>>;
@@ -59,7 +59,7 @@ pub struct RefreshRecord {
 }
 
 #[async_trait]
-pub trait SessionStore: Send + Sync {
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn put_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old` used and stores `new`, atomically, provided `old` was unused and its family
@@ -86,7 +86,7 @@ pub struct PollCursor {
 }
 
 #[async_trait]
-pub trait PollStore: Send + Sync {
+pub trait PollStore: Send + Sync + std::fmt::Debug {
     /// Stores a new poll with its counters (one transaction).
     async fn create_poll(&self, poll: &Poll) -> StoreResult<()>;
     async fn poll(&self, id: PollId) -> StoreResult<Option<Poll>>;
@@ -124,7 +124,7 @@ pub enum CastOutcome {
 }
 
 #[async_trait]
-pub trait BallotStore: Send + Sync {
+pub trait BallotStore: Send + Sync + std::fmt::Debug {
     /// Records the ballot and counts it, in one transaction that holds only if this voter has
     /// no ballot yet and the poll is still open with the option list the ballot was checked
     /// against (`poll.options_rev`) at `now`. Never read-then-write.
@@ -146,7 +146,7 @@ pub enum JobCreated {
 }
 
 #[async_trait]
-pub trait JobStore: Send + Sync {
+pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Stores the job unless a job with the same request fingerprint was created within the
     /// last 24 hours (one transaction); then returns that job's id. `replacing` names a job
     /// that the fingerprint may still point at and that must not block this one (it failed),
@@ -209,18 +209,11 @@ pub trait JobStore: Send + Sync {
 
 /// Fixed-window request counters, shared by every instance of every function.
 #[async_trait]
-pub trait RateCounter: Send + Sync {
+pub trait RateCounter: Send + Sync + std::fmt::Debug {
     /// Counts one request against `scope` in the window starting at `window_start` (epoch
     /// seconds) and returns the window's count so far, this request included. One call.
     async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64>;
 }
-
-/// Every port, for state that needs them all.
-pub trait Store:
-    UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter
-{
-}
-impl<T: UserStore + SessionStore + PollStore + BallotStore + JobStore + RateCounter> Store for T {}
 
 /// A multipart upload under way: the object's key and the id the store gave the upload, which
 /// every later step of the upload names together.

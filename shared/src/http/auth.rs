@@ -23,7 +23,7 @@ use crate::error::{ApiResult, AppError};
 use crate::ports::{RefreshRecord, SessionStore, UserStore};
 
 /// What the auth function holds: accounts, sessions, and the only signing key.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AuthState {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
@@ -33,12 +33,6 @@ pub struct AuthState {
     pub gate: Gate,
 }
 gated!(AuthState);
-
-impl std::fmt::Debug for AuthState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthState").finish_non_exhaustive()
-    }
-}
 
 impl AuthState {
     /// The state over one store that keeps both accounts and sessions.

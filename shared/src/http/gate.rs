@@ -13,20 +13,12 @@ use crate::config::RateLimits;
 use crate::ports::RateCounter;
 
 /// The caller check and rate limits of one function. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Gate {
     pub verifier: Arc<TokenVerifier>,
     pub counter: Arc<dyn RateCounter>,
     pub limits: RateLimits,
     pub clock: SharedClock,
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Gate {

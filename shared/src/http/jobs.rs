@@ -34,7 +34,7 @@ pub const INVITES_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// What the jobs function holds: polls and tallies (read only), jobs, the file store it signs
 /// downloads from, and the render queue it starts work on.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct JobsState {
     pub polls: Arc<dyn PollStore>,
     pub ballots: Arc<dyn BallotStore>,
@@ -44,12 +44,6 @@ pub struct JobsState {
     pub gate: Gate,
 }
 gated!(JobsState);
-
-impl std::fmt::Debug for JobsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobsState").finish_non_exhaustive()
-    }
-}
 
 impl JobsState {
     /// The state over one store that keeps polls, tallies and jobs.

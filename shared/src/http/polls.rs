@@ -31,18 +31,12 @@ pub const PAGE_DEFAULT: u16 = 20;
 pub const PAGE_MAX: u16 = 100;
 
 /// What the polls function holds: the polls, and nothing of ballots, users or files.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PollsState {
     pub polls: Arc<dyn PollStore>,
     pub gate: Gate,
 }
 gated!(PollsState);
-
-impl std::fmt::Debug for PollsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PollsState").finish_non_exhaustive()
-    }
-}
 
 pub fn routes(state: PollsState) -> OpenApiRouter {
     OpenApiRouter::new()

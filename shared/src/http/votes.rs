@@ -20,7 +20,7 @@ use crate::error::{ApiResult, AppError};
 use crate::ports::{BallotStore, CastOutcome, JobStore, PollStore};
 
 /// What the votes function holds: polls (read only), ballots, and guests' invites.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct VotesState {
     pub polls: Arc<dyn PollStore>,
     pub ballots: Arc<dyn BallotStore>,
@@ -28,12 +28,6 @@ pub struct VotesState {
     pub gate: Gate,
 }
 gated!(VotesState);
-
-impl std::fmt::Debug for VotesState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VotesState").finish_non_exhaustive()
-    }
-}
 
 impl VotesState {
     /// The state over one store that keeps polls, ballots and invites.

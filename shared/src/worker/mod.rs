@@ -23,7 +23,7 @@ use time::Duration;
 use crate::clock::SharedClock;
 use crate::domain::{Job, JobId, JobKind};
 use crate::objects::ObjectKey;
-use crate::ports::{BlobStore, RenderMessage, Store, StoreError};
+use crate::ports::{BallotStore, BlobStore, JobStore, PollStore, RenderMessage, StoreError};
 
 /// How long one worker may hold the right to build a job's final file before another may take
 /// over (a worker that died mid-ZIP leaves its claim behind).
@@ -54,9 +54,14 @@ impl WorkError {
     }
 }
 
-#[derive(Clone)]
+/// What the render function reaches in the table: jobs and their invites, and polls with their
+/// counts (for charts). Never users, sessions or rate windows.
+pub trait RenderStore: JobStore + PollStore + BallotStore {}
+impl<T: JobStore + PollStore + BallotStore> RenderStore for T {}
+
+#[derive(Debug, Clone)]
 pub struct Worker {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn RenderStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub clock: SharedClock,
     /// The origin guests open: invite cards encode `<base>/i/<token>`.
@@ -65,14 +70,6 @@ pub struct Worker {
     pub max_receives: u32,
     /// Whether to print CloudWatch Embedded Metric Format lines (render time, job progress).
     pub metrics: bool,
-}
-
-impl std::fmt::Debug for Worker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
-            .field("public_base_url", &self.public_base_url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Worker {
