@@ -112,42 +112,36 @@ fn random_shard() -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::{CONFLICT_RETRIES, Reason};
-    use super::super::scripted::{ballot_for, cancelled, conflict, reason, sample_poll, scripted};
+    use super::super::ops::{NEW_ITEM, Reason};
+    use super::super::scripted::{
+        always_busy, assert_gave_up, ballot_for, busy_twice, cancelled_with, sample_poll, scripted,
+    };
     use super::*;
     use crate::domain::OptionId;
 
+    /// A new voter's ballot on a sample poll, cast on `store`.
+    async fn cast_a_ballot(store: &DynamoStore) -> StoreResult<CastOutcome> {
+        let poll = sample_poll();
+        store
+            .cast(&poll, &ballot_for(&poll), OffsetDateTime::now_utc())
+            .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_conflicting_ballot_is_retried_and_recorded_once() {
-        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
-        let poll = sample_poll();
-        let outcome = store
-            .cast(&poll, &ballot_for(&poll), OffsetDateTime::now_utc())
-            .await;
+        let (store, seen) = busy_twice();
+        let outcome = cast_a_ballot(&store).await;
         assert!(matches!(outcome, Ok(CastOutcome::Recorded)), "{outcome:?}");
         let requests = seen.lock().map(|s| s.clone()).unwrap_or_default();
         assert_eq!(requests.len(), 3);
-        assert!(
-            requests
-                .iter()
-                .all(|r| r.contains(super::super::ops::NEW_ITEM))
-        );
+        assert!(requests.iter().all(|r| r.contains(NEW_ITEM)));
         assert_eq!(store.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn endless_conflicts_give_up_as_unavailable() {
-        let (store, seen) = scripted((0..10).map(|_| conflict()).collect());
-        let poll = sample_poll();
-        let outcome = store
-            .cast(&poll, &ballot_for(&poll), OffsetDateTime::now_utc())
-            .await;
-        assert!(
-            matches!(outcome, Err(StoreError::Unavailable(_))),
-            "{outcome:?}"
-        );
-        let sent = seen.lock().map(|s| s.len()).unwrap_or_default();
-        assert_eq!(sent, 1 + CONFLICT_RETRIES as usize);
+        let (store, seen) = always_busy();
+        assert_gave_up(cast_a_ballot(&store).await, &seen);
     }
 
     #[tokio::test(start_paused = true)]
@@ -162,9 +156,9 @@ mod tests {
             poll = poll.id,
             voter = first.voter,
         );
-        let (store, _) = scripted(vec![cancelled(&[
-            reason(&Reason::ConditionalCheckFailed, Some(&item)),
-            reason(&Reason::None, None),
+        let (store, _) = scripted(vec![cancelled_with(&[
+            (Reason::ConditionalCheckFailed, Some(&item)),
+            (Reason::None, None),
         ])]);
         match store.cast(&poll, &first, OffsetDateTime::now_utc()).await {
             Ok(CastOutcome::AlreadyVoted(existing)) => {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use super::DynamoStore;
@@ -13,16 +13,9 @@ use super::items::{
     BallotItem, InviteItem, JobChunkItem, JobItem, JobRequestItem, PollItem, unix_ms,
 };
 use super::keys::Key;
-use super::ops::{
-    NEW_ITEM, conflict_backoff, from_item, internal, num, sdk_error, to_item, updating,
-};
+use super::ops::{NEW_ITEM, from_item, internal, num, to_item, updating};
 use crate::domain::{Ballot, Invite, Job, JobId, Poll, PollId, Voter, job::FILE_LIFETIME};
 use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
-
-/// `BatchWriteItem` takes at most 25 requests.
-const BATCH_WRITE: usize = 25;
-/// Rounds of retrying items DynamoDB left unprocessed (throttling) before giving up.
-const UNPROCESSED_RETRIES: u32 = 8;
 
 /// The condition of every write to a job's outcome: the job exists and has not completed.
 const UNFINISHED: &str = "attribute_exists(PK) AND attribute_not_exists(completed_at)";
@@ -76,44 +69,11 @@ impl JobStore for DynamoStore {
     }
 
     async fn put_invites(&self, invites: &[Invite]) -> StoreResult<()> {
-        for batch in invites.chunks(BATCH_WRITE) {
-            let mut requests = batch
-                .iter()
-                .map(|invite| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(to_item(&InviteItem::new(invite))?))
-                        .build()
-                        .map_err(internal)?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            let mut round = 0;
-            while !requests.is_empty() {
-                if round > UNPROCESSED_RETRIES {
-                    return Err(StoreError::Unavailable(
-                        "invite writes stayed unprocessed".into(),
-                    ));
-                }
-                if round > 0 {
-                    tokio::time::sleep(conflict_backoff(round)).await;
-                }
-                self.count();
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&*self.table, requests)
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                requests = out
-                    .unprocessed_items
-                    .unwrap_or_default()
-                    .remove(&*self.table)
-                    .unwrap_or_default();
-                round += 1;
-            }
-        }
-        Ok(())
+        let items = invites
+            .iter()
+            .map(|invite| to_item(&InviteItem::new(invite)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_put(items).await
     }
 
     async fn record_chunk(
@@ -261,15 +221,15 @@ impl JobStore for DynamoStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scripted::{conflict, scripted};
+    use super::super::scripted::{busy_twice, sent};
     use super::*;
 
     /// Render instances counting chunks of the same job meet on the job item.
     #[tokio::test(start_paused = true)]
     async fn counting_a_chunk_gets_through_conflicts() {
-        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
+        let (store, seen) = busy_twice();
         let counted = store.record_chunk(JobId::new(), 3, 100, 0).await;
         assert!(matches!(counted, Ok(true)), "{counted:?}");
-        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 3);
+        assert_eq!(sent(&seen), 3);
     }
 }

@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::builders::{DeleteBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, PutRequest,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,22 +29,38 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 /// transaction on one of its items (a ballot's counter shard, a job's counters).
 pub(super) const CONFLICT_RETRIES: u32 = 6;
 
+/// `BatchWriteItem` takes at most 25 requests.
+const BATCH_WRITE: usize = 25;
+/// Rounds of retrying items DynamoDB left unprocessed (throttling) before giving up.
+const UNPROCESSED_RETRIES: u32 = 8;
+
 /// The condition of a write that creates its item: nothing may stand under its key yet.
 pub(super) const NEW_ITEM: &str = "attribute_not_exists(PK)";
 
 impl DynamoStore {
+    /// Sends one request (the SDK's `send()`, which does nothing until awaited): counts it,
+    /// for the call budgets the tests hold routes to, and maps its error to [`StoreError`].
+    pub(super) async fn send<T, E, R>(
+        &self,
+        request: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> StoreResult<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        self.count();
+        request.await.map_err(sdk_error)
+    }
+
     /// Reads one item by key (strongly consistent).
     pub(super) async fn get<T: DeserializeOwned>(&self, key: &Key) -> StoreResult<Option<T>> {
-        self.count();
-        let out = self
+        let get = self
             .client
             .get_item()
             .table_name(&*self.table)
             .set_key(Some(key.item_key()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_error)?;
+            .consistent_read(true);
+        let out = self.send(get.send()).await?;
         out.item.map(from_item).transpose()
     }
 
@@ -57,14 +73,11 @@ impl DynamoStore {
             .consistent_read(true)
             .build()
             .map_err(internal)?;
-        self.count();
-        let out = self
+        let read = self
             .client
             .batch_get_item()
-            .request_items(&*self.table, request)
-            .send()
-            .await
-            .map_err(sdk_error)?;
+            .request_items(&*self.table, request);
+        let out = self.send(read.send()).await?;
         if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
             // A few small items are far below BatchGetItem's limits, so DynamoDB answers
             // them in one go; leftovers come only from throttling, which callers may retry.
@@ -82,6 +95,46 @@ impl DynamoStore {
                 )),
             })
             .collect()
+    }
+
+    /// Writes the items (unconditionally, replacing what stands under their keys) with one
+    /// `BatchWriteItem` per 25, sending again, with backoff, what DynamoDB left unprocessed.
+    pub(super) async fn batch_put(&self, items: Vec<Item>) -> StoreResult<()> {
+        for batch in items.chunks(BATCH_WRITE) {
+            let mut requests = batch
+                .iter()
+                .map(|item| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map_err(internal)?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut round = 0;
+            while !requests.is_empty() {
+                if round > UNPROCESSED_RETRIES {
+                    return Err(StoreError::Unavailable(
+                        "batch writes stayed unprocessed".into(),
+                    ));
+                }
+                if round > 0 {
+                    tokio::time::sleep(conflict_backoff(round)).await;
+                }
+                let write = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&*self.table, requests);
+                let out = self.send(write.send()).await?;
+                requests = out
+                    .unprocessed_items
+                    .unwrap_or_default()
+                    .remove(&*self.table)
+                    .unwrap_or_default();
+                round += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Runs one `TransactWriteItems`. The outer error is a failed request; the inner one a
@@ -182,8 +235,7 @@ impl DynamoStore {
         &self,
         update: UpdateItemFluentBuilder,
     ) -> StoreResult<UpdateItemOutput> {
-        self.count();
-        update.send().await.map_err(sdk_error)
+        self.send(update.send()).await
     }
 
     /// Sends a conditional `UpdateItem`: `false` when its condition did not hold.
@@ -400,10 +452,7 @@ fn service_error(e: &impl ProvideErrorMetadata) -> StoreError {
 /// Maps a failed request to the port's error: a failed condition of a single-item write is
 /// [`StoreError::ConditionFailed`], throttling and unreachable storage are
 /// [`StoreError::Unavailable`], anything else is [`StoreError::Internal`].
-pub(super) fn sdk_error<
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
->(
+fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     e: SdkError<E, R>,
 ) -> StoreError {
     match e {

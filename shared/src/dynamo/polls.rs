@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use super::DynamoStore;
 use super::items::{CounterItem, PollItem, deadline_ms, unix_ms, zero_votes};
 use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start};
-use super::ops::{deleting, from_item, internal, num, sdk_error, to_attr, to_item, updating};
+use super::ops::{deleting, from_item, internal, num, to_attr, to_item, updating};
 use crate::domain::{Poll, PollId, PollStatus, UserId};
 use crate::ports::{Page, PollCursor, PollStore, StoreError, StoreResult};
 
@@ -110,10 +110,9 @@ impl PollStore for DynamoStore {
     ) -> StoreResult<Page<Poll>> {
         let (owner_pk, _) = owner_index(owner, 0, PollId::new());
         let start = after.map(|c| owner_index_start(owner, c.created_ms, c.id));
-        self.count();
         // One more than asked: whether it arrives tells if there is a next page, so the last
         // page says so without an extra empty round trip.
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&*self.table)
@@ -122,10 +121,8 @@ impl PollStore for DynamoStore {
             .expression_attribute_values(":owner", AttributeValue::S(owner_pk))
             .scan_index_forward(false)
             .limit(i32::from(limit) + 1)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(sdk_error)?;
+            .set_exclusive_start_key(start);
+        let out = self.send(query.send()).await?;
         let mut polls = out
             .items
             .unwrap_or_default()
@@ -197,9 +194,10 @@ impl PollStore for DynamoStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::CONFLICT_RETRIES;
     use super::super::ops::Reason;
-    use super::super::scripted::{cancelled, conflict, reason, sample_poll, scripted};
+    use super::super::scripted::{
+        always_busy, assert_gave_up, busy_twice, cancelled, sample_poll, scripted, sent,
+    };
     use super::*;
 
     /// Closing a poll touches every counter shard, so on a poll taking votes it meets a
@@ -207,36 +205,34 @@ mod tests {
     /// ETag (which re-reading could never fix).
     #[tokio::test(start_paused = true)]
     async fn closing_a_busy_poll_gets_through_conflicts() {
-        let (store, seen) = scripted(vec![conflict(), conflict(), (200, "{}".into())]);
+        let (store, seen) = busy_twice();
         let poll = sample_poll();
         let mut closed = poll.clone();
         closed.status = PollStatus::Closed;
         closed.version += 1;
         let outcome = store.update_poll(&poll, &closed, false).await;
         assert!(outcome.is_ok(), "{outcome:?}");
-        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 3);
+        assert_eq!(sent(&seen), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn endless_conflicts_on_a_deletion_give_up_as_unavailable() {
-        let (store, seen) = scripted((0..10).map(|_| conflict()).collect());
+        let (store, seen) = always_busy();
+        assert_gave_up(store.delete_poll(&sample_poll()).await, &seen);
+    }
+
+    /// A deletion whose transaction DynamoDB cancels once with these reasons: its outcome and
+    /// how many requests it sent.
+    async fn deletion_cancelled(reasons: &[Reason]) -> (StoreResult<()>, usize) {
+        let (store, seen) = scripted(vec![cancelled(reasons)]);
         let outcome = store.delete_poll(&sample_poll()).await;
-        assert!(
-            matches!(outcome, Err(StoreError::Unavailable(_))),
-            "{outcome:?}"
-        );
-        let sent = seen.lock().map(|s| s.len()).unwrap_or_default();
-        assert_eq!(sent, 1 + CONFLICT_RETRIES as usize);
+        (outcome, sent(&seen))
     }
 
     /// Throttling is busy storage (503, retry), not a bug on this side (500).
     #[tokio::test(start_paused = true)]
     async fn a_throttled_deletion_is_unavailable() {
-        let (store, _) = scripted(vec![cancelled(&[
-            reason(&Reason::None, None),
-            reason(&Reason::ThrottlingError, None),
-        ])]);
-        let outcome = store.delete_poll(&sample_poll()).await;
+        let (outcome, _) = deletion_cancelled(&[Reason::None, Reason::ThrottlingError]).await;
         assert!(
             matches!(outcome, Err(StoreError::Unavailable(_))),
             "{outcome:?}"
@@ -246,15 +242,13 @@ mod tests {
     /// A stale version is a failed condition whatever else conflicted: no retry can fix it.
     #[tokio::test(start_paused = true)]
     async fn a_stale_version_is_not_retried() {
-        let (store, seen) = scripted(vec![cancelled(&[
-            reason(&Reason::ConditionalCheckFailed, None),
-            reason(&Reason::TransactionConflict, None),
-        ])]);
-        let outcome = store.delete_poll(&sample_poll()).await;
+        let (outcome, sent) =
+            deletion_cancelled(&[Reason::ConditionalCheckFailed, Reason::TransactionConflict])
+                .await;
         assert!(
             matches!(outcome, Err(StoreError::ConditionFailed)),
             "{outcome:?}"
         );
-        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 1);
+        assert_eq!(sent, 1);
     }
 }

@@ -12,8 +12,9 @@ use aws_smithy_http_client::test_util::infallible_client_fn;
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::ops::Reason;
+use super::ops::{CONFLICT_RETRIES, Reason};
 use crate::domain::{Ballot, NewPoll, OptionId, Poll, PollId, UserId, Voter};
+use crate::ports::{StoreError, StoreResult};
 
 /// The requests' bodies, in the order they were sent.
 pub type Seen = Arc<Mutex<Vec<String>>>;
@@ -53,16 +54,16 @@ pub fn scripted(responses: Vec<(u16, String)>) -> (DynamoStore, Seen) {
     (DynamoStore::new(Client::from_conf(config), "tally"), seen)
 }
 
-/// One cancellation reason on the wire, with the item that stood there when given.
-pub fn reason(reason: &Reason, item: Option<&str>) -> String {
-    match item {
-        Some(item) => format!(r#"{{"Code":"{}","Item":{item}}}"#, reason.code()),
-        None => format!(r#"{{"Code":"{}"}}"#, reason.code()),
-    }
-}
-
-/// A `TransactionCanceledException` with these reasons, one per item of the transaction.
-pub fn cancelled(reasons: &[String]) -> (u16, String) {
+/// A `TransactionCanceledException` with these reasons, one per item of the transaction,
+/// each with the item that stood there when given.
+pub fn cancelled_with(reasons: &[(Reason, Option<&str>)]) -> (u16, String) {
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|(reason, item)| match item {
+            Some(item) => format!(r#"{{"Code":"{}","Item":{item}}}"#, reason.code()),
+            None => format!(r#"{{"Code":"{}"}}"#, reason.code()),
+        })
+        .collect();
     (
         400,
         format!(
@@ -72,12 +73,40 @@ pub fn cancelled(reasons: &[String]) -> (u16, String) {
     )
 }
 
+/// A `TransactionCanceledException` with these reasons, one per item of the transaction.
+pub fn cancelled(reasons: &[Reason]) -> (u16, String) {
+    let reasons: Vec<_> = reasons.iter().map(|r| (r.clone(), None)).collect();
+    cancelled_with(&reasons)
+}
+
 /// A transaction whose second item another transaction held.
 pub fn conflict() -> (u16, String) {
-    cancelled(&[
-        reason(&Reason::None, None),
-        reason(&Reason::TransactionConflict, None),
-    ])
+    cancelled(&[Reason::None, Reason::TransactionConflict])
+}
+
+/// A store on which the next write meets two conflicts, then goes through.
+pub fn busy_twice() -> (DynamoStore, Seen) {
+    scripted(vec![conflict(), conflict(), (200, "{}".into())])
+}
+
+/// A store on which every write meets a conflict.
+pub fn always_busy() -> (DynamoStore, Seen) {
+    scripted((0..=CONFLICT_RETRIES).map(|_| conflict()).collect())
+}
+
+/// How many requests the store was sent.
+pub fn sent(seen: &Seen) -> usize {
+    seen.lock().map(|s| s.len()).unwrap_or_default()
+}
+
+/// Asserts that a write tried once and then `CONFLICT_RETRIES` times more, and gave up as
+/// unavailable (a 503 with `Retry-After`).
+pub fn assert_gave_up<T: std::fmt::Debug>(outcome: StoreResult<T>, seen: &Seen) {
+    assert!(
+        matches!(outcome, Err(StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(sent(seen), 1 + CONFLICT_RETRIES as usize);
 }
 
 pub fn ballot_for(poll: &Poll) -> Ballot {

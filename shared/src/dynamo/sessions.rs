@@ -8,22 +8,20 @@ use time::OffsetDateTime;
 use super::DynamoStore;
 use super::items::RefreshItem;
 use super::keys::{Key, TTL};
-use super::ops::{NEW_ITEM, internal, num, sdk_error, to_item, updating};
+use super::ops::{NEW_ITEM, internal, num, to_item, updating};
 use crate::domain::FamilyId;
 use crate::ports::{RefreshRecord, SessionStore, StoreError, StoreResult};
 
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn put_refresh(&self, record: &RefreshRecord) -> StoreResult<()> {
-        self.count();
-        self.client
+        let put = self
+            .client
             .put_item()
             .table_name(&*self.table)
             .set_item(Some(to_item(&RefreshItem::new(record))?))
-            .condition_expression(NEW_ITEM)
-            .send()
-            .await
-            .map_err(sdk_error)?;
+            .condition_expression(NEW_ITEM);
+        self.send(put.send()).await?;
         Ok(())
     }
 
