@@ -98,6 +98,15 @@ impl Key {
         ])
     }
 
+    /// Reads back the key of an item the store returned; `None` for anything this module
+    /// did not write.
+    pub fn of_item(item: &HashMap<String, AttributeValue>) -> Option<Self> {
+        match (item.get(PK), item.get(SK)) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Self::parse(pk, sk),
+            _ => None,
+        }
+    }
+
     /// Reads a key back from its attributes; `None` for anything this module did not write.
     pub fn parse(pk: &str, sk: &str) -> Option<Self> {
         let (prefix, rest) = pk.split_once('#')?;
@@ -138,6 +147,20 @@ pub fn owner_index(owner: UserId, created_ms: i64, poll: PollId) -> (String, Str
     (format!("OWNER#{owner}"), format!("{created_ms:015}#{poll}"))
 }
 
+/// Where a query of the owner index resumes: the full key (index and table) of the last poll
+/// of the previous page, as `ExclusiveStartKey` wants it.
+pub fn owner_index_start(
+    owner: UserId,
+    created_ms: i64,
+    poll: PollId,
+) -> HashMap<String, AttributeValue> {
+    let (gsi_pk, gsi_sk) = owner_index(owner, created_ms, poll);
+    let mut key = Key::Poll(poll).item_key();
+    key.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
+    key.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +190,7 @@ mod tests {
                 Some(key.clone()),
                 "{key:?}"
             );
+            assert_eq!(Key::of_item(&key.item_key()), Some(key.clone()), "{key:?}");
         }
     }
 
@@ -175,6 +199,11 @@ mod tests {
         assert_eq!(Key::parse("POLL#nope", "POLL"), None);
         assert_eq!(Key::parse("USER#x", "POLL"), None);
         assert_eq!(Key::parse("nothing", "USER"), None);
+        let numeric = HashMap::from([
+            (PK.to_owned(), AttributeValue::N("1".into())),
+            (SK.to_owned(), AttributeValue::S("USER".into())),
+        ]);
+        assert_eq!(Key::of_item(&numeric), None);
     }
 
     #[test]

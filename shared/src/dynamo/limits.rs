@@ -1,0 +1,28 @@
+//! [`RateCounter`] for [`DynamoStore`]: one counter item per scope and rate-limit window.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::DynamoStore;
+use super::keys::{Key, TTL};
+use super::ops::{internal, num};
+use crate::ports::{RateCounter, StoreError, StoreResult};
+
+#[async_trait]
+impl RateCounter for DynamoStore {
+    async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64> {
+        let update = self
+            .update(&Key::Rate(scope.to_owned(), window_start))
+            .update_expression("ADD hits :one SET #ttl = if_not_exists(#ttl, :ttl)")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":one", num(1))
+            // Kept an hour past the window; reads never look at old windows anyway.
+            .expression_attribute_values(":ttl", num(window_start + window_seconds + 3_600))
+            .return_values(ReturnValue::UpdatedNew);
+        let out = self.send_update(update).await?;
+        match out.attributes.as_ref().and_then(|a| a.get("hits")) {
+            Some(AttributeValue::N(n)) => n.parse().map_err(internal),
+            _ => Err(StoreError::Internal("rate counter without a count".into())),
+        }
+    }
+}

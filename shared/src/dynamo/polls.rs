@@ -1,0 +1,254 @@
+//! [`PollStore`] for [`DynamoStore`]: a poll item, its counter shards (created, guarded and
+//! deleted with it in one transaction) and the owner index that lists an owner's polls.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::DynamoStore;
+use super::items::{CounterItem, PollItem, deadline_ms, unix_ms, zero_votes};
+use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start};
+use super::ops::{deleting, from_item, internal, num, to_attr, to_item, updating};
+use crate::domain::{Poll, PollId, PollStatus, UserId};
+use crate::ports::{Page, PollCursor, PollStore, StoreError, StoreResult};
+
+/// The condition of the owner's writes to a poll: the version they read, and still theirs.
+const UNCHANGED: &str = "version = :version AND owner_id = :owner";
+
+impl DynamoStore {
+    /// Sets the write-time guards of every counter shard to match `poll`, resetting the counts
+    /// (under the condition that none was cast) when the options were replaced.
+    fn counter_guard_updates(
+        &self,
+        poll: &Poll,
+        options_changed: bool,
+    ) -> StoreResult<Vec<TransactWriteItem>> {
+        let mut values = HashMap::from([
+            (
+                ":open".to_owned(),
+                AttributeValue::Bool(poll.status == PollStatus::Open),
+            ),
+            (":deadline".to_owned(), num(deadline_ms(poll))),
+            (":rev".to_owned(), num(poll.options_rev)),
+        ]);
+        let mut expression =
+            "SET #open = :open, deadline_ms = :deadline, options_rev = :rev".to_owned();
+        let mut condition = "attribute_exists(PK)".to_owned();
+        if options_changed {
+            values.insert(":zeroes".into(), to_attr(&zero_votes(poll))?);
+            values.insert(":zero".into(), num(0));
+            expression.push_str(", votes = :zeroes");
+            condition.push_str(" AND ballots = :zero");
+        }
+        (0..COUNTER_SHARDS)
+            .map(|shard| {
+                updating(
+                    self.update_in_transaction(&Key::Counter(poll.id, shard))
+                        .update_expression(&expression)
+                        .condition_expression(&condition)
+                        .expression_attribute_names("#open", "open")
+                        .set_expression_attribute_values(Some(values.clone())),
+                )
+            })
+            .collect()
+    }
+
+    /// The conditional replacement of a poll item: same version and owner as `previous`.
+    fn poll_put_if_unchanged(
+        &self,
+        previous: &Poll,
+        next: &Poll,
+    ) -> StoreResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&*self.table)
+            .set_item(Some(to_item(&PollItem::new(next))?))
+            .condition_expression(UNCHANGED)
+            .set_expression_attribute_values(Some(unchanged_values(previous)))
+            .build()
+            .map_err(internal)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+/// The values of [`UNCHANGED`] for the poll as the owner read it.
+fn unchanged_values(previous: &Poll) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (":version".to_owned(), num(previous.version)),
+        (
+            ":owner".to_owned(),
+            AttributeValue::S(previous.owner_id.to_string()),
+        ),
+    ])
+}
+
+#[async_trait]
+impl PollStore for DynamoStore {
+    async fn create_poll(&self, poll: &Poll) -> StoreResult<()> {
+        let mut items = vec![self.put_new(&PollItem::new(poll))?];
+        for shard in 0..COUNTER_SHARDS {
+            items.push(self.put(to_item(&CounterItem::new(poll, shard))?, None)?);
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) => Err(StoreError::Internal(format!(
+                "create poll cancelled: {c:?}"
+            ))),
+        }
+    }
+
+    async fn poll(&self, id: PollId) -> StoreResult<Option<Poll>> {
+        let item: Option<PollItem> = self.get(&Key::Poll(id)).await?;
+        Ok(item.map(PollItem::into_poll))
+    }
+
+    async fn polls_by_owner(
+        &self,
+        owner: UserId,
+        limit: u16,
+        after: Option<&PollCursor>,
+    ) -> StoreResult<Page<Poll>> {
+        let (owner_pk, _) = owner_index(owner, 0, PollId::new());
+        let start = after.map(|c| owner_index_start(owner, c.created_ms, c.id));
+        // One more than asked: whether it arrives tells if there is a next page, so the last
+        // page says so without an extra empty round trip.
+        let query = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner_pk))
+            .scan_index_forward(false)
+            .limit(i32::from(limit) + 1)
+            .set_exclusive_start_key(start);
+        let out = self.send(query.send()).await?;
+        let mut polls = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| from_item::<PollItem>(i).map(PollItem::into_poll))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = if polls.len() > usize::from(limit) {
+            polls.truncate(usize::from(limit));
+            polls.last().map(|p| PollCursor {
+                created_ms: unix_ms(p.created_at),
+                id: p.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { items: polls, next })
+    }
+
+    async fn update_poll(
+        &self,
+        previous: &Poll,
+        next: &Poll,
+        options_changed: bool,
+    ) -> StoreResult<()> {
+        let guards_changed = options_changed
+            || previous.status != next.status
+            || previous.closes_at != next.closes_at;
+        let mut items = vec![self.poll_put_if_unchanged(previous, next)?];
+        if guards_changed {
+            items.extend(self.counter_guard_updates(next, options_changed)?);
+        }
+        match self
+            .transact_through_conflicts(|| Ok(items.clone()))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(c) if c.condition_failed(0) => Err(StoreError::ConditionFailed),
+            // A shard's condition fails only when the options change under a cast ballot.
+            Err(c) if options_changed && c.failed_conditions().any(|i| i > 0) => {
+                Err(StoreError::HasBallots)
+            }
+            Err(c) => Err(c.into_error("poll update")),
+        }
+    }
+
+    async fn delete_poll(&self, previous: &Poll) -> StoreResult<()> {
+        let poll = self
+            .delete_in_transaction(&Key::Poll(previous.id))
+            .condition_expression(UNCHANGED)
+            .set_expression_attribute_values(Some(unchanged_values(previous)));
+        let mut items = vec![deleting(poll)?];
+        for shard in 0..COUNTER_SHARDS {
+            items.push(deleting(
+                self.delete_in_transaction(&Key::Counter(previous.id, shard)),
+            )?);
+        }
+        // Ballots stay behind: they are keyed by (poll, voter) and unreachable once the poll
+        // is gone, and deleting thousands here would break the fixed call budget.
+        match self
+            .transact_through_conflicts(|| Ok(items.clone()))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(c) if c.condition_failed(0) => Err(StoreError::ConditionFailed),
+            Err(c) => Err(c.into_error("poll deletion")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ops::Reason;
+    use super::super::scripted::{
+        always_busy, assert_gave_up, busy_twice, cancelled, sample_poll, scripted, sent,
+    };
+    use super::*;
+
+    /// Closing a poll touches every counter shard, so on a poll taking votes it meets a
+    /// ballot's transaction now and then: it is tried again rather than reported as a stale
+    /// ETag (which re-reading could never fix).
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_busy_poll_gets_through_conflicts() {
+        let (store, seen) = busy_twice();
+        let poll = sample_poll();
+        let mut closed = poll.clone();
+        closed.status = PollStatus::Closed;
+        closed.version += 1;
+        let outcome = store.update_poll(&poll, &closed, false).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(sent(&seen), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_conflicts_on_a_deletion_give_up_as_unavailable() {
+        let (store, seen) = always_busy();
+        assert_gave_up(store.delete_poll(&sample_poll()).await, &seen);
+    }
+
+    /// A deletion whose transaction DynamoDB cancels once with these reasons: its outcome and
+    /// how many requests it sent.
+    async fn deletion_cancelled(reasons: &[Reason]) -> (StoreResult<()>, usize) {
+        let (store, seen) = scripted(vec![cancelled(reasons)]);
+        let outcome = store.delete_poll(&sample_poll()).await;
+        (outcome, sent(&seen))
+    }
+
+    /// Throttling is busy storage (503, retry), not a bug on this side (500).
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_deletion_is_unavailable() {
+        let (outcome, _) = deletion_cancelled(&[Reason::None, Reason::ThrottlingError]).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
+    }
+
+    /// A stale version is a failed condition whatever else conflicted: no retry can fix it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_version_is_not_retried() {
+        let (outcome, sent) =
+            deletion_cancelled(&[Reason::ConditionalCheckFailed, Reason::TransactionConflict])
+                .await;
+        assert!(
+            matches!(outcome, Err(StoreError::ConditionFailed)),
+            "{outcome:?}"
+        );
+        assert_eq!(sent, 1);
+    }
+}
