@@ -180,6 +180,9 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> StoreResult<bool>;
+    /// Extends the claim to `until` while its holder works: `false` once the job has ended
+    /// (completed or failed) or the claim was given up.
+    async fn renew_finish(&self, job: JobId, until: OffsetDateTime) -> StoreResult<bool>;
     /// Gives the claim up (the builder failed), so that a redelivery may build at once.
     async fn release_finish(&self, job: JobId) -> StoreResult<()>;
     /// Marks the job done with its file.

@@ -132,6 +132,18 @@ impl JobStore for DynamoStore {
         self.update_if(update).await
     }
 
+    async fn renew_finish(&self, job: JobId, until: OffsetDateTime) -> StoreResult<bool> {
+        let update = self
+            .update(&Key::Job(job))
+            .update_expression("SET finish_until = :until")
+            .condition_expression(format!(
+                "{UNFINISHED} AND attribute_not_exists(#error) AND attribute_exists(finish_until)"
+            ))
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":until", num(unix_ms(until)));
+        self.update_if(update).await
+    }
+
     async fn release_finish(&self, job: JobId) -> StoreResult<()> {
         let update = self
             .update(&Key::Job(job))

@@ -25,9 +25,18 @@ use crate::domain::{Job, JobId, JobKind};
 use crate::objects::ObjectKey;
 use crate::ports::{BallotStore, BlobStore, JobStore, PollStore, RenderMessage, StoreError};
 
-/// How long one worker may hold the right to build a job's final file before another may take
-/// over (a worker that died mid-ZIP leaves its claim behind).
-const FINISH_LEASE: Duration = Duration::minutes(5);
+/// How long one worker's right to build a job's final file lasts unless renewed. The builder
+/// renews it every [`LEASE_RENEWAL`] while it works, so a live builder never loses it however
+/// long the ZIP takes, and a builder that died (a killed process, a timed-out invocation)
+/// leaves a claim that lapses within seconds rather than minutes.
+const FINISH_LEASE: Duration = Duration::seconds(20);
+const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a worker that finds the claim taken waits for the job to complete or the claim to
+/// lapse, and how often it looks. Waiting here, rather than handing the message back, matters
+/// when the holder died: the message may be on its last delivery, and a message that gives up
+/// while a dead worker's claim lingers would leave the job unfinished until its deadline.
+const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Objects fetched and uploaded at once.
 const PARALLEL_IO: usize = 16;
 
@@ -168,23 +177,35 @@ impl Worker {
     }
 
     /// Once every chunk is counted, one worker (the one holding the lease) produces the final
-    /// file and completes the job; the others return at once. Returns the job as read after
-    /// this message's work, for the progress metric.
+    /// file and completes the job. A worker that finds the lease held waits until the job is
+    /// complete or the lease lapses (its holder died) and then builds the file itself. Returns
+    /// the job as read after this message's work, for the progress metric.
     async fn finish_if_complete(&self, id: JobId) -> Result<Option<Job>, WorkError> {
-        let Some(job) = self.store.job(id).await? else {
-            return Ok(None);
+        let waited = std::time::Instant::now();
+        let job = loop {
+            let Some(job) = self.store.job(id).await? else {
+                return Ok(None);
+            };
+            if job.chunks_done < job.chunks_total
+                || job.completed_at.is_some()
+                || job.error.is_some()
+            {
+                return Ok(Some(job));
+            }
+            let now = self.clock.now();
+            if self.store.claim_finish(id, now, now + FINISH_LEASE).await? {
+                break job;
+            }
+            if waited.elapsed() >= CLAIM_PATIENCE {
+                // The holder kept renewing its claim all along: it is alive and will finish.
+                return Ok(Some(job));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         };
-        if job.chunks_done < job.chunks_total || job.completed_at.is_some() || job.error.is_some() {
-            return Ok(Some(job));
-        }
-        let now = self.clock.now();
-        if !self.store.claim_finish(id, now, now + FINISH_LEASE).await? {
-            return Ok(Some(job));
-        }
         let key = ObjectKey::file_of(&job);
         match job.kind {
             JobKind::Invites => {
-                if let Err(e) = self.build_zip(&job, &key).await {
+                if let Err(e) = self.holding_lease(id, self.build_zip(&job, &key)).await {
                     // Give the claim back so that this message's redelivery can try again
                     // at once rather than wait out the lease.
                     self.store.release_finish(id).await?;
@@ -199,6 +220,27 @@ impl Worker {
             .await?;
         tracing::info!(object_key = %key, "job complete");
         Ok(Some(job))
+    }
+
+    /// Runs `work` while renewing this worker's claim on the job's final file. A renewal that
+    /// fails (the job failed meanwhile, or storage is down) stops the work.
+    async fn holding_lease(
+        &self,
+        id: JobId,
+        work: impl Future<Output = Result<(), WorkError>>,
+    ) -> Result<(), WorkError> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                () = tokio::time::sleep(LEASE_RENEWAL) => {
+                    let until = self.clock.now() + FINISH_LEASE;
+                    if !self.store.renew_finish(id, until).await? {
+                        return Err(WorkError::Store(StoreError::ConditionFailed));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The dev server killed with `kill -9` in the middle of a render job, then started again on
-//! the same data folder: the job's messages were on disk (the durable local queue), so it
+//! the same data folder, once among the cards and once while the ZIP is being built: the job's
+//! messages were on disk (the durable local queue) and a dead builder's claim lapses, so it
 //! finishes, with every card exactly once. This runs the real `tally-dev` binary as a child
 //! process, since only a real kill shows what survives one.
 
@@ -365,11 +366,13 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
         "after the kill at {before}/{GUESTS}, the unfinished messages are on disk"
     );
 
+    // Kill it again once every card is counted but before the ZIP is stored: the worker that
+    // began the ZIP dies holding the claim on it, and the next one must take over.
     let second = DevServer::start(&binary, data.path(), 2).await;
-    // The keys are in the data folder too: the token from before the kill still works.
+    let total = u64::try_from(GUESTS).unwrap_or(0);
     let started = Instant::now();
     let mut last = 0;
-    let finished = loop {
+    loop {
         let body = expect(
             StatusCode::OK,
             Method::GET,
@@ -382,20 +385,48 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
         let done = body["done"].as_u64().unwrap_or(0);
         assert!(done >= last, "progress went back: {body}");
         last = done;
+        assert_eq!(
+            body["status"], "running",
+            "the job must still be bundling when all cards are counted: {body}"
+        );
+        if done == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < JOB_PATIENCE,
+            "the job did not finish its cards after the restart: {body}\n{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.kill();
+
+    let third = DevServer::start(&binary, data.path(), 3).await;
+    // The keys are in the data folder too: the token from before the kills still works.
+    let started = Instant::now();
+    let finished = loop {
+        let body = expect(
+            StatusCode::OK,
+            Method::GET,
+            &third.url(&job_path),
+            Some(&bearer),
+            None,
+        )
+        .await
+        .json;
         match body["status"].as_str() {
             Some("done" | "failed") => break body,
             _ => {
                 assert!(
                     started.elapsed() < JOB_PATIENCE,
-                    "the job did not finish after the restart: {body}\n{}",
-                    second.log_text()
+                    "the job did not finish after the second restart: {body}\n{}",
+                    third.log_text()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
     assert_eq!(finished["status"], "done", "{finished}");
-    let total = u64::try_from(GUESTS).unwrap_or(0);
     assert_eq!(
         (
             finished["done"].as_u64(),
@@ -410,7 +441,7 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
     let redirect = expect(
         StatusCode::FOUND,
         Method::GET,
-        &second.url(&format!("{job_path}/download")),
+        &third.url(&format!("{job_path}/download")),
         Some(&bearer),
         None,
     )
@@ -454,7 +485,7 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
             .unwrap_or_else(|| panic!("{name}: {url} is not an invite URL"))
             .to_owned();
         let invite = format!("Invite {token}");
-        let votes = second.url(&format!("/v1/polls/{poll}/votes"));
+        let votes = third.url(&format!("/v1/polls/{poll}/votes"));
         let ballot = json!({ "choices": ["o1"] });
         expect(
             StatusCode::CREATED,
@@ -478,7 +509,7 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
     let results = expect(
         StatusCode::OK,
         Method::GET,
-        &second.url(&format!("/v1/polls/{poll}/results")),
+        &third.url(&format!("/v1/polls/{poll}/results")),
         Some(&bearer),
         None,
     )
@@ -493,5 +524,5 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
     }
     assert_eq!(queued_files(data.path(), "messages"), 0);
     assert_eq!(queued_files(data.path(), "dead"), 0);
-    second.kill();
+    third.kill();
 }
