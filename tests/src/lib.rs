@@ -450,6 +450,26 @@ pub async fn http_get(url: &str) -> (StatusCode, Vec<u8>) {
     (status, body)
 }
 
+/// The entries of a ZIP, in order: name and contents.
+pub fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
+    (0..archive.len())
+        .map(|i| {
+            let mut entry = archive
+                .by_index(i)
+                .unwrap_or_else(|e| panic!("entry {i}: {e}"));
+            let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, bytes)
+        })
+        .collect()
+}
+
 /// The text a QR code in a PNG encodes.
 pub fn decode_qr(png: &[u8]) -> Option<String> {
     let image = image::load_from_memory(png).ok()?.to_luma8();

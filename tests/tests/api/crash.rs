@@ -5,7 +5,7 @@
 //! process, since only a real kill shows what survives one.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tally_tests::{PASSWORD, decode_qr};
+use tally_tests::{PASSWORD, decode_qr, zip_entries};
 
 const GUESTS: usize = 3000;
 /// The origin printed on the cards: fixed, because each start of the server listens on a port
@@ -450,20 +450,7 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
     let zip = expect(StatusCode::OK, Method::GET, &location, None, None)
         .await
         .bytes;
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
-        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
-    let mut cards = Vec::with_capacity(archive.len());
-    for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .unwrap_or_else(|e| panic!("entry {i}: {e}"));
-        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
-        let mut png = Vec::new();
-        entry
-            .read_to_end(&mut png)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        cards.push((name, png));
-    }
+    let cards = zip_entries(&zip);
     // Exactly one card per guest: as many entries as guests, each guest's index once, and no
     // two cards alike (each carries its own invite).
     assert_eq!(cards.len(), GUESTS);

@@ -4,11 +4,10 @@
 //! failures and redeliveries are in `render.rs`, which shares this file's helpers.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tally_tests::{Reply, TestApp, decode_qr, http_get};
+use tally_tests::{Reply, TestApp, decode_qr, http_get, zip_entries};
 
 /// How long a test waits for a job before calling it stuck (a liveness bound, not a timing).
 pub(crate) const PATIENCE: Duration = Duration::from_secs(600);
@@ -50,18 +49,9 @@ pub(crate) async fn started_invites(app: &TestApp, owner: &str, poll: &str, n: u
 
 /// The cards of a ZIP: entry name → the URL its QR code encodes.
 pub(crate) fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
-        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
-    (0..archive.len())
-        .map(|i| {
-            let mut entry = archive
-                .by_index(i)
-                .unwrap_or_else(|e| panic!("entry {i}: {e}"));
-            let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
-            let mut png = Vec::new();
-            entry
-                .read_to_end(&mut png)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+    zip_entries(zip)
+        .into_iter()
+        .map(|(name, png)| {
             let url = decode_qr(&png).unwrap_or_else(|| panic!("{name}: no readable QR code"));
             (name, url)
         })

@@ -9,36 +9,60 @@ use serde_json::json;
 use tally_tests::TestApp;
 use tokio::sync::Barrier;
 
+/// A poll with `options`, owned by a new user: the owner's token and the poll's id.
+async fn race_poll(app: &TestApp, options: &[&str]) -> (String, Arc<str>) {
+    let owner = app.mint_token();
+    let poll = app
+        .create_poll(&owner, json!({ "question": "Race?", "options": options }))
+        .await;
+    let id = poll.body["id"].as_str().unwrap_or_default().into();
+    (owner, id)
+}
+
+/// Runs `work` for each index in `0..n` on its own task, all released at the same instant by
+/// a barrier, and returns the outputs in index order.
+async fn all_at_once<T, F, Fut>(n: usize, work: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks = (0..n).map(|i| {
+        let (barrier, work) = (barrier.clone(), work(i));
+        tokio::spawn(async move {
+            barrier.wait().await;
+            work.await
+        })
+    });
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("task: {e}")))
+        .collect()
+}
+
 /// 500 voters each send two ballots at once: each gets exactly one 201 and one 409, and the
 /// results count exactly 500, split by the choices made.
 async fn five_hundred_voters_racing_two_ballots_each(app: TestApp) {
     const VOTERS: usize = 500;
     let app = Arc::new(app);
-    let owner = app.mint_token();
-    let poll = app
-        .create_poll(
-            &owner,
-            json!({ "question": "Race?", "options": ["a", "b", "c"] }),
-        )
-        .await;
-    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
-    let voters: Vec<String> = (0..VOTERS).map(|_| app.mint_token()).collect();
-    let barrier = Arc::new(Barrier::new(VOTERS * 2));
-    let mut tasks = Vec::new();
-    for (i, token) in voters.iter().enumerate() {
-        for _ in 0..2 {
-            let (app, id, token, barrier) =
-                (app.clone(), id.clone(), token.clone(), barrier.clone());
+    let (owner, id) = race_poll(&app, &["a", "b", "c"]).await;
+    let voters: Arc<Vec<String>> = Arc::new((0..VOTERS).map(|_| app.mint_token()).collect());
+    let outcomes = all_at_once(VOTERS * 2, |n| {
+        let (app, id, voters) = (app.clone(), id.clone(), voters.clone());
+        let i = n / 2;
+        async move {
             let choice = ["o1", "o2", "o3"][i % 3];
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                (i, app.vote(&token, &id, &[choice]).await.status.as_u16())
-            }));
+            (
+                i,
+                app.vote(&voters[i], &id, &[choice]).await.status.as_u16(),
+            )
         }
-    }
+    })
+    .await;
     let mut per_voter = vec![Vec::new(); VOTERS];
-    for outcome in join_all(tasks).await {
-        let (i, status) = outcome.unwrap_or_else(|e| panic!("task: {e}"));
+    for (i, status) in outcomes {
         per_voter[i].push(status);
     }
     for (i, statuses) in per_voter.iter_mut().enumerate() {
@@ -61,31 +85,18 @@ async fn five_hundred_voters_racing_two_ballots_each(app: TestApp) {
 async fn one_voter_racing_fifty_ballots(app: TestApp) {
     const BALLOTS: usize = 50;
     let app = Arc::new(app);
-    let owner = app.mint_token();
-    let poll = app
-        .create_poll(
-            &owner,
-            json!({ "question": "Race?", "options": ["a", "b"] }),
-        )
-        .await;
-    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
+    let (owner, id) = race_poll(&app, &["a", "b"]).await;
     let voter: Arc<str> = app.mint_token().into();
-    let barrier = Arc::new(Barrier::new(BALLOTS));
-    let tasks = (0..BALLOTS).map(|i| {
-        let (app, id, voter, barrier) = (app.clone(), id.clone(), voter.clone(), barrier.clone());
-        tokio::spawn(async move {
-            barrier.wait().await;
+    let mut statuses = all_at_once(BALLOTS, |i| {
+        let (app, id, voter) = (app.clone(), id.clone(), voter.clone());
+        async move {
             app.vote(&voter, &id, &[["o1", "o2"][i % 2]])
                 .await
                 .status
                 .as_u16()
-        })
-    });
-    let mut statuses: Vec<u16> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap_or_default())
-        .collect();
+        }
+    })
+    .await;
     statuses.sort_unstable();
     let mut expected = vec![201];
     expected.extend(std::iter::repeat_n(409, BALLOTS - 1));
@@ -102,33 +113,20 @@ async fn one_voter_racing_fifty_ballots(app: TestApp) {
 async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer(app: TestApp) {
     const RETRIES: usize = 20;
     let app = Arc::new(app);
-    let owner = app.mint_token();
-    let poll = app
-        .create_poll(
-            &owner,
-            json!({ "question": "Race?", "options": ["a", "b"] }),
-        )
-        .await;
-    let id: Arc<str> = poll.body["id"].as_str().unwrap_or_default().into();
+    let (owner, id) = race_poll(&app, &["a", "b"]).await;
     let voter: Arc<str> = app.mint_token().into();
-    let barrier = Arc::new(Barrier::new(RETRIES));
-    let tasks = (0..RETRIES).map(|_| {
-        let (app, id, voter, barrier) = (app.clone(), id.clone(), voter.clone(), barrier.clone());
-        tokio::spawn(async move {
-            barrier.wait().await;
+    let replies = all_at_once(RETRIES, |_| {
+        let (app, id, voter) = (app.clone(), id.clone(), voter.clone());
+        async move {
             app.post(&format!("/v1/polls/{id}/votes"))
                 .bearer(&voter)
                 .header("idempotency-key", "same-request")
                 .json(json!({ "choices": ["o2"] }))
                 .send()
                 .await
-        })
-    });
-    let replies: Vec<_> = join_all(tasks)
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
+        }
+    })
+    .await;
     assert_eq!(replies.len(), RETRIES);
     for reply in &replies {
         assert_eq!(reply.status.as_u16(), 201, "{reply:#?}");
