@@ -86,7 +86,7 @@ impl<S: Gated> FromRequestParts<S> for Caller {
             .verifier
             .verify(token)
             .ok_or(AppError::Unauthorized)?;
-        if let Some(facts) = parts.extensions.get::<super::limits::RequestFacts>() {
+        if let Some(facts) = parts.extensions.get::<super::facts::RequestFacts>() {
             facts.set_user(user.to_string());
         }
         Ok(Caller(user))

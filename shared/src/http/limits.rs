@@ -3,58 +3,15 @@
 //! addresses), per user on writes, per voter on ballots. Each limited request costs one extra
 //! storage call. `TALLY_RATE_LIMITS=off` turns them all off.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::extract::{Caller, VoterCredential};
+use super::facts::{RequestFacts, Window};
 use super::gate::{Gate, Gated};
 pub use crate::config::{RateLimits, Rule};
 use crate::domain::UserId;
 use crate::error::AppError;
-
-/// Where a limited request's current window is kept for the response headers.
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    pub rule: Rule,
-    pub remaining: u32,
-    pub reset: u64,
-}
-
-/// Facts a request gathers on its way (who the caller is, which rate window it counted in),
-/// which the platform layer writes into the response headers and the request's log line. A
-/// std mutex is right here: it is never held across an await.
-#[derive(Debug, Clone, Default)]
-pub struct RequestFacts(Arc<Mutex<Facts>>);
-
-#[derive(Debug, Default, Clone)]
-pub struct Facts {
-    pub user: Option<String>,
-    pub route: Option<String>,
-    pub window: Option<Window>,
-}
-
-impl RequestFacts {
-    pub fn get(&self) -> Facts {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn set_user(&self, user: impl Into<String>) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).user = Some(user.into());
-    }
-
-    pub fn set_route(&self, route: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).route = Some(route.to_owned());
-    }
-
-    fn set_window(&self, window: Window) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).window = Some(window);
-    }
-}
 
 /// Counts this request against `scope` under `rule`: 429 past the limit.
 pub async fn enforce(

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod docs;
 pub mod extract;
+pub mod facts;
 pub mod gate;
 pub mod jobs;
 pub mod limits;
@@ -123,7 +124,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 async fn record_route(request: Request, next: Next) -> Response {
     if let (Some(route), Some(facts)) = (
         request.extensions().get::<axum::extract::MatchedPath>(),
-        request.extensions().get::<limits::RequestFacts>(),
+        request.extensions().get::<facts::RequestFacts>(),
     ) {
         facts.set_route(route.as_str());
     }
@@ -167,7 +168,7 @@ async fn context(State(platform): State<Platform>, mut request: Request, next: N
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let facts = limits::RequestFacts::default();
+    let facts = facts::RequestFacts::default();
     request.extensions_mut().insert(facts.clone());
     let span = tracing::info_span!("request", function = service, request_id = %id);
     let mut response = next.run(request).instrument(span.clone()).await;
