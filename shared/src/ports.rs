@@ -195,6 +195,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Marks the job failed with a reason its owner can read, unless it completed first:
     /// `true` when the failure was recorded.
     async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<bool>;
+}
+
+/// A guest's side of the invites: what the votes function reads for a guest's ballot and page.
+#[async_trait]
+pub trait InviteStore: Send + Sync + std::fmt::Debug {
     /// The poll and the invite, in one read (for a guest's ballot).
     async fn poll_and_invite(
         &self,

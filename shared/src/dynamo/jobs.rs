@@ -1,6 +1,6 @@
 //! [`JobStore`] for [`DynamoStore`]: render jobs, the request markers that make starting one
-//! idempotent, the chunk markers that count each chunk once, the finishing lease, and the
-//! invites (with the reads a guest's routes make of them).
+//! idempotent, the chunk markers that count each chunk once, the finishing lease, and writing
+//! the invites.
 
 use std::collections::HashMap;
 
@@ -9,14 +9,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::{
-    BallotItem, InviteItem, JobChunkItem, JobItem, JobRequestItem, PollItem, unix_ms,
-};
+use super::items::{InviteItem, JobChunkItem, JobItem, JobRequestItem, unix_ms};
 use super::keys::Key;
-use super::ops::{NEW_ITEM, from_item, internal, num, to_item, updating};
-use crate::domain::{
-    Ballot, Invite, InviteHash, Job, JobId, Poll, PollId, Voter, job::FILE_LIFETIME,
-};
+use super::ops::{NEW_ITEM, internal, num, to_item, updating};
+use crate::domain::{Invite, Job, JobId, job::FILE_LIFETIME};
 use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
 
 /// The condition of every write to a job's outcome: the job exists and has not completed.
@@ -186,50 +182,6 @@ impl JobStore for DynamoStore {
                 AttributeValue::S(reason.chars().take(500).collect()),
             );
         self.update_if(update).await
-    }
-
-    async fn poll_and_invite(
-        &self,
-        poll: PollId,
-        token_hash: &InviteHash,
-    ) -> StoreResult<(Option<Poll>, Option<Invite>)> {
-        let keys = [Key::Poll(poll), Key::Invite(token_hash.to_string())];
-        let (mut found_poll, mut found_invite) = (None, None);
-        for (key, item) in self.batch_get(&keys).await? {
-            match key {
-                Key::Poll(_) => found_poll = Some(from_item::<PollItem>(item)?.into_poll()),
-                Key::Invite(_) => {
-                    found_invite =
-                        Some(from_item::<InviteItem>(item)?.into_invite(token_hash.clone()));
-                }
-                _ => {}
-            }
-        }
-        Ok((found_poll, found_invite))
-    }
-
-    async fn invite(&self, token_hash: &InviteHash) -> StoreResult<Option<Invite>> {
-        let item: Option<InviteItem> = self.get(&Key::Invite(token_hash.to_string())).await?;
-        Ok(item.map(|i| i.into_invite(token_hash.clone())))
-    }
-
-    async fn poll_and_ballot(
-        &self,
-        poll: PollId,
-        voter: &Voter,
-    ) -> StoreResult<(Option<Poll>, Option<Ballot>)> {
-        let keys = [Key::Poll(poll), Key::ballot(poll, voter)];
-        let (mut found_poll, mut found_ballot) = (None, None);
-        for (key, item) in self.batch_get(&keys).await? {
-            match key {
-                Key::Poll(_) => found_poll = Some(from_item::<PollItem>(item)?.into_poll()),
-                Key::Ballot(..) => {
-                    found_ballot = Some(from_item::<BallotItem>(item)?.into_ballot(voter.clone()));
-                }
-                _ => {}
-            }
-        }
-        Ok((found_poll, found_ballot))
     }
 }
 

@@ -7,6 +7,7 @@
 //! SDK errors); `keys` spells every key and `items` every stored shape.
 
 mod ballots;
+mod invites;
 pub mod items;
 mod jobs;
 pub mod keys;

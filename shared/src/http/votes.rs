@@ -17,21 +17,24 @@ use super::views::{BallotView, InviteView, ResultsView};
 use crate::domain::{Ballot, InviteToken, Poll, PollId, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{BallotStore, CastOutcome, JobStore, PollStore};
+use crate::ports::{BallotStore, CastOutcome, InviteStore, PollStore};
 
 /// What the votes function holds: polls (read only), ballots, and guests' invites.
 #[derive(Debug, Clone)]
 pub struct VotesState {
     pub polls: Arc<dyn PollStore>,
     pub ballots: Arc<dyn BallotStore>,
-    pub invites: Arc<dyn JobStore>,
+    pub invites: Arc<dyn InviteStore>,
     pub gate: Gate,
 }
 gated!(VotesState);
 
 impl VotesState {
     /// The state over one store that keeps polls, ballots and invites.
-    pub fn new<S: PollStore + BallotStore + JobStore + 'static>(store: Arc<S>, gate: Gate) -> Self {
+    pub fn new<S: PollStore + BallotStore + InviteStore + 'static>(
+        store: Arc<S>,
+        gate: Gate,
+    ) -> Self {
         Self {
             polls: store.clone(),
             ballots: store.clone(),
