@@ -164,6 +164,16 @@ impl Call<'_> {
         self
     }
 
+    /// Sends the request from `ip`, as the socket's peer address (what the local server and
+    /// the per-client limits see).
+    pub fn from(mut self, ip: &str) -> Self {
+        let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+        self.builder = self
+            .builder
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 40_000)));
+        self
+    }
+
     pub fn json(mut self, body: Value) -> Self {
         self.builder = self.builder.header("content-type", "application/json");
         self.body = Body::from(body.to_string());

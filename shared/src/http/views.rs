@@ -1,11 +1,23 @@
 //! Representations: the JSON the API sends. Field names are part of the public contract.
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::domain::{
     Ballot, OptionId, Poll, PollOption, PollStatus, ResultsVisibility, Tally, User, Visibility,
 };
+
+/// A JSON response that no cache may keep: anything keyed by a credential (tokens, the
+/// caller's account, an invite), which a shared cache must never hand to someone else.
+pub fn no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
