@@ -97,10 +97,34 @@ pub struct PollCursor {
     pub id: PollId,
 }
 
+/// A creating request's `Idempotency-Key` (hashed) and the fingerprint of its body.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub key_hash: String,
+    pub fingerprint: String,
+    /// How long a retry with the same key finds the same poll.
+    pub until: OffsetDateTime,
+}
+
+/// Whether a poll request made a new poll or found the one the same key made earlier.
+#[derive(Debug, Clone)]
+pub enum PollCreated {
+    New,
+    /// The key made this poll earlier, from a body with this fingerprint.
+    Existing { poll: PollId, fingerprint: String },
+}
+
 #[async_trait]
 pub trait PollStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new poll with its counters (one transaction).
-    async fn create_poll(&self, poll: &Poll) -> StoreResult<()>;
+    /// Stores a new poll with its counters (one transaction); with `request`, in the same
+    /// transaction the key's claim, unless an unexpired claim of the same owner and key
+    /// stands: then nothing is written and that claim's poll is returned.
+    async fn create_poll(
+        &self,
+        poll: &Poll,
+        request: Option<&CreateRequest>,
+        now: OffsetDateTime,
+    ) -> StoreResult<PollCreated>;
     async fn poll(&self, id: PollId) -> StoreResult<Option<Poll>>;
     /// A page of the owner's polls, newest first: one query.
     async fn polls_by_owner(

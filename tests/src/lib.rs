@@ -224,11 +224,20 @@ pub struct Session {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    /// A fresh API over an empty in-memory engine, with default configuration except one: a
-    /// voter may cast 100 ballots a minute, so that the races (one voter, 50 ballots at once)
-    /// test the duplicate guard rather than the rate limit, which has tests of its own.
+    /// A fresh API over an empty in-memory engine, with default configuration except two: a
+    /// voter may cast 100 ballots a minute, and one address 10,000 guest ballots, so that the
+    /// races (one voter, 50 ballots at once) and the thousand guests (all from the test's one
+    /// address) test the duplicate guard rather than the rate limits, which have tests of
+    /// their own.
     pub async fn start() -> Self {
-        Self::start_with(&[("TALLY_RATE_LIMIT_VOTES", "100/60")], Storage::Memory).await
+        Self::start_with(
+            &[
+                ("TALLY_RATE_LIMIT_VOTES", "100/60"),
+                ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
+            ],
+            Storage::Memory,
+        )
+        .await
     }
 
     /// A fresh API on `backend`, or `None` (announced loudly) when that backend is switched
@@ -248,6 +257,7 @@ impl TestApp {
                 let private = keys.private_pem.unwrap_or_default();
                 let vars = [
                     ("TALLY_RATE_LIMIT_VOTES", "100/60"),
+                    ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
                     ("TALLY_TABLE", table.as_str()),
                     ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
                     ("TALLY_JWT_PRIVATE_KEY", private.as_str()),

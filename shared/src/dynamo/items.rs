@@ -354,6 +354,20 @@ pub struct JobRequestItem {
     pub ttl: i64,
 }
 
+/// The poll a creating request (its `Idempotency-Key`) made, with the fingerprint of the
+/// request's body, valid until `expires_at` (epoch seconds).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PollRequestItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub poll_id: PollId,
+    pub fingerprint: String,
+    pub expires_at: i64,
+    pub ttl: i64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JobChunkItem {
     #[serde(rename = "PK")]
