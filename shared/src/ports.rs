@@ -111,7 +111,10 @@ pub struct CreateRequest {
 pub enum PollCreated {
     New,
     /// The key made this poll earlier, from a body with this fingerprint.
-    Existing { poll: PollId, fingerprint: String },
+    Existing {
+        poll: PollId,
+        fingerprint: String,
+    },
 }
 
 #[async_trait]

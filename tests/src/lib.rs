@@ -168,9 +168,11 @@ impl Call<'_> {
     /// the per-client limits see).
     pub fn from(mut self, ip: &str) -> Self {
         let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
-        self.builder = self
-            .builder
-            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 40_000)));
+        self.builder =
+            self.builder
+                .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip, 40_000,
+                )));
         self
     }
 

@@ -113,8 +113,10 @@ impl PollStore for DynamoStore {
                 Some(&format!("{NEW_ITEM} OR expires_at <= :now")),
             )?;
             if let Some(put) = put.put.as_mut() {
-                put.expression_attribute_values =
-                    Some(HashMap::from([(":now".to_owned(), num(now.unix_timestamp()))]));
+                put.expression_attribute_values = Some(HashMap::from([(
+                    ":now".to_owned(),
+                    num(now.unix_timestamp()),
+                )]));
             }
             items.push(put);
         }
@@ -124,7 +126,10 @@ impl PollStore for DynamoStore {
         }
         // Two requests with one key at once meet on the claim: the loser's transaction is
         // cancelled for the conflict and, tried again, finds the winner's claim.
-        match self.transact_through_conflicts(|| Ok(items.clone())).await? {
+        match self
+            .transact_through_conflicts(|| Ok(items.clone()))
+            .await?
+        {
             Ok(()) => Ok(PollCreated::New),
             Err(c) if request.is_some() && c.condition_failed(0) => c
                 .old_item::<PollRequestItem>(0)?

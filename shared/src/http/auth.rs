@@ -304,10 +304,7 @@ async fn issue_tokens(
         (status = 200, description = "The signed-in user", body = UserView),
         (status = 404, description = "The account no longer exists", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
-async fn me(
-    State(state): State<AuthState>,
-    Caller(user): Caller,
-) -> ApiResult<Response> {
+async fn me(State(state): State<AuthState>, Caller(user): Caller) -> ApiResult<Response> {
     let user = state.users.user(user).await?.ok_or(AppError::NotFound)?;
     Ok(no_store(StatusCode::OK, &UserView::from(&user)))
 }

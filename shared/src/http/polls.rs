@@ -130,7 +130,12 @@ fn poll_response(status: StatusCode, poll: &Poll, viewer: UserId, now: OffsetDat
     {
         headers.insert(header::LOCATION, location);
     }
-    (status, headers, axum::Json(PollView::new(poll, Some(viewer), now))).into_response()
+    (
+        status,
+        headers,
+        axum::Json(PollView::new(poll, Some(viewer), now)),
+    )
+        .into_response()
 }
 
 /// How long a retry with the same `Idempotency-Key` finds the poll the first request made.
@@ -188,7 +193,11 @@ async fn create(
         }
     };
     let poll = new.into_poll(PollId::new(), user, now);
-    match state.polls.create_poll(&poll, request.as_ref(), now).await? {
+    match state
+        .polls
+        .create_poll(&poll, request.as_ref(), now)
+        .await?
+    {
         PollCreated::New => Ok(poll_response(StatusCode::CREATED, &poll, user, now)),
         PollCreated::Existing { poll, fingerprint } => {
             if request.is_some_and(|r| r.fingerprint != fingerprint) {
@@ -257,7 +266,11 @@ async fn list(
         .await?;
     let now = state.gate.now();
     Ok(axum::Json(ListView {
-        items: page.items.iter().map(|p| PollView::new(p, Some(user), now)).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|p| PollView::new(p, Some(user), now))
+            .collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),
     }))
 }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -241,10 +241,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         (status = 200, description = "The invite", body = InviteView),
         (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
         CommonErrors))]
-async fn invite(
-    State(state): State<VotesState>,
-    Path(token): Path<String>,
-) -> ApiResult<Response> {
+async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> ApiResult<Response> {
     if !is_token_shaped(&token) {
         return Err(AppError::NotFound);
     }

@@ -124,7 +124,10 @@ async fn two_concurrent_refreshes_with_one_token_revoke_the_family(app: TestApp)
             app.post("/v1/auth/refresh").json(body.clone()).send(),
         );
         let winners: Vec<_> = [a, b].into_iter().filter(|r| r.status == 200).collect();
-        assert!(winners.len() <= 1, "round {round}: two pairs from one token");
+        assert!(
+            winners.len() <= 1,
+            "round {round}: two pairs from one token"
+        );
         for winner in winners {
             app.post("/v1/auth/refresh")
                 .json(json!({ "refresh_token": winner.body["refresh_token"] }))

@@ -405,9 +405,12 @@ async fn an_idempotency_key_makes_one_poll_however_often_it_is_sent(app: TestApp
     assert_eq!(again.body["id"], first.body["id"]);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.header("location"), first.header("location"));
-    create("lunch-1", json!({ "question": "Dinner?", "options": ["a", "b"] }))
-        .await
-        .expect_problem(422, "idempotency-key-reused");
+    create(
+        "lunch-1",
+        json!({ "question": "Dinner?", "options": ["a", "b"] }),
+    )
+    .await
+    .expect_problem(422, "idempotency-key-reused");
     // Sent twice at once, a key still makes one poll.
     let (a, b) = tokio::join!(create("race", body.clone()), create("race", body.clone()));
     assert_eq!(a.expect(201).body["id"], b.expect(201).body["id"]);

@@ -193,9 +193,13 @@ async fn results_carry_an_etag_and_answer_304_until_they_change(app: TestApp) {
     app.clock.advance(time::Duration::seconds(5));
     let unchanged = conditional(etag.clone()).await.expect(304);
     assert_eq!(unchanged.header("etag"), Some(etag.as_str()));
-    conditional(format!("\"other\", W/{etag}")).await.expect(304);
+    conditional(format!("\"other\", W/{etag}"))
+        .await
+        .expect(304);
     conditional("\"other\"".into()).await.expect(200);
-    app.vote(&app.mint_token(), &poll, &["o1"]).await.expect(201);
+    app.vote(&app.mint_token(), &poll, &["o1"])
+        .await
+        .expect(201);
     let moved = conditional(etag.clone()).await.expect(200);
     assert_eq!(moved.body["total"], 1);
     assert_ne!(moved.header("etag"), Some(etag.as_str()));
