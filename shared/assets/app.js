@@ -54,8 +54,8 @@
     return homeView();
   }
 
-  function signOut() {
-    Tally.signOut();
+  async function signOut() {
+    await Tally.signOut();
     if (location.hash && location.hash !== "#/") location.hash = "#/";
     else route();
   }

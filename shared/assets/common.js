@@ -82,6 +82,19 @@ const Tally = (() => {
     setSession(await send("POST", "/v1/auth/login", { body, auth: false }));
   }
 
+  // Ends the session on the server too (its refresh token's family is revoked), not only in
+  // this tab. The tab forgets the tokens at once, so it is signed out even when the server
+  // cannot be reached; a refresh in flight is waited for, since it replaces the token.
+  async function signOut() {
+    if (refreshing) { try { await refreshing; } catch { /* Already signed out. */ } }
+    const token = session && session.refresh_token;
+    setSession(null);
+    if (!token) return;
+    try {
+      await send("POST", "/v1/auth/logout", { body: { refresh_token: token }, auth: false });
+    } catch { /* Expired or unknown already: nothing is left to end. */ }
+  }
+
   // A problem document in words: its detail, and each field's complaint when it has them.
   function problemText(e) {
     const fields = Object.entries((e.problem && e.problem.errors) || {})
@@ -148,7 +161,7 @@ const Tally = (() => {
   return {
     api, signIn, signInForm, problemText, h, show, when, ApiError,
     get session() { return session; },
-    signOut() { setSession(null); },
+    signOut,
     onSignedOut() {},
   };
 })();

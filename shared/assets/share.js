@@ -12,7 +12,7 @@
   }
 
   function signOutButton() {
-    return h("button", { type: "button", class: "link", onclick: () => { Tally.signOut(); load(); } }, "Sign out");
+    return h("button", { type: "button", class: "link", onclick: async () => { await Tally.signOut(); load(); } }, "Sign out");
   }
 
   function signIn() {

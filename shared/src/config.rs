@@ -70,23 +70,39 @@ impl Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     pub enabled: bool,
-    /// Register, login and refresh, per client IP.
-    pub auth_ip: Rule,
-    /// Login, per email.
+    /// Registrations per client IP. A venue's guests share one address, so this is sized for
+    /// hundreds of sign-ups an hour from one Wi-Fi.
+    pub register_ip: Rule,
+    /// Logins per client IP, whatever the email.
+    pub login_ip: Rule,
+    /// Refreshes and logouts per client IP.
+    pub refresh_ip: Rule,
+    /// Logins per email from one client (an IPv4 address or an IPv6 /64): one client's
+    /// guesses slow that client only, never the owner signing in from elsewhere.
     pub login_email: Rule,
     /// Poll and job writes, per user.
     pub writes: Rule,
-    /// Ballots, per voter (user or invite).
+    /// Ballots, per signed-in voter.
     pub votes: Rule,
+    /// Guests' ballots (invite tokens), per client IP: a venue's guests share one address.
+    pub guest_ip: Rule,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
             enabled: true,
-            auth_ip: Rule {
-                limit: 30,
-                window: 60,
+            register_ip: Rule {
+                limit: 100,
+                window: 600,
+            },
+            login_ip: Rule {
+                limit: 100,
+                window: 600,
+            },
+            refresh_ip: Rule {
+                limit: 600,
+                window: 600,
             },
             login_email: Rule {
                 limit: 10,
@@ -98,6 +114,10 @@ impl Default for RateLimits {
             },
             votes: Rule {
                 limit: 30,
+                window: 60,
+            },
+            guest_ip: Rule {
+                limit: 600,
                 window: 60,
             },
         }
@@ -120,8 +140,10 @@ pub struct Config {
     /// `TALLY_REFRESH_TOKEN_TTL` seconds (default 30 days).
     pub refresh_token_ttl: i64,
     /// `TALLY_RATE_LIMITS` `on` (default) or `off`, and each limit as `<requests>/<seconds>`:
-    /// `TALLY_RATE_LIMIT_AUTH_IP` (30/60), `TALLY_RATE_LIMIT_LOGIN_EMAIL` (10/300),
-    /// `TALLY_RATE_LIMIT_WRITES` (120/60), `TALLY_RATE_LIMIT_VOTES` (30/60).
+    /// `TALLY_RATE_LIMIT_REGISTER_IP` (100/600), `TALLY_RATE_LIMIT_LOGIN_IP` (100/600),
+    /// `TALLY_RATE_LIMIT_REFRESH_IP` (600/600), `TALLY_RATE_LIMIT_LOGIN_EMAIL` (10/300),
+    /// `TALLY_RATE_LIMIT_WRITES` (120/60), `TALLY_RATE_LIMIT_VOTES` (30/60),
+    /// `TALLY_RATE_LIMIT_GUEST_IP` (600/60).
     pub rate_limits: RateLimits,
     /// `TALLY_DATA_DIR` (default `./.tally`): local data (engine files, generated keys).
     pub data_dir: PathBuf,
@@ -200,13 +222,24 @@ impl Config {
                 Some(raw) => Rule::parse(&raw).map_err(|reason| ConfigError { var, reason }),
             }
         };
+        // The one shared auth budget was split in three; a deployment still setting it would
+        // otherwise run on defaults it never chose.
+        if lookup("TALLY_RATE_LIMIT_AUTH_IP").is_some() {
+            return Err(ConfigError {
+                var: "TALLY_RATE_LIMIT_AUTH_IP",
+                reason: "replaced by TALLY_RATE_LIMIT_REGISTER_IP, TALLY_RATE_LIMIT_LOGIN_IP and TALLY_RATE_LIMIT_REFRESH_IP".into(),
+            });
+        }
         let defaults = RateLimits::default();
         let rate_limits = RateLimits {
             enabled: switch("TALLY_RATE_LIMITS", true)?,
-            auth_ip: rule("TALLY_RATE_LIMIT_AUTH_IP", defaults.auth_ip)?,
+            register_ip: rule("TALLY_RATE_LIMIT_REGISTER_IP", defaults.register_ip)?,
+            login_ip: rule("TALLY_RATE_LIMIT_LOGIN_IP", defaults.login_ip)?,
+            refresh_ip: rule("TALLY_RATE_LIMIT_REFRESH_IP", defaults.refresh_ip)?,
             login_email: rule("TALLY_RATE_LIMIT_LOGIN_EMAIL", defaults.login_email)?,
             writes: rule("TALLY_RATE_LIMIT_WRITES", defaults.writes)?,
             votes: rule("TALLY_RATE_LIMIT_VOTES", defaults.votes)?,
+            guest_ip: rule("TALLY_RATE_LIMIT_GUEST_IP", defaults.guest_ip)?,
         };
         let data_dir = PathBuf::from(text("TALLY_DATA_DIR", "./.tally")?);
         let on_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
@@ -310,6 +343,18 @@ mod tests {
         }
     }
 
+    /// One venue's Wi-Fi is one address: the defaults must let hundreds of guests sign up and
+    /// sign in from it within an hour, each route on its own budget.
+    #[test]
+    fn the_default_auth_budgets_fit_a_venue() {
+        let per_hour = |rule: Rule| u64::from(rule.limit) * 3_600 / u64::from(rule.window);
+        let limits = RateLimits::default();
+        assert!(per_hour(limits.register_ip) >= 500);
+        assert!(per_hour(limits.login_ip) >= 500);
+        assert!(per_hour(limits.refresh_ip) >= per_hour(limits.login_ip));
+        assert!(per_hour(limits.guest_ip) >= 1_000);
+    }
+
     #[test]
     fn rate_limits_can_be_turned_off() {
         let c = config(&[("TALLY_RATE_LIMITS", "off")]).unwrap_or_else(|e| panic!("{e}"));
@@ -324,5 +369,7 @@ mod tests {
         );
         let err = config(&[("TALLY_RATE_LIMIT_WRITES", "lots")]).err();
         assert_eq!(err.map(|e| e.var), Some("TALLY_RATE_LIMIT_WRITES"));
+        let err = config(&[("TALLY_RATE_LIMIT_AUTH_IP", "30/60")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RATE_LIMIT_AUTH_IP"));
     }
 }

@@ -56,19 +56,31 @@ pub struct RefreshRecord {
     pub family: FamilyId,
     pub expires_at: OffsetDateTime,
     pub used: bool,
+    /// When the family's first token was issued (its login). A logout-all revokes every
+    /// family that started before it.
+    pub family_started: OffsetDateTime,
 }
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn put_refresh(&self, record: &RefreshRecord) -> StoreResult<()>;
     async fn refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
-    /// Marks `old` used and stores `new`, atomically, provided `old` was unused and its family
-    /// not revoked; `ConditionFailed` otherwise. Safe against two concurrent rotations: one wins.
+    /// Marks `old` used and stores `new`, atomically, provided `old` was unused, its family
+    /// not revoked and the user's sessions not all revoked since the family started;
+    /// `ConditionFailed` otherwise. Safe against two concurrent rotations: at most one wins.
     async fn rotate(&self, old_hash: &str, new: &RefreshRecord) -> StoreResult<()>;
     /// Revokes every token of the family (used when a spent token is presented again). The
     /// revocation is kept until `keep_until`, which must be after the family's last token
     /// expires: once it is gone, an unspent token of the family would rotate again.
     async fn revoke_family(&self, family: FamilyId, keep_until: OffsetDateTime) -> StoreResult<()>;
+    /// Revokes every family of `user` that started before `before` (a logout-all), kept until
+    /// `keep_until` like a family's revocation. A later call moves `before` forward.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        before: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> StoreResult<()>;
 }
 
 /// One page of a list, with the opaque position of the next page.
@@ -85,10 +97,37 @@ pub struct PollCursor {
     pub id: PollId,
 }
 
+/// A creating request's `Idempotency-Key` (hashed) and the fingerprint of its body.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub key_hash: String,
+    pub fingerprint: String,
+    /// How long a retry with the same key finds the same poll.
+    pub until: OffsetDateTime,
+}
+
+/// Whether a poll request made a new poll or found the one the same key made earlier.
+#[derive(Debug, Clone)]
+pub enum PollCreated {
+    New,
+    /// The key made this poll earlier, from a body with this fingerprint.
+    Existing {
+        poll: PollId,
+        fingerprint: String,
+    },
+}
+
 #[async_trait]
 pub trait PollStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new poll with its counters (one transaction).
-    async fn create_poll(&self, poll: &Poll) -> StoreResult<()>;
+    /// Stores a new poll with its counters (one transaction); with `request`, in the same
+    /// transaction the key's claim, unless an unexpired claim of the same owner and key
+    /// stands: then nothing is written and that claim's poll is returned.
+    async fn create_poll(
+        &self,
+        poll: &Poll,
+        request: Option<&CreateRequest>,
+        now: OffsetDateTime,
+    ) -> StoreResult<PollCreated>;
     async fn poll(&self, id: PollId) -> StoreResult<Option<Poll>>;
     /// A page of the owner's polls, newest first: one query.
     async fn polls_by_owner(

@@ -164,6 +164,18 @@ impl Call<'_> {
         self
     }
 
+    /// Sends the request from `ip`, as the socket's peer address (what the local server and
+    /// the per-client limits see).
+    pub fn from(mut self, ip: &str) -> Self {
+        let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+        self.builder =
+            self.builder
+                .extension(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip, 40_000,
+                )));
+        self
+    }
+
     pub fn json(mut self, body: Value) -> Self {
         self.builder = self.builder.header("content-type", "application/json");
         self.body = Body::from(body.to_string());
@@ -214,11 +226,20 @@ pub struct Session {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    /// A fresh API over an empty in-memory engine, with default configuration except one: a
-    /// voter may cast 100 ballots a minute, so that the races (one voter, 50 ballots at once)
-    /// test the duplicate guard rather than the rate limit, which has tests of its own.
+    /// A fresh API over an empty in-memory engine, with default configuration except two: a
+    /// voter may cast 100 ballots a minute, and one address 10,000 guest ballots, so that the
+    /// races (one voter, 50 ballots at once) and the thousand guests (all from the test's one
+    /// address) test the duplicate guard rather than the rate limits, which have tests of
+    /// their own.
     pub async fn start() -> Self {
-        Self::start_with(&[("TALLY_RATE_LIMIT_VOTES", "100/60")], Storage::Memory).await
+        Self::start_with(
+            &[
+                ("TALLY_RATE_LIMIT_VOTES", "100/60"),
+                ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
+            ],
+            Storage::Memory,
+        )
+        .await
     }
 
     /// A fresh API on `backend`, or `None` (announced loudly) when that backend is switched
@@ -238,6 +259,7 @@ impl TestApp {
                 let private = keys.private_pem.unwrap_or_default();
                 let vars = [
                     ("TALLY_RATE_LIMIT_VOTES", "100/60"),
+                    ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
                     ("TALLY_TABLE", table.as_str()),
                     ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
                     ("TALLY_JWT_PRIVATE_KEY", private.as_str()),

@@ -59,6 +59,10 @@ pub struct RefreshItem {
     pub family: crate::domain::FamilyId,
     pub expires_at: i64,
     pub used: bool,
+    /// Milliseconds; absent on tokens issued before logout-all existed, which read as 0 and
+    /// so are revoked by the first logout-all.
+    #[serde(default)]
+    pub family_started_ms: i64,
     pub ttl: i64,
 }
 
@@ -73,6 +77,7 @@ impl RefreshItem {
             family: record.family,
             expires_at,
             used: record.used,
+            family_started_ms: unix_ms(record.family_started),
             // A spent token is kept a day past its expiry, so reuse is still detected then.
             ttl: expires_at + 86_400,
         }
@@ -86,6 +91,7 @@ impl RefreshItem {
             expires_at: OffsetDateTime::from_unix_timestamp(self.expires_at)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             used: self.used,
+            family_started: from_unix_ms(self.family_started_ms),
         }
     }
 }
@@ -120,6 +126,12 @@ pub struct PollItem {
 
 pub fn unix_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The time `ms` milliseconds after the epoch (the epoch itself if out of range).
+pub fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl PollItem {
@@ -338,6 +350,20 @@ pub struct JobRequestItem {
     #[serde(rename = "SK")]
     pub sk: String,
     pub job_id: crate::domain::JobId,
+    pub expires_at: i64,
+    pub ttl: i64,
+}
+
+/// The poll a creating request (its `Idempotency-Key`) made, with the fingerprint of the
+/// request's body, valid until `expires_at` (epoch seconds).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PollRequestItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub poll_id: PollId,
+    pub fingerprint: String,
     pub expires_at: i64,
     pub ttl: i64,
 }

@@ -33,6 +33,12 @@ pub enum Key {
     Refresh(String),
     /// `FAMILY#<id>` / `FAMILY`: exists only once a refresh-token family is revoked.
     Family(FamilyId),
+    /// `SESSIONS#<user>` / `SESSIONS`: exists only once the user signed out everywhere; holds
+    /// the time before which every family of the user is revoked.
+    Sessions(UserId),
+    /// `POLLREQ#<user>#<sha256 of Idempotency-Key>` / `POLLREQ`: the poll a creating request
+    /// made, for 24 hours.
+    PollRequest(UserId, String),
     /// `POLL#<id>` / `POLL`: the poll.
     Poll(PollId),
     /// `POLL#<id>#C<n>` / `COUNTER`: shard `n` of the poll's counts and write-time guards.
@@ -62,6 +68,8 @@ impl Key {
             Self::Email(email) => format!("EMAIL#{email}"),
             Self::Refresh(hash) => format!("REFRESH#{hash}"),
             Self::Family(id) => format!("FAMILY#{id}"),
+            Self::Sessions(user) => format!("SESSIONS#{user}"),
+            Self::PollRequest(user, key) => format!("POLLREQ#{user}#{key}"),
             Self::Poll(id) => format!("POLL#{id}"),
             Self::Counter(id, n) => format!("POLL#{id}#C{n}"),
             Self::Ballot(poll, voter) => format!("BALLOT#{poll}#{voter}"),
@@ -79,6 +87,8 @@ impl Key {
             Self::Email(_) => "EMAIL",
             Self::Refresh(_) => "REFRESH",
             Self::Family(_) => "FAMILY",
+            Self::Sessions(_) => "SESSIONS",
+            Self::PollRequest(..) => "POLLREQ",
             Self::Poll(_) => "POLL",
             Self::Counter(..) => "COUNTER",
             Self::Ballot(..) => "BALLOT",
@@ -115,6 +125,11 @@ impl Key {
             ("EMAIL", "EMAIL") => Self::Email(rest.to_owned()),
             ("REFRESH", "REFRESH") => Self::Refresh(rest.to_owned()),
             ("FAMILY", "FAMILY") => Self::Family(rest.parse().ok()?),
+            ("SESSIONS", "SESSIONS") => Self::Sessions(rest.parse().ok()?),
+            ("POLLREQ", "POLLREQ") => {
+                let (user, key) = rest.split_once('#')?;
+                Self::PollRequest(user.parse().ok()?, key.to_owned())
+            }
             ("POLL", "POLL") => Self::Poll(rest.parse().ok()?),
             ("POLL", "COUNTER") => {
                 let (id, n) = rest.split_once("#C")?;
@@ -174,6 +189,8 @@ mod tests {
             Key::Email("ann@example.com".into()),
             Key::Refresh("abc123".into()),
             Key::Family(FamilyId::new()),
+            Key::Sessions(UserId::new()),
+            Key::PollRequest(UserId::new(), "a2V5LWhhc2g".into()),
             Key::Poll(poll),
             Key::Counter(poll, 7),
             Key::ballot(poll, &Voter::User(UserId::new())),

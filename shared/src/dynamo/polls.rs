@@ -7,11 +7,15 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::DynamoStore;
-use super::items::{CounterItem, PollItem, deadline_ms, unix_ms, zero_votes};
+use super::items::{CounterItem, PollItem, PollRequestItem, deadline_ms, unix_ms, zero_votes};
 use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start};
-use super::ops::{deleting, from_item, internal, num, to_attr, to_item, updating};
+use super::ops::{NEW_ITEM, deleting, from_item, internal, num, to_attr, to_item, updating};
 use crate::domain::{Poll, PollId, PollStatus, UserId};
-use crate::ports::{Page, PollCursor, PollStore, StoreError, StoreResult};
+use time::OffsetDateTime;
+
+use crate::ports::{
+    CreateRequest, Page, PollCreated, PollCursor, PollStore, StoreError, StoreResult,
+};
 
 /// The condition of the owner's writes to a poll: the version they read, and still theirs.
 const UNCHANGED: &str = "version = :version AND owner_id = :owner";
@@ -84,16 +88,57 @@ fn unchanged_values(previous: &Poll) -> HashMap<String, AttributeValue> {
 
 #[async_trait]
 impl PollStore for DynamoStore {
-    async fn create_poll(&self, poll: &Poll) -> StoreResult<()> {
-        let mut items = vec![self.put_new(&PollItem::new(poll))?];
+    async fn create_poll(
+        &self,
+        poll: &Poll,
+        request: Option<&CreateRequest>,
+        now: OffsetDateTime,
+    ) -> StoreResult<PollCreated> {
+        let mut items = Vec::new();
+        if let Some(request) = request {
+            let key = Key::PollRequest(poll.owner_id, request.key_hash.clone());
+            let expires_at = request.until.unix_timestamp();
+            let claim = PollRequestItem {
+                pk: key.pk(),
+                sk: key.sk().into(),
+                poll_id: poll.id,
+                fingerprint: request.fingerprint.clone(),
+                expires_at,
+                ttl: expires_at,
+            };
+            // A stale claim (TTL deletion lags up to 48 h) may be overwritten, so the
+            // condition reads its expiry instead of relying on its absence.
+            let mut put = self.put(
+                to_item(&claim)?,
+                Some(&format!("{NEW_ITEM} OR expires_at <= :now")),
+            )?;
+            if let Some(put) = put.put.as_mut() {
+                put.expression_attribute_values = Some(HashMap::from([(
+                    ":now".to_owned(),
+                    num(now.unix_timestamp()),
+                )]));
+            }
+            items.push(put);
+        }
+        items.push(self.put_new(&PollItem::new(poll))?);
         for shard in 0..COUNTER_SHARDS {
             items.push(self.put(to_item(&CounterItem::new(poll, shard))?, None)?);
         }
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(c) => Err(StoreError::Internal(format!(
-                "create poll cancelled: {c:?}"
-            ))),
+        // Two requests with one key at once meet on the claim: the loser's transaction is
+        // cancelled for the conflict and, tried again, finds the winner's claim.
+        match self
+            .transact_through_conflicts(|| Ok(items.clone()))
+            .await?
+        {
+            Ok(()) => Ok(PollCreated::New),
+            Err(c) if request.is_some() && c.condition_failed(0) => c
+                .old_item::<PollRequestItem>(0)?
+                .map(|e| PollCreated::Existing {
+                    poll: e.poll_id,
+                    fingerprint: e.fingerprint,
+                })
+                .ok_or_else(|| StoreError::Internal("poll request claim without its item".into())),
+            Err(c) => Err(c.into_error("create poll")),
         }
     }
 

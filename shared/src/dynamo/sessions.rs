@@ -1,15 +1,15 @@
 //! [`SessionStore`] for [`DynamoStore`]: refresh tokens (by hash), their rotation, and the
-//! revocation of a token family.
+//! revocation of a token family or of every family of a user.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem};
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::RefreshItem;
+use super::items::{RefreshItem, unix_ms};
 use super::keys::{Key, TTL};
 use super::ops::{NEW_ITEM, internal, num, to_item, updating};
-use crate::domain::FamilyId;
+use crate::domain::{FamilyId, UserId};
 use crate::ports::{RefreshRecord, SessionStore, StoreError, StoreResult};
 
 #[async_trait]
@@ -43,10 +43,24 @@ impl SessionStore for DynamoStore {
             .condition_expression("attribute_not_exists(revoked)")
             .build()
             .map_err(internal)?;
+        // A logout-all leaves a marker with the time before which the user's families are
+        // revoked; a family started later (a login after it) is not affected.
+        let user_alive = ConditionCheck::builder()
+            .table_name(&*self.table)
+            .set_key(Some(Key::Sessions(new.user_id).item_key()))
+            .condition_expression(
+                "attribute_not_exists(revoked_before_ms) OR revoked_before_ms < :started",
+            )
+            .expression_attribute_values(":started", num(unix_ms(new.family_started)))
+            .build()
+            .map_err(internal)?;
         let items = vec![
             updating(spend)?,
             TransactWriteItem::builder()
                 .condition_check(family_alive)
+                .build(),
+            TransactWriteItem::builder()
+                .condition_check(user_alive)
                 .build(),
             self.put_new(&RefreshItem::new(new))?,
         ];
@@ -68,6 +82,29 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":ttl", num(keep_until));
         self.send_update(update).await?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        before: OffsetDateTime,
+        keep_until: OffsetDateTime,
+    ) -> StoreResult<()> {
+        // Swept by TTL after `keep_until`, when every family that started before `before`
+        // has expired. A later logout-all moves both forward; never back, so a delayed
+        // retry of an older one cannot revive families.
+        let update = self
+            .update(&Key::Sessions(user))
+            .update_expression("SET revoked_before_ms = :before, #ttl = :ttl")
+            .condition_expression(
+                "attribute_not_exists(revoked_before_ms) OR revoked_before_ms < :before",
+            )
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":before", num(unix_ms(before)))
+            .expression_attribute_values(":ttl", num(keep_until.unix_timestamp()));
+        // A failed condition means a later logout-all is already recorded: nothing to do.
+        self.update_if(update).await?;
         Ok(())
     }
 }

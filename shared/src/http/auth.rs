@@ -1,20 +1,20 @@
-//! The auth function: register, login, refresh, and `GET /v1/me`.
+//! The auth function: register, login, refresh, logout (one session or all), and `GET /v1/me`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, Caller, NoIdempotencyKey};
 use super::gate::{Gate, gated};
-use super::limits::AuthAttempt;
+use super::limits::{AuthAttempt, Login, Refresh, Register};
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
-use super::views::{TokensView, UserView};
+use super::views::{TokensView, UserView, no_store};
 use crate::auth::{TokenIssuer, password, refresh};
 use crate::config::REFRESH_TOKEN_TTL_MAX;
 use crate::domain::{Email, FamilyId, FieldErrors, Password, User, UserId};
@@ -57,6 +57,8 @@ pub fn routes(state: AuthState) -> OpenApiRouter {
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(refresh_tokens))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
         .routes(routes!(me))
         .with_state(state)
 }
@@ -76,7 +78,8 @@ struct Credentials {
         BodyErrors, CommonErrors))]
 async fn register(
     State(state): State<AuthState>,
-    _attempt: AuthAttempt,
+    _attempt: AuthAttempt<Register>,
+    _: NoIdempotencyKey,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<impl IntoResponse> {
     let mut errors = FieldErrors::new();
@@ -93,11 +96,12 @@ async fn register(
         created_at: state.gate.now(),
     };
     state.users.create_user(&user, &hash).await?;
-    Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
+    Ok(no_store(StatusCode::CREATED, &UserView::from(&user)))
 }
 
 /// Signs in: an access token and a refresh token. An unknown email and a wrong password get the
-/// same 401.
+/// same 401. Attempts on one email are limited per client address (an IPv6 /64), so one
+/// client's guesses slow that client down and never lock the owner out elsewhere.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Tokens", body = TokensView),
@@ -105,9 +109,10 @@ async fn register(
         BodyErrors, CommonErrors))]
 async fn login(
     State(state): State<AuthState>,
-    attempt: AuthAttempt,
+    attempt: AuthAttempt<Login>,
+    _: NoIdempotencyKey,
     ApiJson(body): ApiJson<Credentials>,
-) -> ApiResult<axum::Json<TokensView>> {
+) -> ApiResult<Response> {
     let password = Password::for_login(body.password).ok_or(AppError::InvalidCredentials)?;
     // An unparseable email cannot be registered; it is treated like an unknown one, including
     // the time spent hashing, so the answer reveals nothing.
@@ -124,9 +129,12 @@ async fn login(
     };
     let verified = blocking(move || Ok(password::verify(&password, &phc))).await?;
     match user_id {
-        Some(user) if verified => issue_tokens(&state, user, FamilyId::new(), None)
-            .await
-            .map(axum::Json),
+        Some(user) if verified => {
+            let now = state.gate.now();
+            issue_tokens(&state, user, FamilyId::new(), now, None)
+                .await
+                .map(|tokens| no_store(StatusCode::OK, &tokens))
+        }
         _ => Err(AppError::InvalidCredentials),
     }
 }
@@ -138,7 +146,7 @@ struct RefreshBody {
 }
 
 /// Trades a refresh token for a new pair. The old token is spent; presenting a spent token
-/// again revokes its whole session family.
+/// again, even concurrently with its first use, revokes its whole session family.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
     responses(
         (status = 200, description = "A new pair", body = TokensView),
@@ -146,9 +154,10 @@ struct RefreshBody {
         BodyErrors, CommonErrors))]
 async fn refresh_tokens(
     State(state): State<AuthState>,
-    _attempt: AuthAttempt,
+    _attempt: AuthAttempt<Refresh>,
+    _: NoIdempotencyKey,
     ApiJson(body): ApiJson<RefreshBody>,
-) -> ApiResult<axum::Json<TokensView>> {
+) -> ApiResult<Response> {
     let hash = refresh::hash(&body.refresh_token);
     let record = state
         .sessions
@@ -162,21 +171,91 @@ async fn refresh_tokens(
         // A spent token presented again means it was copied: end the whole session family,
         // so that whoever holds the newer tokens must sign in again too.
         tracing::warn!(user_id = %record.user_id, "refresh token reuse; revoking its family");
-        // No token of the family is issued after now, so none outlives the longest lifetime
-        // the configuration allows (the current setting may have been longer when some were
-        // issued); a day more covers clock skew between instances.
-        let keep_until = state.gate.now()
-            + Duration::seconds(REFRESH_TOKEN_TTL_MAX.max(state.refresh_token_ttl))
-            + Duration::days(1);
-        state
-            .sessions
-            .revoke_family(record.family, keep_until)
-            .await?;
+        revoke(&state, &record).await?;
         return Err(AppError::InvalidRefreshToken);
     }
-    issue_tokens(&state, record.user_id, record.family, Some(&hash))
-        .await
-        .map(axum::Json)
+    match issue_tokens(
+        &state,
+        record.user_id,
+        record.family,
+        record.family_started,
+        Some(&hash),
+    )
+    .await
+    {
+        Ok(tokens) => Ok(no_store(StatusCode::OK, &tokens)),
+        Err(AppError::InvalidRefreshToken) => {
+            // The rotation's conditions failed after the read found the token unspent:
+            // another request spent it at the same moment (the same token used twice, which
+            // is reuse however close together), or the family or all the user's sessions
+            // were revoked meanwhile. Revoking the family is right in every case, and is
+            // what stops the concurrent winner's new tokens.
+            tracing::warn!(user_id = %record.user_id, "refresh token raced; revoking its family");
+            revoke(&state, &record).await?;
+            Err(AppError::InvalidRefreshToken)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// When a revocation may be forgotten. No token of the family is issued after now, so none
+/// outlives the longest lifetime the configuration allows (the current setting may have been
+/// longer when some were issued); a day more covers clock skew between instances.
+fn revocation_kept_until(state: &AuthState) -> OffsetDateTime {
+    state.gate.now()
+        + Duration::seconds(REFRESH_TOKEN_TTL_MAX.max(state.refresh_token_ttl))
+        + Duration::days(1)
+}
+
+async fn revoke(state: &AuthState, record: &RefreshRecord) -> ApiResult<()> {
+    state
+        .sessions
+        .revoke_family(record.family, revocation_kept_until(state))
+        .await?;
+    Ok(())
+}
+
+/// Signs out this session: the refresh token's whole family is revoked, so neither it nor any
+/// token rotated from it works again. Access tokens already issued stay valid until they
+/// expire (`expires_in`, 15 minutes by default). Signing out twice is not an error.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshBody,
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "No such refresh token, or one already expired (`invalid-refresh-token`)", body = ProblemDoc, content_type = "application/problem+json"),
+        BodyErrors, CommonErrors))]
+async fn logout(
+    State(state): State<AuthState>,
+    _attempt: AuthAttempt<Refresh>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> ApiResult<StatusCode> {
+    let record = state
+        .sessions
+        .refresh(&refresh::hash(&body.refresh_token))
+        .await?
+        .ok_or(AppError::InvalidRefreshToken)?;
+    if record.expires_at <= state.gate.now() {
+        return Err(AppError::InvalidRefreshToken);
+    }
+    revoke(&state, &record).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Signs the caller out everywhere: every session family started until now is revoked (a
+/// later login starts a new one). Access tokens already issued stay valid until they expire.
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller ended"),
+        AuthErrors, CommonErrors))]
+async fn logout_all(
+    State(state): State<AuthState>,
+    _attempt: AuthAttempt<Refresh>,
+    Caller(user): Caller,
+) -> ApiResult<StatusCode> {
+    state
+        .sessions
+        .revoke_user_sessions(user, state.gate.now(), revocation_kept_until(&state))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Mints an access token and a refresh token; with `rotating`, the old refresh token is spent
@@ -185,6 +264,7 @@ async fn issue_tokens(
     state: &AuthState,
     user: UserId,
     family: FamilyId,
+    family_started: OffsetDateTime,
     rotating: Option<&str>,
 ) -> ApiResult<TokensView> {
     let issuer = &state.issuer;
@@ -197,6 +277,7 @@ async fn issue_tokens(
         family,
         expires_at: now + Duration::seconds(state.refresh_token_ttl),
         used: false,
+        family_started,
     };
     match rotating {
         None => state.sessions.put_refresh(&record).await?,
@@ -223,12 +304,9 @@ async fn issue_tokens(
         (status = 200, description = "The signed-in user", body = UserView),
         (status = 404, description = "The account no longer exists", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
-async fn me(
-    State(state): State<AuthState>,
-    Caller(user): Caller,
-) -> ApiResult<axum::Json<UserView>> {
+async fn me(State(state): State<AuthState>, Caller(user): Caller) -> ApiResult<Response> {
     let user = state.users.user(user).await?.ok_or(AppError::NotFound)?;
-    Ok(axum::Json(UserView::from(&user)))
+    Ok(no_store(StatusCode::OK, &UserView::from(&user)))
 }
 
 /// Runs CPU-heavy work (Argon2) off the async threads.

@@ -163,6 +163,24 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// A creating route that cannot honour `Idempotency-Key` refuses it with 400, rather than
+/// ignoring it and letting the client believe a retry is safe.
+#[derive(Debug, Clone, Copy)]
+pub struct NoIdempotencyKey;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoIdempotencyKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key("idempotency-key") {
+            return Err(AppError::BadParameter(
+                "Idempotency-Key is not supported on this route: a retry cannot be told from a new request here".into(),
+            ));
+        }
+        Ok(Self)
+    }
+}
+
 /// An `If-Match` header, checked against a resource's current ETag.
 #[derive(Debug, Clone)]
 pub struct IfMatch(pub Option<String>);

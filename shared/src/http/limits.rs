@@ -1,7 +1,11 @@
 //! Rate limits, counted in the store (so every Lambda instance sees the same count) in fixed
-//! windows: per IP on the auth routes, per email on login (password guessing spread over many
-//! addresses), per user on writes, per voter on ballots. Each limited request costs one extra
+//! windows: per IP on each auth route (register, login and refresh each with its own budget),
+//! per email and client on login, per user on writes, per voter on ballots (and per client
+//! address on guests' attempts, whatever the token). Each limited request costs one extra
 //! storage call. `TALLY_RATE_LIMITS=off` turns them all off.
+
+use std::marker::PhantomData;
+use std::net::IpAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -63,36 +67,98 @@ pub fn client_ip(parts: &Parts) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
-/// A request on an auth route, counted per client IP.
-#[derive(Debug, Clone)]
-pub struct AuthAttempt {
-    pub facts: Option<RequestFacts>,
+/// The client as the per-email login limit sees it: an IPv4 address, or an IPv6 address's /64
+/// (one subscriber usually holds a whole /64, so counting single IPv6 addresses would let one
+/// attacker rotate through billions of them).
+pub fn client_prefix(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| ip.to_owned(), |v4| v4.to_string()),
+        _ => ip.to_owned(),
+    }
 }
 
-impl<S: Gated> FromRequestParts<S> for AuthAttempt {
+/// Which auth route a request is on: each has its own per-IP budget, so a crowd signing up
+/// from one venue's address does not use up the logins and refreshes of everyone there.
+pub trait AuthRoute: Send + Sync {
+    const SCOPE: &'static str;
+    fn rule(limits: &RateLimits) -> Rule;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Register;
+#[derive(Debug, Clone, Copy)]
+pub struct Login;
+/// Refresh and logout: both spend or end a refresh token.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh;
+
+impl AuthRoute for Register {
+    const SCOPE: &'static str = "register";
+    fn rule(limits: &RateLimits) -> Rule {
+        limits.register_ip
+    }
+}
+
+impl AuthRoute for Login {
+    const SCOPE: &'static str = "login";
+    fn rule(limits: &RateLimits) -> Rule {
+        limits.login_ip
+    }
+}
+
+impl AuthRoute for Refresh {
+    const SCOPE: &'static str = "refresh";
+    fn rule(limits: &RateLimits) -> Rule {
+        limits.refresh_ip
+    }
+}
+
+/// A request on an auth route `R`, counted per client IP against that route's budget.
+#[derive(Debug, Clone)]
+pub struct AuthAttempt<R> {
+    pub facts: Option<RequestFacts>,
+    pub client: String,
+    route: PhantomData<R>,
+}
+
+impl<S: Gated, R: AuthRoute> FromRequestParts<S> for AuthAttempt<R> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let gate = state.gate();
         let facts = facts_of(parts);
+        let client = client_ip(parts);
         enforce(
             gate,
             facts.as_ref(),
-            &format!("ip#{}", client_ip(parts)),
-            gate.limits.auth_ip,
+            &format!("{}-ip#{client}", R::SCOPE),
+            R::rule(&gate.limits),
         )
         .await?;
-        Ok(Self { facts })
+        Ok(Self {
+            facts,
+            client,
+            route: PhantomData,
+        })
     }
 }
 
-impl AuthAttempt {
-    /// Counts a login against the email it names, whoever tries it from wherever.
+impl AuthAttempt<Login> {
+    /// Counts a login against the email it names from this client. Counting per email alone
+    /// would let anyone keep the owner out by failing on purpose; per email and client, the
+    /// guesser is slowed (refused until its window ends) while the owner signs in from any
+    /// other address.
     pub async fn count_email(&self, gate: &Gate, email: &str) -> Result<(), AppError> {
         enforce(
             gate,
             self.facts.as_ref(),
-            &format!("email#{email}"),
+            &format!("email#{email}#{}", client_prefix(&self.client)),
             gate.limits.login_email,
         )
         .await
@@ -120,7 +186,10 @@ impl<S: Gated> FromRequestParts<S> for Writer {
     }
 }
 
-/// A voter, counted per user or per invite.
+/// A voter, counted per user, or per client address for a guest. A guest's invite is not yet
+/// checked when the limit is counted, so counting per token would let anyone make a new
+/// counter item (a storage write) per random token; per address, random tokens share one.
+/// (An invite can vote once anyway, so guests need no per-invite budget.)
 #[derive(Debug, Clone)]
 pub struct CountedVoter(pub VoterCredential);
 
@@ -130,11 +199,14 @@ impl<S: Gated> FromRequestParts<S> for CountedVoter {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let gate = state.gate();
         let credential = VoterCredential::from_request_parts(parts, state).await?;
-        let scope = match &credential {
-            VoterCredential::User(user) => format!("vote#u:{user}"),
-            VoterCredential::Invite(token) => format!("vote#i:{}", token.hash()),
+        let (scope, rule) = match &credential {
+            VoterCredential::User(user) => (format!("vote#u:{user}"), gate.limits.votes),
+            VoterCredential::Invite(_) => (
+                format!("vote#ip:{}", client_prefix(&client_ip(parts))),
+                gate.limits.guest_ip,
+            ),
         };
-        enforce(gate, facts_of(parts).as_ref(), &scope, gate.limits.votes).await?;
+        enforce(gate, facts_of(parts).as_ref(), &scope, rule).await?;
         Ok(Self(credential))
     }
 }

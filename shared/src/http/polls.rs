@@ -8,13 +8,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, ApiQuery, Caller, IfMatch, parse_id};
+use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey, IfMatch, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
@@ -25,7 +26,7 @@ use crate::domain::{
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{PollCursor, PollStore, StoreError};
+use crate::ports::{CreateRequest, PollCreated, PollCursor, PollStore, StoreError};
 
 pub const PAGE_DEFAULT: u16 = 20;
 pub const PAGE_MAX: u16 = 100;
@@ -46,7 +47,9 @@ pub fn routes(state: PollsState) -> OpenApiRouter {
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Serialize gives the request's fingerprint for `Idempotency-Key`: the same fields in any
+/// order and spacing are the same request.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreatePoll {
     question: String,
@@ -70,7 +73,7 @@ struct CreatePoll {
 }
 
 /// An option as a client may send it: plain text, or `{text}` as the API shows it.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum OptionInput {
     Text(String),
@@ -117,7 +120,7 @@ fn parse_results(errors: &mut FieldErrors, raw: Option<String>) -> Option<Result
     }
 }
 
-fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Response {
+fn poll_response(status: StatusCode, poll: &Poll, viewer: UserId, now: OffsetDateTime) -> Response {
     let mut headers = HeaderMap::new();
     if let Ok(etag) = HeaderValue::from_str(&poll.etag()) {
         headers.insert(header::ETAG, etag);
@@ -127,21 +130,42 @@ fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Respon
     {
         headers.insert(header::LOCATION, location);
     }
-    (status, headers, axum::Json(PollView::new(poll, now))).into_response()
+    (
+        status,
+        headers,
+        axum::Json(PollView::new(poll, Some(viewer), now)),
+    )
+        .into_response()
 }
 
-/// Creates a poll owned by the caller.
+/// How long a retry with the same `Idempotency-Key` finds the poll the first request made.
+const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::hours(24);
+
+/// Creates a poll owned by the caller. A retry with the same `Idempotency-Key` within 24 hours
+/// gets the same poll again instead of a second one (the same key with another body is 422).
 #[utoipa::path(post, path = "/v1/polls", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
     responses(
-        (status = 201, description = "The poll", body = PollView,
+        (status = 201, description = "The poll (or, with the same Idempotency-Key, the one the first request made)", body = PollView,
             headers(("Location" = String, description = "The poll's URL"), ("ETag" = String, description = "The poll's version"))),
+        (status = 409, description = "The poll this Idempotency-Key made was deleted since (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "This Idempotency-Key was used with another body (`idempotency-key-reused`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn create(
     State(state): State<PollsState>,
     Writer(user): Writer,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CreatePoll>,
 ) -> ApiResult<Response> {
     let now = state.gate.now();
+    let request = match &key {
+        None => None,
+        Some(key) => Some(CreateRequest {
+            key_hash: sha256_b64(key.as_bytes()),
+            fingerprint: sha256_b64(&serde_json::to_vec(&body).map_err(AppError::internal)?),
+            until: now + IDEMPOTENCY_WINDOW,
+        }),
+    };
     let mut errors = FieldErrors::new();
     let closes_at = parse_timestamp(&mut errors, body.closes_at);
     let visibility = parse_visibility(&mut errors, body.visibility);
@@ -169,8 +193,29 @@ async fn create(
         }
     };
     let poll = new.into_poll(PollId::new(), user, now);
-    state.polls.create_poll(&poll).await?;
-    Ok(poll_response(StatusCode::CREATED, &poll, now))
+    match state
+        .polls
+        .create_poll(&poll, request.as_ref(), now)
+        .await?
+    {
+        PollCreated::New => Ok(poll_response(StatusCode::CREATED, &poll, user, now)),
+        PollCreated::Existing { poll, fingerprint } => {
+            if request.is_some_and(|r| r.fingerprint != fingerprint) {
+                return Err(AppError::IdempotencyKeyReused);
+            }
+            // One more read, on a retry only: the poll as it stands now.
+            let first = state.polls.poll(poll).await?.ok_or(AppError::Conflict)?;
+            let mut response = poll_response(StatusCode::CREATED, &first, user, now);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -221,7 +266,11 @@ async fn list(
         .await?;
     let now = state.gate.now();
     Ok(axum::Json(ListView {
-        items: page.items.iter().map(|p| PollView::new(p, now)).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|p| PollView::new(p, Some(user), now))
+            .collect(),
         next_cursor: page.next.as_ref().map(encode_cursor),
     }))
 }
@@ -257,7 +306,7 @@ async fn read(
     if !poll.is_visible_to(user) {
         return Err(AppError::NotFound);
     }
-    Ok(poll_response(StatusCode::OK, &poll, state.gate.now()))
+    Ok(poll_response(StatusCode::OK, &poll, user, state.gate.now()))
 }
 
 /// Loads a poll for a write by `user`: 404 when it does not exist or is hidden from them,
@@ -364,7 +413,7 @@ async fn patch(
         .update_poll(&poll, &next, effect.options_changed)
         .await
         .map_err(lost_race(&if_match))?;
-    Ok(poll_response(StatusCode::OK, &next, now))
+    Ok(poll_response(StatusCode::OK, &next, user, now))
 }
 
 /// Deletes a poll (owner only).
@@ -412,7 +461,7 @@ async fn close(
     let poll = load_for_write(&state, user, &id, &if_match).await?;
     if poll.status == PollStatus::Closed {
         // Closing is idempotent: a retried close answers like the first.
-        return Ok(poll_response(StatusCode::OK, &poll, now));
+        return Ok(poll_response(StatusCode::OK, &poll, user, now));
     }
     let mut next = poll.clone();
     next.status = PollStatus::Closed;
@@ -423,5 +472,5 @@ async fn close(
         .update_poll(&poll, &next, false)
         .await
         .map_err(lost_race(&if_match))?;
-    Ok(poll_response(StatusCode::OK, &next, now))
+    Ok(poll_response(StatusCode::OK, &next, user, now))
 }

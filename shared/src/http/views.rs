@@ -1,11 +1,24 @@
 //! Representations: the JSON the API sends. Field names are part of the public contract.
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Ballot, OptionId, Poll, PollOption, PollStatus, ResultsVisibility, Tally, User, Visibility,
+    Ballot, OptionId, Poll, PollOption, PollStatus, ResultsVisibility, Tally, User, UserId,
+    Visibility,
 };
+
+/// A JSON response that no cache may keep: anything keyed by a credential (tokens, the
+/// caller's account, an invite), which a shared cache must never hand to someone else.
+pub fn no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
@@ -36,7 +49,10 @@ pub struct TokensView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PollView {
     pub id: String,
-    pub owner_id: String,
+    /// Shown to the owner only: to anyone else a user id is a handle to nothing but the
+    /// owner's identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
     pub question: String,
     pub options: Vec<PollOption>,
     pub status: PollStatus,
@@ -52,11 +68,14 @@ pub struct PollView {
 }
 
 impl PollView {
-    /// The poll as seen at `now` (a poll past its deadline reads as closed).
-    pub fn new(poll: &Poll, now: OffsetDateTime) -> Self {
+    /// The poll as `viewer` (`None` for a guest) sees it at `now` (a poll past its deadline
+    /// reads as closed).
+    pub fn new(poll: &Poll, viewer: Option<UserId>, now: OffsetDateTime) -> Self {
         Self {
             id: poll.id.to_string(),
-            owner_id: poll.owner_id.to_string(),
+            owner_id: viewer
+                .filter(|v| poll.is_owned_by(*v))
+                .map(|_| poll.owner_id.to_string()),
             question: poll.question.clone(),
             options: poll.options.clone(),
             status: poll.status_at(now),
@@ -190,7 +209,7 @@ impl InviteView {
     ) -> Self {
         Self {
             guest_name: invite.guest_name.clone(),
-            poll: PollView::new(poll, now),
+            poll: PollView::new(poll, None, now),
             used: ballot.is_some(),
             ballot: ballot.map(BallotView::from),
         }

@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,7 +16,7 @@ use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_
 use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
-use super::views::{BallotView, InviteView, ResultsView};
+use super::views::{BallotView, InviteView, ResultsView, no_store};
 use crate::domain::{Ballot, InviteToken, Poll, PollId, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
@@ -69,6 +72,11 @@ async fn poll_and_voter(
     match credential {
         VoterCredential::User(user) => {
             let poll = state.polls.poll(poll_id).await?.ok_or(AppError::NotFound)?;
+            // An invite-only poll does not exist for anyone but its owner (and its guests,
+            // who come with an invite): a 403 would confirm the id.
+            if !poll.is_visible_to(user) {
+                return Err(AppError::NotFound);
+            }
             if poll.visibility == Visibility::Invite {
                 return Err(AppError::Forbidden(
                     "This poll takes ballots by invite only.",
@@ -100,8 +108,8 @@ async fn poll_and_voter(
     request_body = CastBody,
     responses(
         (status = 201, description = "The ballot (or, with the same Idempotency-Key, the first one again)", body = BallotView),
-        (status = 403, description = "The poll takes ballots by invite only, or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The poll takes ballots by invite only (said to its owner alone), or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or an invite-only one and the caller is not its owner", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "Already voted (`already-voted`) or the poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
@@ -150,11 +158,17 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
 }
 
 /// One storage call: the poll and its counter shards in a single batch read.
-/// Exact counts per option, in one storage read.
+/// Exact counts per option, in one storage read. The `ETag` names the counts (not the time of
+/// reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
+/// ballot or a change of the poll moves them.
 #[utoipa::path(get, path = "/v1/polls/{id}/results", tag = "votes", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id")),
+    params(("id" = String, Path, description = "The poll id"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from a previous read: 304 while the results are unchanged")),
     responses(
-        (status = 200, description = "The results", body = ResultsView),
+        (status = 200, description = "The results", body = ResultsView,
+            headers(("ETag" = String, description = "The results' version"))),
+        (status = 304, description = "Unchanged since the ETag in `If-None-Match`",
+            headers(("ETag" = String, description = "The results' version"))),
         (status = 403, description = "Results are shown after the poll closes", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
@@ -162,7 +176,8 @@ async fn results(
     State(state): State<VotesState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<ResultsView>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let (poll, tally) = state
         .ballots
         .poll_with_tally(parse_id(&id)?)
@@ -177,7 +192,47 @@ async fn results(
             "The results of this poll are shown after it closes.",
         ));
     }
-    Ok(axum::Json(ResultsView::new(&poll, &tally, now)))
+    let view = ResultsView::new(&poll, &tally, now);
+    let etag = results_etag(poll.version, &view);
+    let mut response = if none_match(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        axum::Json(&view).into_response()
+    };
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    // A shared cache must not hand one caller's results to another; a private one may keep
+    // them but must ask again (cheaply, with the ETag) each time.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(response)
+}
+
+/// The results' version: a hash of everything in them but the time of reading.
+fn results_etag(poll_version: u64, view: &ResultsView) -> String {
+    let counts: Vec<(&str, &str, u64)> = view
+        .options
+        .iter()
+        .map(|o| (o.id.as_str(), o.text.as_str(), o.votes))
+        .collect();
+    let fingerprint = serde_json::json!([poll_version, view.status, view.total, counts]);
+    let digest = Sha256::digest(fingerprint.to_string().as_bytes());
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..12]))
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, as RFC 9110 requires for it) or is
+/// `*`.
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
@@ -189,10 +244,7 @@ async fn results(
         (status = 200, description = "The invite", body = InviteView),
         (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
         CommonErrors))]
-async fn invite(
-    State(state): State<VotesState>,
-    Path(token): Path<String>,
-) -> ApiResult<axum::Json<InviteView>> {
+async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> ApiResult<Response> {
     if !is_token_shaped(&token) {
         return Err(AppError::NotFound);
     }
@@ -207,10 +259,9 @@ async fn invite(
         .poll_and_ballot(invite.poll_id, &Voter::Invite(hash))
         .await?;
     let poll = poll.ok_or(AppError::NotFound)?;
-    Ok(axum::Json(InviteView::new(
-        &invite,
-        &poll,
-        ballot.as_ref(),
-        state.gate.now(),
-    )))
+    // The token in the path is the credential: no cache may keep the answer.
+    Ok(no_store(
+        StatusCode::OK,
+        &InviteView::new(&invite, &poll, ballot.as_ref(), state.gate.now()),
+    ))
 }

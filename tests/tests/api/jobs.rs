@@ -109,6 +109,9 @@ async fn a_thousand_guests_end_to_end(app: TestApp) {
             .await
             .expect(200);
         assert_eq!(invite.body["poll"]["id"], poll.as_str());
+        // The token is the credential, and a guest never learns the owner's id.
+        assert_eq!(invite.header("cache-control"), Some("no-store"));
+        assert!(invite.body["poll"].get("owner_id").is_none());
         assert!(
             name.contains(&format!(
                 "guest-{}",
@@ -442,10 +445,11 @@ async fn an_invite_votes_once_and_only_in_its_own_poll() {
             .json(json!({ "choices": ["o2"] }))
             .send()
     };
-    // Signed-in users cannot vote in an invite-only poll; an invite works only in its poll.
+    // Signed-in users other than the owner cannot even see an invite-only poll; an invite
+    // works only in its poll.
     app.vote(&app.mint_token(), &poll, &["o1"])
         .await
-        .expect_problem(403, "forbidden");
+        .expect_problem(404, "not-found");
     as_guest(&other_poll, &token)
         .await
         .expect_problem(403, "forbidden");

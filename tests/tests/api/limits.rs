@@ -1,6 +1,7 @@
 //! Rate limits: counted in the store, so they hold across instances; N+1 requests in a window
 //! get 429 with `Retry-After`, and the next window lets requests through again.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use tally_tests::{PASSWORD, Storage, TestApp};
 
@@ -46,43 +47,136 @@ async fn ballots_are_limited_per_voter_and_the_next_window_passes() {
 }
 
 #[tokio::test]
-async fn logins_are_limited_per_email_whatever_the_password() {
+async fn logins_are_limited_per_email_and_client_whatever_the_password() {
     let app = TestApp::start_with(
         &[("TALLY_RATE_LIMIT_LOGIN_EMAIL", "2/300")],
         Storage::Memory,
     )
     .await;
-    app.sign_up("ann@example.com").await; // one login
-    app.login("ann@example.com", "wrong password")
+    let login = |ip: &'static str, password: &'static str| {
+        app.post("/v1/auth/login")
+            .from(ip)
+            .json(json!({ "email": "ann@example.com", "password": password }))
+            .send()
+    };
+    app.post("/v1/auth/register")
+        .json(json!({ "email": "ann@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .expect(201);
+    login("203.0.113.9", "wrong password")
         .await
         .expect_problem(401, "invalid-credentials");
-    // The third attempt in the window is refused even with the right password: guessing
-    // cannot continue at any pace.
-    app.login("ann@example.com", PASSWORD)
+    login("203.0.113.9", "wrong again")
+        .await
+        .expect_problem(401, "invalid-credentials");
+    // The guessing client's third attempt in the window is refused even with the right
+    // password: guessing cannot continue at any pace from there.
+    login("203.0.113.9", PASSWORD)
         .await
         .expect_problem(429, "rate-limited");
-    app.login("ANN@example.com", PASSWORD)
+    // The owner, elsewhere, is not kept out by the other client's failures.
+    login("198.51.100.7", PASSWORD).await.expect(200);
+    login("2001:db8:1:2::7", PASSWORD).await.expect(200);
+    // An IPv6 client is counted by its /64, so rotating addresses inside it does not help.
+    login("2001:db8:1:2::8", "wrong").await.expect(401);
+    login("2001:db8:1:2::9", PASSWORD)
         .await
         .expect_problem(429, "rate-limited");
+    // The refusal backs off: the guesser's next window lets it try again.
     app.clock.advance(time::Duration::seconds(300));
-    app.login("ann@example.com", PASSWORD).await.expect(200);
+    login("203.0.113.9", PASSWORD).await.expect(200);
 }
 
 #[tokio::test]
-async fn auth_routes_are_limited_per_client_address() {
-    let app = TestApp::start_with(&[("TALLY_RATE_LIMIT_AUTH_IP", "4/60")], Storage::Memory).await;
-    for i in 0..4 {
+async fn register_login_and_refresh_have_separate_budgets_per_client_address() {
+    let vars = [
+        ("TALLY_RATE_LIMIT_REGISTER_IP", "2/60"),
+        ("TALLY_RATE_LIMIT_LOGIN_IP", "3/60"),
+        ("TALLY_RATE_LIMIT_REFRESH_IP", "1/60"),
+    ];
+    let app = TestApp::start_with(&vars, Storage::Memory).await;
+    let register = |i: u32, ip: &'static str| {
         app.post("/v1/auth/register")
+            .from(ip)
+            .json(json!({ "email": format!("user{i}@example.com"), "password": PASSWORD }))
+            .send()
+    };
+    register(0, "203.0.113.9").await.expect(201);
+    register(1, "203.0.113.9").await.expect(201);
+    register(2, "203.0.113.9")
+        .await
+        .expect_problem(429, "rate-limited");
+    // Another address has its own budget.
+    register(2, "198.51.100.7").await.expect(201);
+    // Sign-ups used none of the logins' budget, and logins none of the refreshes'.
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let reply = app
+            .post("/v1/auth/login")
+            .from("203.0.113.9")
             .json(json!({ "email": format!("user{i}@example.com"), "password": PASSWORD }))
             .send()
             .await
-            .expect(201);
+            .expect(200);
+        tokens.push(reply.body["refresh_token"].clone());
     }
-    app.login("user0@example.com", PASSWORD)
+    app.login("user0@example.com", PASSWORD).await.expect(200);
+    app.post("/v1/auth/login")
+        .from("203.0.113.9")
+        .json(json!({ "email": "user0@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .expect_problem(429, "rate-limited");
+    let refresh = |token: serde_json::Value| {
+        app.post("/v1/auth/refresh")
+            .from("203.0.113.9")
+            .json(json!({ "refresh_token": token }))
+            .send()
+    };
+    refresh(tokens[0].clone()).await.expect(200);
+    refresh(tokens[1].clone())
         .await
         .expect_problem(429, "rate-limited");
     app.clock.advance(time::Duration::seconds(60));
-    app.login("user0@example.com", PASSWORD).await.expect(200);
+    refresh(tokens[1].clone()).await.expect(200);
+}
+
+/// Guests' attempts are counted per client address before the token is checked: random
+/// tokens share one counter (one storage item) instead of making one each.
+#[tokio::test]
+async fn guest_attempts_are_counted_per_client_address_not_per_token() {
+    let app = TestApp::start_with(&[("TALLY_RATE_LIMIT_GUEST_IP", "3/60")], Storage::Memory).await;
+    let owner = app.mint_token();
+    let poll = app.lunch_poll(&owner).await;
+    let attempt = |n: u32, ip: &'static str| {
+        app.post(&format!("/v1/polls/{poll}/votes"))
+            .from(ip)
+            .header("authorization", &format!("Invite random-token-{n:030}"))
+            .json(json!({ "choices": ["o1"] }))
+            .send()
+    };
+    for n in 0..3 {
+        attempt(n, "203.0.113.9").await.expect(403);
+    }
+    attempt(3, "203.0.113.9")
+        .await
+        .expect_problem(429, "rate-limited");
+    attempt(4, "198.51.100.7").await.expect(403);
+    let counters = app
+        .store()
+        .client()
+        .scan()
+        .table_name(app.store().table())
+        .filter_expression("SK = :rate AND begins_with(PK, :vote)")
+        .expression_attribute_values(":rate", AttributeValue::S("RATE".into()))
+        .expression_attribute_values(":vote", AttributeValue::S("RATE#vote#".into()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default();
+    assert_eq!(counters.len(), 2, "{counters:?}");
 }
 
 #[tokio::test]

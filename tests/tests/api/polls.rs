@@ -346,7 +346,12 @@ async fn invite_only_polls_are_hidden_from_other_users(app: TestApp) {
     app.results(&stranger, id)
         .await
         .expect_problem(404, "not-found");
+    // Voting answers like a missing poll too: a 403 would confirm that the id exists.
     app.vote(&stranger, id, &["o1"])
+        .await
+        .expect_problem(404, "not-found");
+    // Its owner is told why instead.
+    app.vote(&ann.access_token, id, &["o1"])
         .await
         .expect_problem(403, "forbidden");
     let list = app
@@ -356,6 +361,88 @@ async fn invite_only_polls_are_hidden_from_other_users(app: TestApp) {
         .await
         .expect(200);
     assert_eq!(list.body, json!({ "items": [], "next_cursor": null }));
+}
+
+async fn only_the_owner_sees_the_owner_id(app: TestApp) {
+    let ann = app.sign_up("ann@example.com").await;
+    let id = app.lunch_poll(&ann.access_token).await;
+    let stranger = app.mint_token();
+    let seen = app
+        .get(&format!("/v1/polls/{id}"))
+        .bearer(&stranger)
+        .send()
+        .await
+        .expect(200);
+    assert!(seen.body.get("owner_id").is_none(), "{:#}", seen.body);
+    let own = app
+        .get(&format!("/v1/polls/{id}"))
+        .bearer(&ann.access_token)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(own.body["owner_id"], ann.user_id.as_str());
+}
+
+async fn an_idempotency_key_makes_one_poll_however_often_it_is_sent(app: TestApp) {
+    let ann = app.sign_up("ann@example.com").await;
+    let create = |key: &'static str, body: Value| {
+        app.post("/v1/polls")
+            .bearer(&ann.access_token)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+    };
+    let body = json!({ "question": "Lunch?", "options": ["Pizza", "Soup"] });
+    let first = create("lunch-1", body.clone()).await.expect(201);
+    assert!(first.header("idempotent-replayed").is_none());
+    // The same fields in another order are the same request.
+    let again = create(
+        "lunch-1",
+        json!({ "options": ["Pizza", "Soup"], "question": "Lunch?" }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("location"), first.header("location"));
+    create(
+        "lunch-1",
+        json!({ "question": "Dinner?", "options": ["a", "b"] }),
+    )
+    .await
+    .expect_problem(422, "idempotency-key-reused");
+    // Sent twice at once, a key still makes one poll.
+    let (a, b) = tokio::join!(create("race", body.clone()), create("race", body.clone()));
+    assert_eq!(a.expect(201).body["id"], b.expect(201).body["id"]);
+    // The key is the owner's own: another user's same key makes their own poll.
+    let bob = app.sign_up("bob@example.com").await;
+    let bobs = app
+        .post("/v1/polls")
+        .bearer(&bob.access_token)
+        .header("idempotency-key", "lunch-1")
+        .json(body.clone())
+        .send()
+        .await
+        .expect(201);
+    assert_ne!(bobs.body["id"], first.body["id"]);
+    let list = app
+        .get("/v1/polls")
+        .bearer(&ann.access_token)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(2));
+    // After the window, the key is free again.
+    app.clock.advance(time::Duration::hours(25));
+    let later = create("lunch-1", body).await.expect(201);
+    assert_ne!(later.body["id"], first.body["id"]);
+    app.post("/v1/polls")
+        .bearer(&ann.access_token)
+        .header("idempotency-key", "")
+        .json(json!({ "question": "q", "options": ["a", "b"] }))
+        .send()
+        .await
+        .expect_problem(400, "bad-parameter");
 }
 
 async fn polls_need_a_signed_in_caller(app: TestApp) {
@@ -386,5 +473,7 @@ tally_tests::on_every_backend!(
     delete_removes_the_poll,
     only_the_owner_writes,
     invite_only_polls_are_hidden_from_other_users,
+    only_the_owner_sees_the_owner_id,
+    an_idempotency_key_makes_one_poll_however_often_it_is_sent,
     polls_need_a_signed_in_caller,
 );

@@ -176,7 +176,37 @@ async fn results_take_one_storage_call_and_a_ballot_three_whatever_the_count(app
     assert_eq!(results.body["total"], 200);
 }
 
+async fn results_carry_an_etag_and_answer_304_until_they_change(app: TestApp) {
+    let owner = app.mint_token();
+    let poll = app.lunch_poll(&owner).await;
+    let first = app.results(&owner, &poll).await.expect(200);
+    let etag = first.header("etag").unwrap_or_default().to_owned();
+    assert!(etag.starts_with('"'), "{first:#?}");
+    assert_eq!(first.header("cache-control"), Some("private, no-cache"));
+    let conditional = |tag: String| {
+        app.get(&format!("/v1/polls/{poll}/results"))
+            .bearer(&owner)
+            .header("if-none-match", &tag)
+            .send()
+    };
+    // Unchanged counts keep the tag even as time passes (`as_of` is not part of it).
+    app.clock.advance(time::Duration::seconds(5));
+    let unchanged = conditional(etag.clone()).await.expect(304);
+    assert_eq!(unchanged.header("etag"), Some(etag.as_str()));
+    conditional(format!("\"other\", W/{etag}"))
+        .await
+        .expect(304);
+    conditional("\"other\"".into()).await.expect(200);
+    app.vote(&app.mint_token(), &poll, &["o1"])
+        .await
+        .expect(201);
+    let moved = conditional(etag.clone()).await.expect(200);
+    assert_eq!(moved.body["total"], 1);
+    assert_ne!(moved.header("etag"), Some(etag.as_str()));
+}
+
 tally_tests::on_every_backend!(
+    results_carry_an_etag_and_answer_304_until_they_change,
     a_voter_votes_once_and_results_count_it,
     a_retry_with_the_same_idempotency_key_replays_the_first_answer,
     invalid_choices_are_refused_and_nothing_is_counted,
