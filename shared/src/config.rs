@@ -133,6 +133,9 @@ pub struct Config {
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
     /// that enqueue (locally the dev server's in-process queue stands in).
     pub render_queue_url: Option<String>,
+    /// `TALLY_DEAD_LETTER_QUEUE_URL`: the render queue's dead-letter queue; required on Lambda
+    /// by the render function, which moves unreadable messages there on their first delivery.
+    pub dead_letter_queue_url: Option<String>,
     /// `TALLY_PUBLIC_BASE_URL` (default `http://127.0.0.1:3000`): the origin guests open;
     /// invite QR codes encode `<base>/i/<token>`.
     pub public_base_url: String,
@@ -245,6 +248,8 @@ impl Config {
             keys,
             bucket: text("TALLY_BUCKET", "tally-files")?,
             render_queue_url: lookup("TALLY_RENDER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            dead_letter_queue_url: lookup("TALLY_DEAD_LETTER_QUEUE_URL")
+                .filter(|v| !v.trim().is_empty()),
             public_base_url: text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
                 .trim_end_matches('/')
                 .to_owned(),

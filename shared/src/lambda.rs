@@ -111,6 +111,20 @@ impl Aws<'_> {
             })?;
         Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
     }
+
+    /// The dead-letter queue the render function moves unreadable messages to.
+    pub fn dead_letters(&self) -> Result<SqsQueue, Error> {
+        let url = self
+            .env
+            .config
+            .dead_letter_queue_url
+            .clone()
+            .ok_or(ConfigError {
+                var: "TALLY_DEAD_LETTER_QUEUE_URL",
+                reason: format!("is required by the {} function", self.env.name),
+            })?;
+        Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+    }
 }
 
 /// Serves `routes` (with the platform layers) on the Lambda runtime until the sandbox is shut

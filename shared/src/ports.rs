@@ -262,3 +262,14 @@ pub trait RenderQueue: Send + Sync + std::fmt::Debug {
     /// Enqueues the messages (ten per `SendMessageBatch`); fails if any was not accepted.
     async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()>;
 }
+
+/// Where the render worker puts a message it can never process (its body is not a render
+/// message) at once, on its first delivery: SQS itself only moves a message after
+/// `maxReceiveCount` failed deliveries, each a visibility timeout (12 minutes) apart, and no
+/// redelivery can make an unreadable body readable.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + std::fmt::Debug {
+    /// Stores `body` in the dead-letter queue. Only once this succeeds may the message be
+    /// reported processed (and so deleted from the render queue).
+    async fn dead_letter(&self, body: &str) -> StoreResult<()>;
+}
