@@ -142,6 +142,10 @@ pub struct Config {
     /// `TALLY_RENDER_MAX_RECEIVES` (default 5): deliveries of a render message before it
     /// goes to the dead-letter queue; must equal the queue's `maxReceiveCount`.
     pub render_max_receives: u32,
+    /// `TALLY_RENDER_GUESTS_PER_DAY` (default 20,000, two full invite lists): what one user's
+    /// jobs may render per UTC day, counting each guest of an invites job and one file for a
+    /// QR code or a chart. Past it, a new job is 429 `render-quota` until midnight UTC.
+    pub render_guests_per_day: u64,
     /// `TALLY_S3_PATH_STYLE` (`off` by default; `on` for local engines and emulators, which
     /// serve buckets as paths rather than host names).
     pub s3_path_style: bool,
@@ -253,6 +257,13 @@ impl Config {
             public_base_url: text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
                 .trim_end_matches('/')
                 .to_owned(),
+            render_guests_per_day: u64::try_from(seconds(
+                "TALLY_RENDER_GUESTS_PER_DAY",
+                20_000,
+                1,
+                10_000_000,
+            )?)
+            .unwrap_or(20_000),
             render_max_receives: u32::try_from(seconds("TALLY_RENDER_MAX_RECEIVES", 5, 1, 1000)?)
                 .unwrap_or(5),
             s3_path_style: switch("TALLY_S3_PATH_STYLE", false)?,

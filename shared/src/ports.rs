@@ -213,6 +213,18 @@ pub trait RateCounter: Send + Sync + std::fmt::Debug {
     /// Counts one request against `scope` in the window starting at `window_start` (epoch
     /// seconds) and returns the window's count so far, this request included. One call.
     async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64>;
+
+    /// Takes `amount` from a quota of `limit` per window for `scope`, only if it all fits:
+    /// `Some(used)` (this amount included) when taken, `None` when it would go over, in which
+    /// case nothing is taken. One conditional call, so concurrent takers never overshoot.
+    async fn take(
+        &self,
+        scope: &str,
+        window_start: i64,
+        window_seconds: i64,
+        amount: u64,
+        limit: u64,
+    ) -> StoreResult<Option<u64>>;
 }
 
 /// A multipart upload under way: the object's key and the id the store gave the upload, which
