@@ -312,9 +312,12 @@ impl Stack {
         // On disk the queue keeps its messages beside the engines' files, so a job outlives
         // the process as it would outlive a render function on AWS.
         let queue = match &storage {
-            Storage::Dir(dir) => {
-                LocalQueue::open(worker.clone(), options.queue, &dir.join("queue"), local_dead)?
-            }
+            Storage::Dir(dir) => LocalQueue::open(
+                worker.clone(),
+                options.queue,
+                &dir.join("queue"),
+                local_dead,
+            )?,
             _ => LocalQueue::start(worker.clone(), options.queue, local_dead),
         };
         let (render_queue, sqs) = match &storage {

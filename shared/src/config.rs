@@ -128,6 +128,10 @@ pub struct Config {
     /// `TALLY_JWT_PUBLIC_KEY` / `TALLY_JWT_PRIVATE_KEY` (PEM), required on Lambda; locally a
     /// pair is generated into the data folder when they are unset.
     pub keys: KeySource,
+    /// `TALLY_JWT_PRIVATE_KEY_SECRET`: the name or ARN of the Secrets Manager secret holding the
+    /// private key's PEM, which the auth function reads at cold start (so the key is in no
+    /// environment variable); when set, it replaces `TALLY_JWT_PRIVATE_KEY`.
+    pub private_key_secret: Option<String>,
     /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
     pub bucket: String,
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
@@ -237,6 +241,8 @@ impl Config {
             (None, None) => KeySource::DataDir(data_dir.clone()),
         };
         Ok(Self {
+            private_key_secret: lookup("TALLY_JWT_PRIVATE_KEY_SECRET")
+                .filter(|v| !v.trim().is_empty()),
             table: text("TALLY_TABLE", "tally")?,
             issuer: text("TALLY_JWT_ISSUER", "tally")?,
             audience: text("TALLY_JWT_AUDIENCE", "tally-api")?,

@@ -129,7 +129,10 @@ impl Worker {
                         // A body that still names its job leaves that job one chunk short
                         // for good: its owner learns so now, not at the job's deadline.
                         if let Some(job) = job_of(&record)
-                            && let Err(fail) = self.store.fail_job(job, WorkError::Malformed(String::new()).reason()).await
+                            && let Err(fail) = self
+                                .store
+                                .fail_job(job, WorkError::Malformed(String::new()).reason())
+                                .await
                         {
                             tracing::error!(job_id = %job, error = %fail, "could not mark the job failed");
                         }

@@ -538,7 +538,10 @@ async fn render_work_per_user_and_day_is_bounded_by_a_quota() {
     // Another user's quota is their own; two of their jobs at once that together exceed it:
     // exactly one is accepted.
     let other = app.sign_up("other@example.com").await.access_token;
-    let (a, b) = (invite_poll(&app, &other).await, invite_poll(&app, &other).await);
+    let (a, b) = (
+        invite_poll(&app, &other).await,
+        invite_poll(&app, &other).await,
+    );
     let (ra, rb) = tokio::join!(
         try_invites(&app, &other, &a, 7),
         try_invites(&app, &other, &b, 7)
