@@ -332,6 +332,28 @@ mod tests {
         }
     }
 
+    /// The render quota and the signing key's secret: defaults, and a bad quota named.
+    #[test]
+    fn render_quota_and_key_secret_are_read() {
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.render_guests_per_day, c.private_key_secret),
+            (20_000, None)
+        );
+        let c = config(&[
+            ("TALLY_RENDER_GUESTS_PER_DAY", "50"),
+            ("TALLY_JWT_PRIVATE_KEY_SECRET", "tally/jwt-private-key"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.render_guests_per_day, 50);
+        assert_eq!(
+            c.private_key_secret.as_deref(),
+            Some("tally/jwt-private-key")
+        );
+        let err = config(&[("TALLY_RENDER_GUESTS_PER_DAY", "0")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RENDER_GUESTS_PER_DAY"));
+    }
+
     #[test]
     fn rate_limits_can_be_turned_off() {
         let c = config(&[("TALLY_RATE_LIMITS", "off")]).unwrap_or_else(|e| panic!("{e}"));
