@@ -90,7 +90,7 @@ impl Functions {
                 gate: gate.clone(),
             },
             votes: VotesState::new(store.clone(), gate.clone()),
-            jobs: JobsState::new(store, blobs, queue, gate),
+            jobs: JobsState::new(store, blobs, queue, gate, config.render_guests_per_day),
             platform: Platform::new("dev", config),
         })
     }

@@ -20,7 +20,7 @@ pub mod s3;
 pub mod sqs;
 
 pub use functions::{Function, Functions};
-pub use queue::{LocalQueue, QueueOptions};
+pub use queue::{LocalDeadLetters, LocalQueue, QueueOptions};
 pub use s3::LocalS3;
 pub use sqs::SqsPoller;
 use tally::auth::KeyMaterial;
@@ -28,7 +28,7 @@ use tally::clock::SharedClock;
 use tally::config::Config;
 use tally::dynamo::DynamoStore;
 use tally::dynamo::table::ensure_table;
-use tally::ports::{BlobStore, RenderQueue};
+use tally::ports::{BlobStore, DeadLetters, RenderQueue};
 use tally::s3::S3Blobs;
 use tally::sqs::SqsQueue;
 use tally::worker::Worker;
@@ -280,6 +280,21 @@ impl Stack {
             Some(wrap) => wrap(Arc::new(blobs.clone())),
             None => Arc::new(blobs.clone()),
         };
+        // The local queue's dead-letter queue, on disk beside it when the queue is durable; on
+        // an emulator the worker uses a dead-letter queue there instead, as on AWS.
+        let local_dead = match &storage {
+            Storage::Dir(dir) => LocalDeadLetters::open(&dir.join("queue"))?,
+            _ => LocalDeadLetters::memory(),
+        };
+        let dead_letters: Arc<dyn DeadLetters> = match &storage {
+            Storage::Endpoint(endpoint) => {
+                let client = sqs::local_sqs_client(endpoint);
+                let name = sqs::dead_letter_queue_name_for(&config.table);
+                let url = sqs::ensure_queue(&client, &name).await?;
+                Arc::new(SqsQueue::new(client, url))
+            }
+            _ => Arc::new(local_dead.clone()),
+        };
         // The worker is another function on AWS: it gets its own store handle, so the API's
         // storage-call counts (which tests assert) never include the worker's background work.
         let worker = Worker {
@@ -288,6 +303,7 @@ impl Stack {
                 config.table.clone(),
             )),
             blobs: worker_blobs,
+            dead_letters,
             clock: options.clock.clone(),
             public_base_url: config.public_base_url.clone(),
             max_receives: options.queue.max_receives,
@@ -296,10 +312,13 @@ impl Stack {
         // On disk the queue keeps its messages beside the engines' files, so a job outlives
         // the process as it would outlive a render function on AWS.
         let queue = match &storage {
-            Storage::Dir(dir) => {
-                LocalQueue::open(worker.clone(), options.queue, &dir.join("queue"))?
-            }
-            _ => LocalQueue::start(worker.clone(), options.queue),
+            Storage::Dir(dir) => LocalQueue::open(
+                worker.clone(),
+                options.queue,
+                &dir.join("queue"),
+                local_dead,
+            )?,
+            _ => LocalQueue::start(worker.clone(), options.queue, local_dead),
         };
         let (render_queue, sqs) = match &storage {
             Storage::Endpoint(endpoint) => {

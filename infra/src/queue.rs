@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde_json::{Value, json};
-use tally::ports::{RenderMessage, RenderQueue, StoreError, StoreResult};
+use tally::ports::{DeadLetters, RenderMessage, RenderQueue, StoreError, StoreResult};
 use tally::worker::Worker;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -71,7 +71,7 @@ pub struct QueueOptions {
 #[derive(Clone)]
 pub struct LocalQueue {
     tx: mpsc::UnboundedSender<Envelope>,
-    dead: Arc<Mutex<Vec<String>>>,
+    dead: LocalDeadLetters,
     in_flight: Arc<AtomicUsize>,
     spool: Option<Arc<Spool>>,
 }
@@ -86,17 +86,23 @@ impl std::fmt::Debug for LocalQueue {
 
 impl LocalQueue {
     /// Starts delivering to `worker` from memory only: messages are lost with the process.
-    /// The delivery loop ends when every sender is dropped.
-    pub fn start(worker: Worker, options: QueueOptions) -> Self {
-        Self::run(worker, options, None, Vec::new(), Vec::new())
+    /// The delivery loop ends when every sender is dropped. `dead` is this queue's dead-letter
+    /// queue (the worker's `dead_letters` too, for unreadable messages).
+    pub fn start(worker: Worker, options: QueueOptions, dead: LocalDeadLetters) -> Self {
+        Self::run(worker, options, None, Vec::new(), dead)
     }
 
     /// Starts delivering to `worker` from a spool folder at `dir`, created if missing: the
     /// messages a previous process left there (sent, not yet processed) are delivered again,
     /// with their receive counts, and its dead letters are kept. One process per folder, as
     /// with the engines' files.
-    pub fn open(worker: Worker, options: QueueOptions, dir: &Path) -> Result<Self, String> {
-        let (spool, pending, dead) =
+    pub fn open(
+        worker: Worker,
+        options: QueueOptions,
+        dir: &Path,
+        dead: LocalDeadLetters,
+    ) -> Result<Self, String> {
+        let (spool, pending) =
             Spool::open(dir).map_err(|e| format!("the render queue in {}: {e}", dir.display()))?;
         if !pending.is_empty() {
             tracing::info!(
@@ -118,10 +124,9 @@ impl LocalQueue {
         options: QueueOptions,
         spool: Option<Arc<Spool>>,
         pending: Vec<Envelope>,
-        dead: Vec<String>,
+        dead: LocalDeadLetters,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-        let dead = Arc::new(Mutex::new(dead));
         let in_flight = Arc::new(AtomicUsize::new(pending.len()));
         let queue = Self {
             tx: tx.clone(),
@@ -209,9 +214,7 @@ impl LocalQueue {
                         .await;
                     }
                     in_flight.fetch_sub(processed.len() + buried.len(), Ordering::SeqCst);
-                    dead.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend(buried.into_iter().map(|e| e.body));
+                    dead.remember(buried.into_iter().map(|e| e.body));
                     for envelope in retried {
                         if let Some(tx) = redeliver.upgrade() {
                             tokio::spawn(async move {
@@ -229,10 +232,7 @@ impl LocalQueue {
     /// Bodies of the messages that went to the dead-letter queue (on a durable queue, those of
     /// earlier runs too).
     pub fn dead_letters(&self) -> Vec<String> {
-        self.dead
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.dead.bodies()
     }
 
     /// Messages sent and not yet processed or dead-lettered.
@@ -282,6 +282,83 @@ impl RenderQueue for LocalQueue {
     }
 }
 
+/// The local queue's dead-letter queue: the bodies of the messages that went there, in memory,
+/// and on a durable queue also one file each in the spool's `dead/` folder. The queue buries
+/// messages that failed `max_receives` times; the worker puts unreadable ones here itself, on
+/// their first delivery ([`DeadLetters`]), as the render function does with SQS on AWS.
+#[derive(Debug, Clone, Default)]
+pub struct LocalDeadLetters {
+    bodies: Arc<Mutex<Vec<String>>>,
+    folder: Option<PathBuf>,
+}
+
+impl LocalDeadLetters {
+    /// A dead-letter queue in memory only.
+    pub fn memory() -> Self {
+        Self::default()
+    }
+
+    /// The dead-letter queue of the durable queue at `dir` (see [`LocalQueue::open`]), with
+    /// the dead letters of earlier runs.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let folder = dir.join("dead");
+        std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        let spool = Spool {
+            messages: dir.join("messages"),
+            dead: folder.clone(),
+        };
+        let bodies = spool
+            .read_folder(&folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        Ok(Self {
+            bodies: Arc::new(Mutex::new(bodies)),
+            folder: Some(folder),
+        })
+    }
+
+    fn remember(&self, bodies: impl IntoIterator<Item = String>) {
+        self.bodies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(bodies);
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl DeadLetters for LocalDeadLetters {
+    async fn dead_letter(&self, body: &str) -> StoreResult<()> {
+        if let Some(folder) = &self.folder {
+            let mut envelope = Envelope::new(body.to_owned());
+            envelope.receives = 1;
+            let folder = folder.clone();
+            // Written as the spool writes messages (whole file, synced, renamed), straight
+            // into `dead/`.
+            tokio::task::spawn_blocking(move || {
+                let spool = Spool {
+                    messages: folder.clone(),
+                    dead: folder,
+                };
+                spool.write_all(std::slice::from_ref(&envelope))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(spool_error)?;
+        }
+        self.remember([body.to_owned()]);
+        Ok(())
+    }
+}
+
 fn spool_error(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("the local queue cannot store a message: {e}"))
 }
@@ -315,9 +392,9 @@ struct Spool {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool, returning the pending messages in send order and the
-    /// dead letters' bodies.
-    fn open(dir: &Path) -> std::io::Result<(Self, Vec<Envelope>, Vec<String>)> {
+    /// Opens (or creates) the spool, returning the pending messages in send order (the dead
+    /// letters are read by [`LocalDeadLetters::open`]).
+    fn open(dir: &Path) -> std::io::Result<(Self, Vec<Envelope>)> {
         let spool = Self {
             messages: dir.join("messages"),
             dead: dir.join("dead"),
@@ -325,12 +402,7 @@ impl Spool {
         std::fs::create_dir_all(&spool.messages)?;
         std::fs::create_dir_all(&spool.dead)?;
         let pending = spool.read_folder(&spool.messages)?;
-        let dead = spool
-            .read_folder(&spool.dead)?
-            .into_iter()
-            .map(|e| e.body)
-            .collect();
-        Ok((spool, pending, dead))
+        Ok((spool, pending))
     }
 
     /// Reads every message file in `folder`, sorted by name; removes the temporary files of
@@ -468,7 +540,37 @@ mod tests {
     use super::*;
 
     fn spool_in(dir: &Path) -> (Spool, Vec<Envelope>, Vec<String>) {
-        Spool::open(dir).unwrap_or_else(|e| panic!("open the spool: {e}"))
+        let (spool, pending) = Spool::open(dir).unwrap_or_else(|e| panic!("open the spool: {e}"));
+        let dead = LocalDeadLetters::open(dir)
+            .unwrap_or_else(|e| panic!("open the dead letters: {e}"))
+            .bodies();
+        (spool, pending, dead)
+    }
+
+    /// An unreadable message the worker dead-letters itself is on disk with the buried ones,
+    /// so it too outlives the process.
+    #[tokio::test]
+    async fn a_message_dead_lettered_by_the_worker_stays_dead_across_restarts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (spool, ..) = spool_in(dir.path());
+        let mut poison = Envelope::new("poison".into());
+        spool
+            .write_all(std::slice::from_ref(&poison))
+            .unwrap_or_else(|e| panic!("{e}"));
+        poison.receives = 5;
+        spool
+            .bury_all(std::slice::from_ref(&poison))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dead = LocalDeadLetters::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        dead.dead_letter("not json")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dead.bodies(), ["poison", "not json"]);
+
+        let (_, pending, mut dead) = spool_in(dir.path());
+        assert!(pending.is_empty());
+        dead.sort();
+        assert_eq!(dead, ["not json", "poison"]);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub fn queue_name_for(table: &str) -> String {
     format!("{safe}-render")
 }
 
+/// The render queue's dead-letter queue's name for a table (within SQS's 80 characters).
+pub fn dead_letter_queue_name_for(table: &str) -> String {
+    let render = queue_name_for(table);
+    format!("{}-dlq", render.trim_end_matches("-render"))
+}
+
 /// Creates the queue (idempotent on SQS for the same attributes) and returns its URL.
 pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String, String> {
     client

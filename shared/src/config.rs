@@ -150,17 +150,28 @@ pub struct Config {
     /// `TALLY_JWT_PUBLIC_KEY` / `TALLY_JWT_PRIVATE_KEY` (PEM), required on Lambda; locally a
     /// pair is generated into the data folder when they are unset.
     pub keys: KeySource,
+    /// `TALLY_JWT_PRIVATE_KEY_SECRET`: the name or ARN of the Secrets Manager secret holding the
+    /// private key's PEM, which the auth function reads at cold start (so the key is in no
+    /// environment variable); when set, it replaces `TALLY_JWT_PRIVATE_KEY`.
+    pub private_key_secret: Option<String>,
     /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
     pub bucket: String,
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
     /// that enqueue (locally the dev server's in-process queue stands in).
     pub render_queue_url: Option<String>,
+    /// `TALLY_DEAD_LETTER_QUEUE_URL`: the render queue's dead-letter queue; required on Lambda
+    /// by the render function, which moves unreadable messages there on their first delivery.
+    pub dead_letter_queue_url: Option<String>,
     /// `TALLY_PUBLIC_BASE_URL` (default `http://127.0.0.1:3000`): the origin guests open;
     /// invite QR codes encode `<base>/i/<token>`.
     pub public_base_url: String,
     /// `TALLY_RENDER_MAX_RECEIVES` (default 5): deliveries of a render message before it
     /// goes to the dead-letter queue; must equal the queue's `maxReceiveCount`.
     pub render_max_receives: u32,
+    /// `TALLY_RENDER_GUESTS_PER_DAY` (default 20,000, two full invite lists): what one user's
+    /// jobs may render per UTC day, counting each guest of an invites job and one file for a
+    /// QR code or a chart. Past it, a new job is 429 `render-quota` until midnight UTC.
+    pub render_guests_per_day: u64,
     /// `TALLY_S3_PATH_STYLE` (`off` by default; `on` for local engines and emulators, which
     /// serve buckets as paths rather than host names).
     pub s3_path_style: bool,
@@ -263,6 +274,8 @@ impl Config {
             (None, None) => KeySource::DataDir(data_dir.clone()),
         };
         Ok(Self {
+            private_key_secret: lookup("TALLY_JWT_PRIVATE_KEY_SECRET")
+                .filter(|v| !v.trim().is_empty()),
             table: text("TALLY_TABLE", "tally")?,
             issuer: text("TALLY_JWT_ISSUER", "tally")?,
             audience: text("TALLY_JWT_AUDIENCE", "tally-api")?,
@@ -278,9 +291,18 @@ impl Config {
             keys,
             bucket: text("TALLY_BUCKET", "tally-files")?,
             render_queue_url: lookup("TALLY_RENDER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            dead_letter_queue_url: lookup("TALLY_DEAD_LETTER_QUEUE_URL")
+                .filter(|v| !v.trim().is_empty()),
             public_base_url: text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
                 .trim_end_matches('/')
                 .to_owned(),
+            render_guests_per_day: u64::try_from(seconds(
+                "TALLY_RENDER_GUESTS_PER_DAY",
+                20_000,
+                1,
+                10_000_000,
+            )?)
+            .unwrap_or(20_000),
             render_max_receives: u32::try_from(seconds("TALLY_RENDER_MAX_RECEIVES", 5, 1, 1000)?)
                 .unwrap_or(5),
             s3_path_style: switch("TALLY_S3_PATH_STYLE", false)?,
@@ -353,6 +375,28 @@ mod tests {
         assert!(per_hour(limits.login_ip) >= 500);
         assert!(per_hour(limits.refresh_ip) >= per_hour(limits.login_ip));
         assert!(per_hour(limits.guest_ip) >= 1_000);
+    }
+
+    /// The render quota and the signing key's secret: defaults, and a bad quota named.
+    #[test]
+    fn render_quota_and_key_secret_are_read() {
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.render_guests_per_day, c.private_key_secret),
+            (20_000, None)
+        );
+        let c = config(&[
+            ("TALLY_RENDER_GUESTS_PER_DAY", "50"),
+            ("TALLY_JWT_PRIVATE_KEY_SECRET", "tally/jwt-private-key"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.render_guests_per_day, 50);
+        assert_eq!(
+            c.private_key_secret.as_deref(),
+            Some("tally/jwt-private-key")
+        );
+        let err = config(&[("TALLY_RENDER_GUESTS_PER_DAY", "0")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RENDER_GUESTS_PER_DAY"));
     }
 
     #[test]

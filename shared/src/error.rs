@@ -80,6 +80,10 @@ pub enum AppError {
     /// 429: too many requests in this window; retry after the given seconds.
     #[error("rate limited")]
     RateLimited { retry_after: u64 },
+    /// 429: the user's render quota for the day is used up; retry after the given seconds
+    /// (the next UTC midnight).
+    #[error("render quota exceeded")]
+    RenderQuota { limit: u64, retry_after: u64 },
     /// 503: the store is throttling; try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -216,6 +220,16 @@ impl AppError {
                 "Too many requests",
                 format!("This limit resets in {retry_after} seconds; see Retry-After."),
             ),
+            Self::RenderQuota { limit, retry_after } => (
+                S::TOO_MANY_REQUESTS,
+                "render-quota",
+                "Render quota used up",
+                format!(
+                    "Your jobs may render {limit} guests (a QR code or a chart counts as one) a \
+                     day, and this job would go over it; it starts again at midnight UTC, in \
+                     {retry_after} seconds (see Retry-After)."
+                ),
+            ),
             Self::Unavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -335,7 +349,9 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let retry_after = match &self {
-            Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::RateLimited { retry_after } | Self::RenderQuota { retry_after, .. } => {
+                Some(*retry_after)
+            }
             // Busy storage (throttling, conflicts that outlasted the retries) clears within
             // moments: a second is enough for a client to back off without waiting long.
             Self::Unavailable(_) => Some(1),

@@ -111,6 +111,57 @@ impl Aws<'_> {
             })?;
         Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
     }
+
+    /// The token issuer of the auth function, the one function that signs tokens: with the
+    /// private key read from Secrets Manager once, at cold start, when
+    /// `TALLY_JWT_PRIVATE_KEY_SECRET` names the secret (on AWS), else from the configured
+    /// keys (locally). Only this function's role may read the secret.
+    #[cfg(feature = "secrets-manager")]
+    pub async fn signing_issuer(&self) -> Result<TokenIssuer, Error> {
+        let config = &self.env.config;
+        let Some(secret) = &config.private_key_secret else {
+            return self.env.issuer();
+        };
+        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "read the signing key from secret {secret}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let private = out
+            .secret_string
+            .ok_or_else(|| format!("the secret {secret} has no SecretString (the key's PEM)"))?;
+        let public = key_material(config)?.public_pem;
+        let keys = KeyMaterial {
+            private_pem: Some(private),
+            public_pem: public,
+        };
+        Ok(TokenIssuer::new(
+            &keys,
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl,
+        )?)
+    }
+
+    /// The dead-letter queue the render function moves unreadable messages to.
+    pub fn dead_letters(&self) -> Result<SqsQueue, Error> {
+        let url = self
+            .env
+            .config
+            .dead_letter_queue_url
+            .clone()
+            .ok_or(ConfigError {
+                var: "TALLY_DEAD_LETTER_QUEUE_URL",
+                reason: format!("is required by the {} function", self.env.name),
+            })?;
+        Ok(SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url))
+    }
 }
 
 /// Serves `routes` (with the platform layers) on the Lambda runtime until the sandbox is shut

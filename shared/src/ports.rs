@@ -260,6 +260,18 @@ pub trait RateCounter: Send + Sync + std::fmt::Debug {
     /// Counts one request against `scope` in the window starting at `window_start` (epoch
     /// seconds) and returns the window's count so far, this request included. One call.
     async fn hit(&self, scope: &str, window_start: i64, window_seconds: i64) -> StoreResult<u64>;
+
+    /// Takes `amount` from a quota of `limit` per window for `scope`, only if it all fits:
+    /// `Some(used)` (this amount included) when taken, `None` when it would go over, in which
+    /// case nothing is taken. One conditional call, so concurrent takers never overshoot.
+    async fn take(
+        &self,
+        scope: &str,
+        window_start: i64,
+        window_seconds: i64,
+        amount: u64,
+        limit: u64,
+    ) -> StoreResult<Option<u64>>;
 }
 
 /// A multipart upload under way: the object's key and the id the store gave the upload, which
@@ -308,4 +320,15 @@ pub struct RenderMessage {
 pub trait RenderQueue: Send + Sync + std::fmt::Debug {
     /// Enqueues the messages (ten per `SendMessageBatch`); fails if any was not accepted.
     async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()>;
+}
+
+/// Where the render worker puts a message it can never process (its body is not a render
+/// message) at once, on its first delivery: SQS itself only moves a message after
+/// `maxReceiveCount` failed deliveries, each a visibility timeout (12 minutes) apart, and no
+/// redelivery can make an unreadable body readable.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + std::fmt::Debug {
+    /// Stores `body` in the dead-letter queue. Only once this succeeds may the message be
+    /// reported processed (and so deleted from the render queue).
+    async fn dead_letter(&self, body: &str) -> StoreResult<()>;
 }

@@ -5,7 +5,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::ports::{RenderMessage, RenderQueue, StoreError, StoreResult};
+use crate::ports::{DeadLetters, RenderMessage, RenderQueue, StoreError, StoreResult};
 
 /// `SendMessageBatch` takes at most ten messages.
 const BATCH: usize = 10;
@@ -91,6 +91,22 @@ impl RenderQueue for SqsQueue {
                 )));
             }
         }
+        Ok(())
+    }
+}
+
+/// The dead-letter queue, reached as an [`SqsQueue`] on its own URL (the render function's
+/// `TALLY_DEAD_LETTER_QUEUE_URL`).
+#[async_trait]
+impl DeadLetters for SqsQueue {
+    async fn dead_letter(&self, body: &str) -> StoreResult<()> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 }

@@ -11,6 +11,12 @@ async fn main() -> Result<(), Error> {
     let aws = env.aws().await;
     let store = aws.dynamo().await;
     let (blobs, queue) = (Arc::new(aws.blobs()), Arc::new(aws.render_queue()?));
-    let state = JobsState::new(store.clone(), blobs, queue, env.gate(store)?);
+    let state = JobsState::new(
+        store.clone(),
+        blobs,
+        queue,
+        env.gate(store)?,
+        env.config.render_guests_per_day,
+    );
     run_http(&env, routes(state)).await
 }

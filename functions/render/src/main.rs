@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
     let worker = Worker {
         store: aws.dynamo().await,
         blobs: Arc::new(aws.blobs()),
+        dead_letters: Arc::new(aws.dead_letters()?),
         clock: Arc::new(SystemClock),
         public_base_url: env.config.public_base_url.clone(),
         max_receives: env.config.render_max_receives,

@@ -25,4 +25,36 @@ impl RateCounter for DynamoStore {
             _ => Err(StoreError::Internal("rate counter without a count".into())),
         }
     }
+
+    async fn take(
+        &self,
+        scope: &str,
+        window_start: i64,
+        window_seconds: i64,
+        amount: u64,
+        limit: u64,
+    ) -> StoreResult<Option<u64>> {
+        let Some(room) = limit.checked_sub(amount) else {
+            return Ok(None);
+        };
+        let update = self
+            .update(&Key::Rate(scope.to_owned(), window_start))
+            .update_expression("ADD hits :amount SET #ttl = if_not_exists(#ttl, :ttl)")
+            // The whole amount fits, or nothing is taken.
+            .condition_expression("attribute_not_exists(hits) OR hits <= :room")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":amount", AttributeValue::N(amount.to_string()))
+            .expression_attribute_values(":room", AttributeValue::N(room.to_string()))
+            .expression_attribute_values(":ttl", num(window_start + window_seconds + 3_600))
+            .return_values(ReturnValue::UpdatedNew);
+        let out = match self.send_update(update).await {
+            Ok(out) => out,
+            Err(StoreError::ConditionFailed) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match out.attributes.as_ref().and_then(|a| a.get("hits")) {
+            Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(internal),
+            _ => Err(StoreError::Internal("quota counter without a count".into())),
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub struct JobsState {
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn RenderQueue>,
     pub gate: Gate,
+    /// Guests one user's jobs may render per UTC day (`Config::render_guests_per_day`).
+    pub guests_per_day: u64,
 }
 gated!(JobsState);
 
@@ -52,6 +54,7 @@ impl JobsState {
         blobs: Arc<dyn BlobStore>,
         queue: Arc<dyn RenderQueue>,
         gate: Gate,
+        guests_per_day: u64,
     ) -> Self {
         Self {
             polls: store.clone(),
@@ -60,6 +63,7 @@ impl JobsState {
             blobs,
             queue,
             gate,
+            guests_per_day,
         }
     }
 }
@@ -160,6 +164,7 @@ async fn start(state: &JobsState, plan: JobPlan) -> ApiResult<Response> {
         // Another retry of the failed job won the race: answer with its job.
         JobCreated::Existing(id) => state.jobs.job(id).await?.ok_or(AppError::Conflict)?,
         JobCreated::New => {
+            charge_quota(state, &job, now).await?;
             if let Err(e) = queue.send(&messages).await {
                 // A job whose work was not all enqueued would never finish: say so on the job
                 // and to the caller, who may retry.
@@ -173,6 +178,42 @@ async fn start(state: &JobsState, plan: JobPlan) -> ApiResult<Response> {
         }
     };
     accepted(&job, now)
+}
+
+/// Charges a new job's size to its owner's render quota for the day (one conditional call), so
+/// that one user cannot keep the render function busy for everyone: the quota bounds the
+/// cards rendered per user, as the render event source's maximum concurrency bounds them for
+/// all users together. Only a job that was created is charged, so a replay of the same
+/// request (answered with its job) costs nothing. A job over the quota is marked failed
+/// (its request marker then never answers with it) and nothing is queued.
+async fn charge_quota(state: &JobsState, job: &Job, now: OffsetDateTime) -> ApiResult<()> {
+    const DAY: i64 = 86_400;
+    let day_start = now.unix_timestamp().div_euclid(DAY) * DAY;
+    let scope = format!("render-guests:{}", job.owner_id);
+    let taken = state
+        .gate
+        .counter
+        .take(
+            &scope,
+            day_start,
+            DAY,
+            u64::from(job.total.max(1)),
+            state.guests_per_day,
+        )
+        .await?;
+    if taken.is_some() {
+        return Ok(());
+    }
+    state
+        .jobs
+        .fail_job(job.id, "Over the daily render quota; nothing was rendered.")
+        .await?;
+    Err(AppError::RenderQuota {
+        limit: state.guests_per_day,
+        retry_after: u64::try_from(day_start + DAY - now.unix_timestamp())
+            .unwrap_or(1)
+            .max(1),
+    })
 }
 
 /// The 202 answer for a job, with its URL in `Location`.

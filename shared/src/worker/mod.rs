@@ -23,7 +23,9 @@ use time::Duration;
 use crate::clock::SharedClock;
 use crate::domain::{Job, JobId, JobKind};
 use crate::objects::ObjectKey;
-use crate::ports::{BallotStore, BlobStore, JobStore, PollStore, RenderMessage, StoreError};
+use crate::ports::{
+    BallotStore, BlobStore, DeadLetters, JobStore, PollStore, RenderMessage, StoreError,
+};
 
 /// How long one worker's right to build a job's final file lasts unless renewed. The builder
 /// renews it every [`LEASE_RENEWAL`] while it works, so a live builder never loses it however
@@ -72,6 +74,8 @@ impl<T: JobStore + PollStore + BallotStore> RenderStore for T {}
 pub struct Worker {
     pub store: Arc<dyn RenderStore>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Where an unreadable message goes on its first delivery.
+    pub dead_letters: Arc<dyn DeadLetters>,
     pub clock: SharedClock,
     /// The origin guests open: invite cards encode `<base>/i/<token>`.
     pub public_base_url: String,
@@ -120,7 +124,35 @@ impl Worker {
                 response.batch_item_failures.push(failure);
                 continue;
             }
-            if let Err(e) = self.process(&record).await {
+            let outcome = self.process(&record).await;
+            if let Err(WorkError::Malformed(why)) = &outcome {
+                // No delivery can make an unreadable body readable, so it goes to the
+                // dead-letter queue now rather than after `max_receives` visibility timeouts;
+                // once it is stored there it counts as processed and SQS deletes it. If the
+                // dead-letter queue cannot take it, it fails as any message does and the
+                // queue's redrive policy moves it later.
+                let body = record.body.as_deref().unwrap_or_default();
+                match self.dead_letters.dead_letter(body).await {
+                    Ok(()) => {
+                        tracing::error!(message_id = %id, error = %why, "unreadable render message moved to the dead-letter queue");
+                        // A body that still names its job leaves that job one chunk short
+                        // for good: its owner learns so now, not at the job's deadline.
+                        if let Some(job) = job_of(&record)
+                            && let Err(fail) = self
+                                .store
+                                .fail_job(job, WorkError::Malformed(String::new()).reason())
+                                .await
+                        {
+                            tracing::error!(job_id = %job, error = %fail, "could not mark the job failed");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(message_id = %id, error = %e, "could not dead-letter an unreadable message");
+                    }
+                }
+            }
+            if let Err(e) = outcome {
                 tracing::error!(message_id = %id, receives, error = %e, "render message failed");
                 // The queue moves the message to the dead-letter queue after this delivery;
                 // the owner must learn why their job will not finish.

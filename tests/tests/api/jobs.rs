@@ -143,7 +143,8 @@ async fn a_thousand_guests_end_to_end(app: TestApp) {
     );
 }
 
-/// Starting a job costs three storage calls (rate counter, poll, one transaction) and one queue call per
+/// Starting a job costs four storage calls (rate counter, poll, one transaction, the render
+/// quota) and one queue call per
 /// ten chunks, whatever the number of guests; the same request within 24 hours finds the same
 /// job, and another request (or the same one a day later) makes a new one.
 async fn the_same_request_within_a_day_finds_the_same_job(app: TestApp) {
@@ -151,10 +152,10 @@ async fn the_same_request_within_a_day_finds_the_same_job(app: TestApp) {
     let poll = invite_poll(&app, &owner).await;
     let before = app.store().calls();
     let first = start_invites(&app, &owner, &poll, 10).await;
-    assert_eq!(app.store().calls() - before, 3, "10 guests");
+    assert_eq!(app.store().calls() - before, 4, "10 guests");
     let before = app.store().calls();
     start_invites(&app, &owner, &poll, 2000).await;
-    assert_eq!(app.store().calls() - before, 3, "2,000 guests");
+    assert_eq!(app.store().calls() - before, 4, "2,000 guests");
 
     let again = start_invites(&app, &owner, &poll, 10).await;
     assert_eq!(again.body["id"], first.body["id"]);
@@ -491,4 +492,71 @@ async fn an_invite_votes_once_and_only_in_its_own_poll() {
         .send()
         .await
         .expect_problem(404, "not-found");
+}
+
+/// A user's jobs render at most `TALLY_RENDER_GUESTS_PER_DAY` guests a day: a job that would go
+/// over is 429 `render-quota` with `Retry-After` (the next midnight UTC) and queues nothing, a
+/// replay of an accepted request costs nothing, another user has a quota of their own, and two
+/// jobs started at once cannot both squeeze under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn render_work_per_user_and_day_is_bounded_by_a_quota() {
+    let app = TestApp::start_with(
+        &[("TALLY_RENDER_GUESTS_PER_DAY", "10")],
+        tally_tests::Storage::Memory,
+    )
+    .await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let first = try_invites(&app, &owner, &poll, 6).await.expect(202);
+    // The same request again answers with its job and is not charged a second time.
+    let replay = try_invites(&app, &owner, &poll, 6).await.expect(202);
+    assert_eq!(replay.body["id"], first.body["id"]);
+    let over = try_invites(&app, &owner, &poll, 5)
+        .await
+        .expect_problem(429, "render-quota");
+    let retry_after: i64 = over
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    let detail = over.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("10 guests"), "{detail}");
+    // What is left (4) still fits; then even a QR code (one file) does not.
+    try_invites(&app, &owner, &poll, 4).await.expect(202);
+    app.post(&format!("/v1/polls/{poll}/qr"))
+        .bearer(&owner)
+        .json(json!({}))
+        .send()
+        .await
+        .expect_problem(429, "render-quota");
+    // Another user's quota is their own; two of their jobs at once that together exceed it:
+    // exactly one is accepted.
+    let other = app.sign_up("other@example.com").await.access_token;
+    let (a, b) = (
+        invite_poll(&app, &other).await,
+        invite_poll(&app, &other).await,
+    );
+    let (ra, rb) = tokio::join!(
+        try_invites(&app, &other, &a, 7),
+        try_invites(&app, &other, &b, 7)
+    );
+    let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 429], "{:#} {:#}", ra.body, rb.body);
+    for reply in [first, replay] {
+        let id = reply.body["id"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            app.wait_for_job(&owner, &id, PATIENCE).await.body["status"],
+            "done"
+        );
+    }
+}
+
+/// An invites job started through the API, whatever the answer.
+async fn try_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply {
+    app.post(&format!("/v1/polls/{poll}/invites"))
+        .bearer(owner)
+        .json(guests(n))
+        .send()
+        .await
 }

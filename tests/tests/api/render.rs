@@ -321,18 +321,58 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_fails_the_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(app.stack.queue.dead_letters().len(), 2);
-    // A malformed message is retried and dead-lettered too, without touching any job.
+}
+
+/// An unreadable message goes to the dead-letter queue on its first delivery: with a
+/// visibility timeout of a minute, five deliveries would take four minutes, and this waits
+/// two seconds at most. One that still names its job fails that job at once, since the job
+/// can never finish without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_message_is_dead_lettered_on_its_first_delivery() {
+    let clock = ManualClock::new();
+    let mut options = StackOptions::local(Arc::new(clock.clone()));
+    options.queue.visibility_timeout = Duration::from_secs(60);
+    let config = Config::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::start_full(config, Storage::Memory, options, clock).await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let plan = stored_job(&app, &poll, 3, CHUNK_SIZE).await;
+    let job = plan.job.id.to_string();
+
     app.stack
         .queue
         .send_raw("not json".into())
         .unwrap_or_else(|e| panic!("{e}"));
-    for _ in 0..200 {
-        if app.stack.queue.dead_letters().len() == 3 {
+    let naming_its_job = json!({ "job_id": job, "chunk": "not a number" }).to_string();
+    app.stack
+        .queue
+        .send_raw(naming_its_job.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..100 {
+        if app.stack.queue.in_flight() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.stack.queue.dead_letters().len(), 3);
+    assert_eq!(app.stack.queue.in_flight(), 0, "both left the render queue");
+    let mut dead = app.stack.queue.dead_letters();
+    dead.sort();
+    let mut expected = vec!["not json".to_owned(), naming_its_job];
+    expected.sort();
+    assert_eq!(dead, expected);
+
+    let failed = app
+        .get(&format!("/v1/jobs/{job}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(failed.body["status"], "failed", "{:#}", failed.body);
+    assert_eq!(
+        failed.body["error"], "A work item of this job could not be read.",
+        "{:#}",
+        failed.body
+    );
 }
 
 /// The worker dies (a write fails) in the middle of a chunk; the chunk is delivered again and
