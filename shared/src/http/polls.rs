@@ -48,22 +48,29 @@ pub fn routes(state: PollsState) -> OpenApiRouter {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "Where shall we eat?", "options": ["Pizza", "Sushi", "Tacos"], "max_choices": 1}))]
 struct CreatePoll {
+    /// Up to 300 characters once surrounding spaces are trimmed; not blank.
+    #[schema(max_length = 300, pattern = r"\S", example = "Where shall we eat?")]
     question: String,
+    /// 2 to 20 options, each 1 to 120 characters once trimmed, distinct ignoring case and
+    /// surrounding spaces.
+    #[schema(min_items = 2, max_items = 20)]
     options: Vec<OptionInput>,
-    /// An RFC 3339 time in the future; absent or null for no deadline.
+    /// An RFC 3339 time in the future (JSON Schema cannot say "future": a past one gets 422);
+    /// absent or null for no deadline.
     #[serde(default)]
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, example = "2030-01-31T18:00:00Z")]
     closes_at: Option<String>,
-    /// `public` (default) or `invite`.
+    /// Who may vote (default `public`).
     #[serde(default)]
-    #[schema(example = "public")]
+    #[schema(value_type = Option<Visibility>)]
     visibility: Option<String>,
-    /// `always` (default) or `after_close`.
+    /// When non-owners see the results (default `always`).
     #[serde(default)]
-    #[schema(example = "always")]
+    #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
-    /// How many options a ballot may choose (default 1).
+    /// How many options a ballot may choose (default 1); at most the number of options.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
@@ -74,7 +81,10 @@ struct CreatePoll {
 #[serde(untagged)]
 enum OptionInput {
     Text(String),
-    Object { text: String },
+    Object {
+        #[schema(min_length = 1, max_length = 120, pattern = r"\S")]
+        text: String,
+    },
 }
 
 impl OptionInput {
@@ -131,7 +141,7 @@ fn poll_response(status: StatusCode, poll: &Poll, now: OffsetDateTime) -> Respon
 }
 
 /// Creates a poll owned by the caller.
-#[utoipa::path(post, path = "/v1/polls", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
+#[utoipa::path(post, path = "/v1/polls", operation_id = "createPoll", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
     responses(
         (status = 201, description = "The poll", body = PollView,
             headers(("Location" = String, description = "The poll's URL"), ("ETag" = String, description = "The poll's version"))),
@@ -178,18 +188,28 @@ async fn create(
 struct ListQuery {
     /// Only `true` is supported: polls are listed for their owner.
     #[serde(default)]
+    #[param(value_type = Option<bool>, schema_with = mine_schema)]
     mine: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default)]
     #[param(value_type = Option<u16>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, as given (an opaque string: any other value
+    /// gets 400).
     #[serde(default)]
     cursor: Option<String>,
 }
 
+/// `mine` is the boolean `true` or left out: the only listing there is, the caller's own.
+fn mine_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
+}
+
 /// The caller's polls, newest first, one page at a time.
-#[utoipa::path(get, path = "/v1/polls", tag = "polls", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/polls", operation_id = "listPolls", tag = "polls", security(("bearer" = [])), params(ListQuery),
     responses(
         (status = 200, description = "A page of polls", body = ListView<PollView>),
         (status = 400, description = "A bad `limit`, `cursor` or `mine`", body = ProblemDoc, content_type = "application/problem+json"),
@@ -239,7 +259,7 @@ fn decode_cursor(raw: &str) -> ApiResult<PollCursor> {
 }
 
 /// A poll. Invite-only polls are visible to their owner only.
-#[utoipa::path(get, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])), params(("id" = String, Path, description = "The poll id")), 
+#[utoipa::path(get, path = "/v1/polls/{id}", operation_id = "getPoll", tag = "polls", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The poll id")), 
     responses(
         (status = 200, description = "The poll", body = PollView, headers(("ETag" = String, description = "The poll's version"))),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
@@ -296,20 +316,29 @@ fn lost_race(if_match: &IfMatch) -> impl Fn(StoreError) -> AppError + '_ {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "Where shall we eat on Friday?"}))]
 struct PatchBody {
+    /// As when creating: up to 300 characters once trimmed, not blank.
     #[serde(default)]
+    #[schema(max_length = 300, pattern = r"\S")]
     question: Option<String>,
+    /// A new option list (refused once a ballot is cast): as when creating.
     #[serde(default)]
+    #[schema(min_items = 2, max_items = 20)]
     options: Option<Vec<OptionInput>>,
     /// A new deadline, or null to remove it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     closes_at: Option<Option<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<Visibility>)]
     visibility: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
+    /// 1 to the number of options.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
 }
 
@@ -321,8 +350,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Changes a poll (owner only). `If-Match` makes the change conditional on the version.
-#[utoipa::path(patch, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(patch, path = "/v1/polls/{id}", operation_id = "updatePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     request_body = PatchBody,
     responses(
         (status = 200, description = "The changed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
@@ -368,8 +397,8 @@ async fn patch(
 }
 
 /// Deletes a poll (owner only).
-#[utoipa::path(delete, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(delete, path = "/v1/polls/{id}", operation_id = "deletePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
@@ -393,8 +422,8 @@ async fn delete(
 }
 
 /// Closes a poll to new ballots (owner only). Closing a closed poll changes nothing.
-#[utoipa::path(post, path = "/v1/polls/{id}/close", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(post, path = "/v1/polls/{id}/close", operation_id = "closePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 200, description = "The closed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
