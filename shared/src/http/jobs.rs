@@ -94,7 +94,11 @@ struct InviteBody {
 #[serde(deny_unknown_fields)]
 struct GuestInput {
     /// Printed on the card; 1 to 100 characters once trimmed, not blank.
-    #[schema(max_length = 100, pattern = r"\S", example = "Ann")]
+    #[schema(
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        example = "Ann"
+    )]
     name: String,
     #[serde(default)]
     #[schema(format = Email, max_length = 254)]

@@ -72,6 +72,12 @@ pub fn document<S: Clone + Send + Sync + 'static>(
         .map_err(|e| e.to_string())
 }
 
+/// "Holds a character other than white space", where white space is what Rust's `str::trim`
+/// removes (Unicode `White_Space`), so a text the server trims to nothing fails the pattern and
+/// every other passes. `\\S` would not do: ECMAScript's `\\s` leaves out U+0085 and adds U+FEFF.
+pub const NOT_BLANK: &str =
+    r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
 /// What `#[schema]` attributes cannot say, added to the generated JSON: `uniqueItems` (utoipa
 /// has no attribute for it), the limits of an option given as plain text (a tuple variant's
 /// field takes no attributes), and the OpenAPI links from each creating response to the
@@ -90,10 +96,26 @@ fn refine(doc: &mut serde_json::Value) {
             property.insert("uniqueItems".into(), json!(true));
         }
     }
+    // Option ids are `o1` to `o20` (`domain::OptionId`); which of them a poll has is its own.
+    if let Some(items) = schemas["CastBody"]["properties"]["choices"]["items"].as_object_mut() {
+        items.insert("pattern".into(), json!("^o([1-9]|1[0-9]|20)$"));
+    }
     if let Some(text) = schemas["OptionInput"]["oneOf"][0].as_object_mut() {
         text.insert("minLength".into(), json!(1));
         text.insert("maxLength".into(), json!(120));
-        text.insert("pattern".into(), json!("\\S"));
+        text.insert("pattern".into(), json!(NOT_BLANK));
+    }
+    // The header's rule: 1 to 255 visible ASCII characters.
+    for (path, method) in [("/v1/polls/{id}/votes", "post")] {
+        for parameter in doc["paths"][path][method]["parameters"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if parameter["name"] == "Idempotency-Key" {
+                parameter["schema"] = json!({ "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" });
+            }
+        }
     }
     let by_id = |description: &str, operation: &str| json!({ "operationId": operation, "parameters": { "id": "$response.body#/id" }, "description": description });
     let poll_links = json!({

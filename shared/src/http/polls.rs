@@ -51,7 +51,11 @@ pub fn routes(state: PollsState) -> OpenApiRouter {
 #[schema(example = json!({"question": "Where shall we eat?", "options": ["Pizza", "Sushi", "Tacos"], "max_choices": 1}))]
 struct CreatePoll {
     /// Up to 300 characters once surrounding spaces are trimmed; not blank.
-    #[schema(max_length = 300, pattern = r"\S", example = "Where shall we eat?")]
+    #[schema(
+        max_length = 300,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        example = "Where shall we eat?"
+    )]
     question: String,
     /// 2 to 20 options, each 1 to 120 characters once trimmed, distinct ignoring case and
     /// surrounding spaces.
@@ -71,7 +75,7 @@ struct CreatePoll {
     #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
     /// How many options a ballot may choose (default 1); at most the number of options.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
 }
@@ -82,7 +86,11 @@ struct CreatePoll {
 enum OptionInput {
     Text(String),
     Object {
-        #[schema(min_length = 1, max_length = 120, pattern = r"\S")]
+        #[schema(
+            min_length = 1,
+            max_length = 120,
+            pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )]
         text: String,
     },
 }
@@ -320,7 +328,10 @@ fn lost_race(if_match: &IfMatch) -> impl Fn(StoreError) -> AppError + '_ {
 struct PatchBody {
     /// As when creating: up to 300 characters once trimmed, not blank.
     #[serde(default)]
-    #[schema(max_length = 300, pattern = r"\S")]
+    #[schema(
+        max_length = 300,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     question: Option<String>,
     /// A new option list (refused once a ballot is cast): as when creating.
     #[serde(default)]
@@ -337,9 +348,26 @@ struct PatchBody {
     #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
     /// 1 to the number of options.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
+}
+
+/// An optional count as JSON Schema's `integer` means it: `3` or `3.0`, not `3.5`. (serde's
+/// `u32` refuses `3.0`, so schema-valid requests got a 400.)
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(value) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if value.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&value) {
+        return Err(serde::de::Error::custom(format!(
+            "invalid value: {value}, expected a whole number from 0 to {}",
+            u32::MAX
+        )));
+    }
+    // In range and whole, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(Some(value as u32))
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
