@@ -89,8 +89,8 @@ async fn poll_and_voter(
     }
 }
 
-/// Casting costs two storage calls: the poll read (to check the choices) and one
-/// transaction that writes the ballot only if none exists and counts it.
+// Casting costs two storage calls: the poll read (to check the choices) and one
+// transaction that writes the ballot only if none exists and counts it.
 /// Casts the caller's one ballot in a poll: a signed-in user in a public poll, or a guest with
 /// the poll's invite. A retry with the same `Idempotency-Key` gets the first answer again.
 #[utoipa::path(post, path = "/v1/polls/{id}/votes", operation_id = "castVote", tag = "votes", security(("bearer" = []), ("invite" = [])),
@@ -148,7 +148,7 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
     response
 }
 
-/// One storage call: the poll and its counter shards in a single batch read.
+// One storage call: the poll and its counter shards in a single batch read.
 /// Exact counts per option, in one storage read.
 #[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")),
@@ -180,8 +180,8 @@ async fn results(
 }
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
-/// used. The token is the credential; an unknown one is 404. Two storage reads.
-/// What a guest needs to vote: the poll, their name, and whether the invite was used.
+/// used. The token is the credential; an unknown one is 404.
+// Two storage reads.
 #[utoipa::path(get, path = "/v1/invites/{token}", operation_id = "getInvite", tag = "votes",
     params(("token" = String, Path, description = "The invite token from the guest's card")),
     responses(
