@@ -25,7 +25,7 @@ const RECIPES: &[(&str, &str)] = &[
     ),
     (
         "contract",
-        "schemathesis against a dev server (infra/contract/run.py; pip installs it if missing)",
+        "openapi-spec-validator, openapi-typescript + tsc, schemathesis --checks all (pip/npm install them)",
     ),
     (
         "browser",
@@ -286,12 +286,64 @@ fn json_string(line: &str, key: &str) -> Option<String> {
     None
 }
 
+/// The document's checks, then the fuzzing: `openapi-spec-validator` on `shared/openapi.json`,
+/// TypeScript types generated from it by `openapi-typescript` compiled by `tsc --strict` (the
+/// two from npm, pinned by `infra/contract/package-lock.json`), and schemathesis with every
+/// check and phase against a dev server (`infra/contract/run.py`, which reads an invite card's
+/// QR code with `zxing-cpp`).
 fn contract() -> Step {
     ensure_python("schemathesis", "schemathesis")?;
+    ensure_python("openapi_spec_validator", "openapi-spec-validator")?;
+    ensure_python("zxingcpp", "zxing-cpp")?;
+    ensure_python("PIL", "pillow")?;
+    ensure_apt(&[("node", "nodejs"), ("npm", "npm")])?;
+
+    let mut validate = tool("python3");
+    validate.args(["-m", "openapi_spec_validator", "shared/openapi.json"]);
+    status(validate)?;
+    let mut npm = tool("npm");
+    npm.args([
+        "ci",
+        "--prefix",
+        "infra/contract",
+        "--no-audit",
+        "--no-fund",
+    ]);
+    status(npm)?;
+    let types = target_dir()?.join("contract").join("tally-api.d.ts");
+    let bin = root().join("infra/contract/node_modules/.bin");
+    let mut generate = tool(&bin.join("openapi-typescript").to_string_lossy());
+    generate.arg("shared/openapi.json").arg("-o").arg(&types);
+    status(generate)?;
+    let mut tsc = tool(&bin.join("tsc").to_string_lossy());
+    tsc.args(["--noEmit", "--strict"]).arg(&types);
+    status(tsc)?;
+
     let binary = build_binary("tally-dev")?;
     let mut command = tool("python3");
     command.arg("infra/contract/run.py").arg(binary);
     status(command)
+}
+
+/// Installs Debian packages for the programs that are not on `PATH`.
+fn ensure_apt(programs: &[(&str, &str)]) -> Step {
+    let missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut update = tool("apt-get");
+    update.args(["update", "-qq"]);
+    status(update)?;
+    let mut install = tool("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(&missing);
+    status(install)
 }
 
 fn browser() -> Step {
@@ -432,8 +484,19 @@ fn thousands(n: u64) -> String {
 /// What must hold for a change to land, in `.ci/run`'s order; stops at the first failure and
 /// ends with one line counting every test.
 fn ci() -> Step {
-    step("tools: moto (second DynamoDB implementation), SAM CLI, cfn-lint, schemathesis");
-    pip_install(&["moto[server]", "aws-sam-cli", "cfn-lint", "schemathesis"])?;
+    step(
+        "tools: moto (second DynamoDB implementation), SAM CLI, cfn-lint, schemathesis, \
+         openapi-spec-validator, zxing-cpp and pillow (the contract's invite token)",
+    );
+    pip_install(&[
+        "moto[server]",
+        "aws-sam-cli",
+        "cfn-lint",
+        "schemathesis",
+        "openapi-spec-validator",
+        "zxing-cpp",
+        "pillow",
+    ])?;
 
     step("format");
     let mut fmt = cargo();
@@ -468,7 +531,10 @@ fn ci() -> Step {
     }
     outcome?;
 
-    step("contract fuzzing (schemathesis against the dev server)");
+    step(
+        "contract: openapi-spec-validator, openapi-typescript + tsc, schemathesis --checks all \
+         (stateful phase included) against the dev server",
+    );
     contract()?;
 
     step("browser tests (the pages in Debian's headless Chromium, against the dev server)");

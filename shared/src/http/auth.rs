@@ -65,13 +65,19 @@ pub fn routes(state: AuthState) -> OpenApiRouter {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ann@example.com", "password": "correct horse battery"}))]
 struct Credentials {
+    /// Trimmed and lower-cased; at most 254 characters.
+    #[schema(format = Email, max_length = 254, example = "ann@example.com")]
     email: String,
+    /// 8 to 128 characters (Unicode scalar values) to register; at login only the upper bound
+    /// applies.
+    #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
     password: String,
 }
 
 /// Creates an account. The email is normalised (trimmed, lower-cased) and must be unused.
-#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials,
+#[utoipa::path(post, path = "/v1/auth/register", operation_id = "registerUser", tag = "auth", request_body = Credentials,
     responses(
         (status = 201, description = "The new user", body = UserView),
         (status = 409, description = "The email is registered already (`email-taken`)", body = ProblemDoc, content_type = "application/problem+json"),
@@ -102,7 +108,7 @@ async fn register(
 /// Signs in: an access token and a refresh token. An unknown email and a wrong password get the
 /// same 401. Attempts on one email are limited per client address (an IPv6 /64), so one
 /// client's guesses slow that client down and never lock the owner out elsewhere.
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials,
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Tokens", body = TokensView),
         (status = 401, description = "Wrong email or password (`invalid-credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
@@ -147,7 +153,7 @@ struct RefreshBody {
 
 /// Trades a refresh token for a new pair. The old token is spent; presenting a spent token
 /// again, even concurrently with its first use, revokes its whole session family.
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
+#[utoipa::path(post, path = "/v1/auth/refresh", operation_id = "refreshTokens", tag = "auth", request_body = RefreshBody,
     responses(
         (status = 200, description = "A new pair", body = TokensView),
         (status = 401, description = "Unknown, expired, spent or revoked (`invalid-refresh-token`)", body = ProblemDoc, content_type = "application/problem+json"),
@@ -218,7 +224,7 @@ async fn revoke(state: &AuthState, record: &RefreshRecord) -> ApiResult<()> {
 /// Signs out this session: the refresh token's whole family is revoked, so neither it nor any
 /// token rotated from it works again. Access tokens already issued stay valid until they
 /// expire (`expires_in`, 15 minutes by default). Signing out twice is not an error.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshBody,
+#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", tag = "auth", request_body = RefreshBody,
     responses(
         (status = 204, description = "Signed out"),
         (status = 401, description = "No such refresh token, or one already expired (`invalid-refresh-token`)", body = ProblemDoc, content_type = "application/problem+json"),
@@ -242,7 +248,7 @@ async fn logout(
 
 /// Signs the caller out everywhere: every session family started until now is revoked (a
 /// later login starts a new one). Access tokens already issued stay valid until they expire.
-#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/auth/logout-all", operation_id = "logoutAll", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session of the caller ended"),
         AuthErrors, CommonErrors))]
@@ -299,7 +305,7 @@ async fn issue_tokens(
 }
 
 /// The caller.
-#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me", operation_id = "getMe", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The signed-in user", body = UserView),
         (status = 404, description = "The account no longer exists", body = ProblemDoc, content_type = "application/problem+json"),

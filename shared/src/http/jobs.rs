@@ -89,6 +89,7 @@ pub fn routes(state: JobsState) -> OpenApiRouter {
 #[serde(deny_unknown_fields)]
 struct InviteBody {
     /// 1 to 10,000 guests.
+    #[schema(min_items = 1, max_items = 10000, example = json!([{"name": "Ann"}, {"name": "Bo", "email": "bo@example.com"}]))]
     guests: Vec<GuestInput>,
 }
 
@@ -96,18 +97,37 @@ struct InviteBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GuestInput {
-    /// Printed on the card; 1 to 100 characters.
+    /// Printed on the card; 1 to 100 characters once trimmed, not blank.
+    #[schema(
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        example = "Ann"
+    )]
     name: String,
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QrBody {
-    /// `png` (default) or `svg`.
+    /// The image format (default `png`).
     #[serde(default)]
+    #[schema(value_type = Option<QrFormatName>)]
     format: Option<String>,
+}
+
+/// The formats of a share QR code, for the document (the body keeps a string so that any
+/// other value gets a 422 naming the field).
+#[derive(utoipa::ToSchema)]
+#[schema(as = QrFormat)]
+#[allow(dead_code)]
+enum QrFormatName {
+    #[schema(rename = "png")]
+    Png,
+    #[schema(rename = "svg")]
+    Svg,
 }
 
 /// The poll a job is for: the owner's only (404 when hidden from the caller, 403 otherwise).
@@ -231,8 +251,8 @@ fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
 }
 
 /// Invites guests: one invite and one card each, then one ZIP of all cards.
-#[utoipa::path(post, path = "/v1/polls/{id}/invites", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id")), request_body = InviteBody,
+#[utoipa::path(post, path = "/v1/polls/{id}/invites", operation_id = "createInviteJob", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = InviteBody,
     responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
@@ -265,8 +285,8 @@ async fn invite_guests(
 }
 
 /// The poll's share QR code, as PNG or SVG.
-#[utoipa::path(post, path = "/v1/polls/{id}/qr", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id")), request_body = QrBody,
+#[utoipa::path(post, path = "/v1/polls/{id}/qr", operation_id = "createQrJob", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = QrBody,
     responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
@@ -288,8 +308,8 @@ async fn share_qr(
 }
 
 /// A PNG bar chart of the poll's results.
-#[utoipa::path(post, path = "/v1/polls/{id}/chart", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id")),
+#[utoipa::path(post, path = "/v1/polls/{id}/chart", operation_id = "createChartJob", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")),
     responses((status = 202, description = "The job (the same one within 24 hours while the results are unchanged and it has not failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
@@ -336,8 +356,8 @@ async fn owned_job(state: &JobsState, user: UserId, raw_id: &str) -> ApiResult<J
 }
 
 /// A job's progress: poll it to drive a progress bar.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id")),
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job, or another user's", body = ProblemDoc, content_type = "application/problem+json"),
@@ -360,8 +380,8 @@ async fn read(
 /// With `Accept: application/json` the same link answers 200 `{url, expires_in}` instead of
 /// the redirect: a page holding the token in memory fetches it, then navigates to the URL
 /// (a cross-origin redirect it could not read otherwise).
-#[utoipa::path(get, path = "/v1/jobs/{id}/download", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job id")),
+#[utoipa::path(get, path = "/v1/jobs/{id}/download", operation_id = "downloadJobFile", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The job id")),
     responses(
         (status = 302, description = "To a presigned URL valid for 5 minutes", headers(("Location" = String, description = "The presigned URL"))),
         (status = 200, description = "With `Accept: application/json`: `{url, expires_in}`"),

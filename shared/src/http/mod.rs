@@ -143,7 +143,7 @@ struct Health {
 }
 
 /// Liveness: the function answers.
-#[utoipa::path(get, path = "/v1/health", tag = "platform", responses((status = 200, description = "The function answers", body = Health)))]
+#[utoipa::path(get, path = "/v1/health", operation_id = "getHealth", tag = "platform", responses((status = 200, description = "The function answers", body = Health)))]
 async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }

@@ -51,23 +51,34 @@ pub fn routes(state: PollsState) -> OpenApiRouter {
 /// order and spacing are the same request.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "Where shall we eat?", "options": ["Pizza", "Sushi", "Tacos"], "max_choices": 1}))]
 struct CreatePoll {
+    /// Up to 300 characters once surrounding spaces are trimmed; not blank.
+    #[schema(
+        max_length = 300,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        example = "Where shall we eat?"
+    )]
     question: String,
+    /// 2 to 20 options, each 1 to 120 characters once trimmed, distinct ignoring case and
+    /// surrounding spaces.
+    #[schema(min_items = 2, max_items = 20)]
     options: Vec<OptionInput>,
-    /// An RFC 3339 time in the future; absent or null for no deadline.
+    /// An RFC 3339 time in the future (JSON Schema cannot say "future": a past one gets 422);
+    /// absent or null for no deadline.
     #[serde(default)]
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, example = "2030-01-31T18:00:00Z")]
     closes_at: Option<String>,
-    /// `public` (default) or `invite`.
+    /// Who may vote (default `public`).
     #[serde(default)]
-    #[schema(example = "public")]
+    #[schema(value_type = Option<Visibility>)]
     visibility: Option<String>,
-    /// `always` (default) or `after_close`.
+    /// When non-owners see the results (default `always`).
     #[serde(default)]
-    #[schema(example = "always")]
+    #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
-    /// How many options a ballot may choose (default 1).
-    #[serde(default)]
+    /// How many options a ballot may choose (default 1); at most the number of options.
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
 }
@@ -77,7 +88,14 @@ struct CreatePoll {
 #[serde(untagged)]
 enum OptionInput {
     Text(String),
-    Object { text: String },
+    Object {
+        #[schema(
+            min_length = 1,
+            max_length = 120,
+            pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )]
+        text: String,
+    },
 }
 
 impl OptionInput {
@@ -143,7 +161,7 @@ const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::hours(24);
 
 /// Creates a poll owned by the caller. A retry with the same `Idempotency-Key` within 24 hours
 /// gets the same poll again instead of a second one (the same key with another body is 422).
-#[utoipa::path(post, path = "/v1/polls", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
+#[utoipa::path(post, path = "/v1/polls", operation_id = "createPoll", tag = "polls", security(("bearer" = [])), request_body = CreatePoll,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
     responses(
         (status = 201, description = "The poll (or, with the same Idempotency-Key, the one the first request made)", body = PollView,
@@ -223,18 +241,28 @@ fn sha256_b64(bytes: &[u8]) -> String {
 struct ListQuery {
     /// Only `true` is supported: polls are listed for their owner.
     #[serde(default)]
+    #[param(value_type = Option<bool>, schema_with = mine_schema)]
     mine: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default)]
     #[param(value_type = Option<u16>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, as given (an opaque string: any other value
+    /// gets 400).
     #[serde(default)]
     cursor: Option<String>,
 }
 
+/// `mine` is the boolean `true` or left out: the only listing there is, the caller's own.
+fn mine_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
+}
+
 /// The caller's polls, newest first, one page at a time.
-#[utoipa::path(get, path = "/v1/polls", tag = "polls", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/polls", operation_id = "listPolls", tag = "polls", security(("bearer" = [])), params(ListQuery),
     responses(
         (status = 200, description = "A page of polls", body = ListView<PollView>),
         (status = 400, description = "A bad `limit`, `cursor` or `mine`", body = ProblemDoc, content_type = "application/problem+json"),
@@ -288,7 +316,7 @@ fn decode_cursor(raw: &str) -> ApiResult<PollCursor> {
 }
 
 /// A poll. Invite-only polls are visible to their owner only.
-#[utoipa::path(get, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])), params(("id" = String, Path, description = "The poll id")), 
+#[utoipa::path(get, path = "/v1/polls/{id}", operation_id = "getPoll", tag = "polls", security(("bearer" = [])), params(("id" = uuid::Uuid, Path, description = "The poll id")), 
     responses(
         (status = 200, description = "The poll", body = PollView, headers(("ETag" = String, description = "The poll's version"))),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
@@ -345,21 +373,50 @@ fn lost_race(if_match: &IfMatch) -> impl Fn(StoreError) -> AppError + '_ {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "Where shall we eat on Friday?"}))]
 struct PatchBody {
+    /// As when creating: up to 300 characters once trimmed, not blank.
     #[serde(default)]
+    #[schema(
+        max_length = 300,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     question: Option<String>,
+    /// A new option list (refused once a ballot is cast): as when creating.
     #[serde(default)]
+    #[schema(min_items = 2, max_items = 20)]
     options: Option<Vec<OptionInput>>,
     /// A new deadline, or null to remove it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     closes_at: Option<Option<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<Visibility>)]
     visibility: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<ResultsVisibility>)]
     results: Option<String>,
-    #[serde(default)]
+    /// 1 to the number of options.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 20)]
     max_choices: Option<u32>,
+}
+
+/// An optional count as JSON Schema's `integer` means it: `3` or `3.0`, not `3.5`. (serde's
+/// `u32` refuses `3.0`, so schema-valid requests got a 400.)
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(value) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if value.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&value) {
+        return Err(serde::de::Error::custom(format!(
+            "invalid value: {value}, expected a whole number from 0 to {}",
+            u32::MAX
+        )));
+    }
+    // In range and whole, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(Some(value as u32))
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
@@ -370,8 +427,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Changes a poll (owner only). `If-Match` makes the change conditional on the version.
-#[utoipa::path(patch, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(patch, path = "/v1/polls/{id}", operation_id = "updatePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     request_body = PatchBody,
     responses(
         (status = 200, description = "The changed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
@@ -417,8 +474,8 @@ async fn patch(
 }
 
 /// Deletes a poll (owner only).
-#[utoipa::path(delete, path = "/v1/polls/{id}", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(delete, path = "/v1/polls/{id}", operation_id = "deletePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
@@ -442,8 +499,8 @@ async fn delete(
 }
 
 /// Closes a poll to new ballots (owner only). Closing a closed poll changes nothing.
-#[utoipa::path(post, path = "/v1/polls/{id}/close", tag = "polls", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
+#[utoipa::path(post, path = "/v1/polls/{id}/close", operation_id = "closePoll", tag = "polls", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 200, description = "The closed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),

@@ -58,7 +58,9 @@ pub fn routes(state: VotesState) -> OpenApiRouter {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CastBody {
-    /// Option ids, at most the poll's `max_choices`.
+    /// Distinct option ids of the poll (`o1` …), at least one and at most the poll's
+    /// `max_choices`.
+    #[schema(min_items = 1, max_items = 20, example = json!(["o1"]))]
     choices: Vec<String>,
 }
 
@@ -98,12 +100,12 @@ async fn poll_and_voter(
     }
 }
 
-/// Casting costs two storage calls: the poll read (to check the choices) and one
-/// transaction that writes the ballot only if none exists and counts it.
+// Casting costs two storage calls: the poll read (to check the choices) and one
+// transaction that writes the ballot only if none exists and counts it.
 /// Casts the caller's one ballot in a poll: a signed-in user in a public poll, or a guest with
 /// the poll's invite. A retry with the same `Idempotency-Key` gets the first answer again.
-#[utoipa::path(post, path = "/v1/polls/{id}/votes", tag = "votes", security(("bearer" = []), ("invite" = [])),
-    params(("id" = String, Path, description = "The poll id"),
+#[utoipa::path(post, path = "/v1/polls/{id}/votes", operation_id = "castVote", tag = "votes", security(("bearer" = []), ("invite" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
     request_body = CastBody,
     responses(
@@ -157,12 +159,12 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
     response
 }
 
-/// One storage call: the poll and its counter shards in a single batch read.
+// One storage call: the poll and its counter shards in a single batch read.
 /// Exact counts per option, in one storage read. The `ETag` names the counts (not the time of
 /// reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
 /// ballot or a change of the poll moves them.
-#[utoipa::path(get, path = "/v1/polls/{id}/results", tag = "votes", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The poll id"),
+#[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from a previous read: 304 while the results are unchanged")),
     responses(
         (status = 200, description = "The results", body = ResultsView,
@@ -236,9 +238,9 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
-/// used. The token is the credential; an unknown one is 404. Two storage reads.
-/// What a guest needs to vote: the poll, their name, and whether the invite was used.
-#[utoipa::path(get, path = "/v1/invites/{token}", tag = "votes",
+/// used. The token is the credential; an unknown one is 404.
+// Two storage reads.
+#[utoipa::path(get, path = "/v1/invites/{token}", operation_id = "getInvite", tag = "votes",
     params(("token" = String, Path, description = "The invite token from the guest's card")),
     responses(
         (status = 200, description = "The invite", body = InviteView),
