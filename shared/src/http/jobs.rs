@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, Caller, parse_id};
+use super::extract::{ApiJson, Caller, NoIdempotencyKey, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
@@ -259,6 +259,9 @@ fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
         AuthErrors, BodyErrors, CommonErrors))]
 async fn invite_guests(
     State(state): State<JobsState>,
+    // The same request within 24 hours already finds the same job (by its content), so a key
+    // adds nothing; it is refused rather than ignored, so that no client relies on it.
+    _: NoIdempotencyKey,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -293,6 +296,9 @@ async fn invite_guests(
         AuthErrors, BodyErrors, CommonErrors))]
 async fn share_qr(
     State(state): State<JobsState>,
+    // The same request within 24 hours already finds the same job (by its content), so a key
+    // adds nothing; it is refused rather than ignored, so that no client relies on it.
+    _: NoIdempotencyKey,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -316,6 +322,9 @@ async fn share_qr(
         AuthErrors, CommonErrors))]
 async fn results_chart(
     State(state): State<JobsState>,
+    // The same request within 24 hours already finds the same job (by its content), so a key
+    // adds nothing; it is refused rather than ignored, so that no client relies on it.
+    _: NoIdempotencyKey,
     Writer(user): Writer,
     Path(id): Path<String>,
     request_id: Option<axum::Extension<RequestId>>,

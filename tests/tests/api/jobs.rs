@@ -560,3 +560,31 @@ async fn try_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> Reply 
         .send()
         .await
 }
+
+/// Starting a job answers the same request with the same job by its content, so an
+/// `Idempotency-Key` would promise nothing more: it is refused with a 400 instead of being
+/// silently ignored.
+#[tokio::test]
+async fn job_routes_refuse_an_idempotency_key() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    for (path, body) in [
+        (format!("/v1/polls/{poll}/invites"), guests(1)),
+        (format!("/v1/polls/{poll}/qr"), json!({ "format": "png" })),
+        (format!("/v1/polls/{poll}/chart"), json!({})),
+    ] {
+        let reply = app
+            .post(&path)
+            .bearer(&owner)
+            .header("idempotency-key", "retry-1")
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(reply.status.as_u16(), 400, "{path}: {reply:#?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+}
