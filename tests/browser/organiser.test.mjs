@@ -197,3 +197,18 @@ test("another organiser sees none of it", async () => {
     await other.close();
   }
 });
+
+test("Sign out ends the session on the server, not only in the tab", async () => {
+  const { page } = desktop;
+  await page.goto(BASE + "/");
+  await page.getByRole("heading", { level: 1, name: "My polls" }).waitFor();
+  const { refresh_token: refresh } = JSON.parse(await page.evaluate(() => sessionStorage.getItem("tally.session")));
+  assert.ok(refresh, "signed in with a refresh token");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in to Tally" }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("tally.session")), null);
+  // The refresh token the tab held is dead: whoever copied it cannot renew the session.
+  const renewed = await api("POST", "/v1/auth/refresh", { body: { refresh_token: refresh } });
+  assert.equal(renewed.status, 401, JSON.stringify(renewed.body));
+  assert.deepEqual(desktop.problems, []);
+});
