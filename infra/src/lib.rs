@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::{BehaviorVersion, Region, StalledStreamProtectionConfig};
 use axum::Router;
 pub mod functions;
 pub mod queue;
@@ -54,12 +54,16 @@ pub fn local_credentials() -> Credentials {
 pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     // A local engine facing a thousand simultaneous connections (the race tests) may leave some
     // in its accept backlog for seconds; the SDK's default 3.1 s connect timeout would turn
-    // that wait into a failed request, which says nothing about Tally.
+    // that wait into a failed request, which says nothing about Tally. For the same reason the
+    // stalled-stream guard is off: moto answers DynamoDB requests one at a time, so behind a
+    // thousand racing ballots on a busy machine a response may not start for more than the
+    // guard's five seconds, and a 503 then would be moto's queue, not Tally's.
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(30))
         .build();
     let config = aws_sdk_dynamodb::Config::builder()
         .timeout_config(timeouts)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
