@@ -145,11 +145,14 @@ fn matches(template: &str, path: &str) -> Option<usize> {
     Some(literal)
 }
 
+/// (function, method, route) of a request API Gateway would send there.
+type Reached = BTreeSet<(&'static str, String, String)>;
+
 /// Each function's own router over its own store, and the routes requests reached.
 struct PerFunction {
     stores: BTreeMap<&'static str, DynamoStore>,
     worker: DynamoStore,
-    reached: Arc<Mutex<BTreeSet<(&'static str, String, String)>>>,
+    reached: Arc<Mutex<Reached>>,
 }
 
 /// Replaces the app's router with one that routes as API Gateway does, by `template.yaml`, to
