@@ -132,3 +132,32 @@ impl Touch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::scripted::{sample_poll, scripted};
+    use crate::ports::{PollStore, RateCounter};
+
+    /// What a request touches is recorded before it is sent, whatever the answer: a
+    /// transaction's items each as their own action, a plain request as its operation.
+    #[tokio::test]
+    async fn every_request_records_its_actions_and_key_prefixes() {
+        let (store, _) = scripted(Vec::new());
+        let _ = store.delete_poll(&sample_poll()).await;
+        let _ = store.hit("votes#203.0.113.9", 60, 60).await;
+        let touched: Vec<_> = store
+            .clone()
+            .touched()
+            .into_iter()
+            .map(|t| (t.operation, t.action, t.prefix, t.index))
+            .collect();
+        assert_eq!(
+            touched,
+            vec![
+                ("TransactWriteItems", "DeleteItem", "POLL#".to_owned(), None),
+                ("UpdateItem", "UpdateItem", "RATE#".to_owned(), None),
+            ]
+        );
+        assert_eq!(store.calls(), 2);
+    }
+}
