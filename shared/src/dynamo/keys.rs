@@ -176,6 +176,13 @@ pub fn owner_index_start(
     key
 }
 
+/// The prefix of a partition key that IAM's `dynamodb:LeadingKeys` conditions name: the text
+/// up to and including the first `#` (`POLL#` of `POLL#<id>#C3`); a key without one is its
+/// own prefix.
+pub fn prefix_of(pk: &str) -> &str {
+    pk.find('#').map_or(pk, |i| &pk[..=i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +216,15 @@ mod tests {
             );
             assert_eq!(Key::of_item(&key.item_key()), Some(key.clone()), "{key:?}");
         }
+    }
+
+    #[test]
+    fn a_prefix_ends_at_the_first_hash() {
+        let poll = PollId::new();
+        assert_eq!(prefix_of(&Key::Counter(poll, 3).pk()), "POLL#");
+        assert_eq!(prefix_of(&Key::Rate("a#b".into(), 1).pk()), "RATE#");
+        assert_eq!(prefix_of(&owner_index(UserId::new(), 1, poll).0), "OWNER#");
+        assert_eq!(prefix_of("plain"), "plain");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::DynamoStore;
-use super::keys::Key;
+use super::keys::{self, Key};
+use super::{DynamoStore, Touch};
 use crate::ports::{StoreError, StoreResult};
 
 /// An item as the SDK carries it: attribute name to value.
@@ -39,16 +39,19 @@ pub(super) const NEW_ITEM: &str = "attribute_not_exists(PK)";
 
 impl DynamoStore {
     /// Sends one request (the SDK's `send()`, which does nothing until awaited): counts it,
-    /// for the call budgets the tests hold routes to, and maps its error to [`StoreError`].
+    /// for the call budgets the tests hold routes to, records what it `touches` (see
+    /// [`touching`]), for the IAM grants the tests compare, and maps its error to
+    /// [`StoreError`].
     pub(super) async fn send<T, E, R>(
         &self,
+        touches: Vec<Touch>,
         request: impl Future<Output = Result<T, SdkError<E, R>>>,
     ) -> StoreResult<T>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        self.count();
+        self.count(touches);
         request.await.map_err(sdk_error)
     }
 
@@ -60,7 +63,8 @@ impl DynamoStore {
             .table_name(&*self.table)
             .set_key(Some(key.item_key()))
             .consistent_read(true);
-        let out = self.send(get.send()).await?;
+        let touches = touching("GetItem", "GetItem", get.get_key());
+        let out = self.send(touches, get.send()).await?;
         out.item.map(from_item).transpose()
     }
 
@@ -77,7 +81,15 @@ impl DynamoStore {
             .client
             .batch_get_item()
             .request_items(&*self.table, request);
-        let out = self.send(read.send()).await?;
+        let touches = touching(
+            "BatchGetItem",
+            "BatchGetItem",
+            read.get_request_items()
+                .iter()
+                .flat_map(HashMap::values)
+                .flat_map(|r| r.keys()),
+        );
+        let out = self.send(touches, read.send()).await?;
         if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
             // A few small items are far below BatchGetItem's limits, so DynamoDB answers
             // them in one go; leftovers come only from throttling, which callers may retry.
@@ -121,11 +133,18 @@ impl DynamoStore {
                 if round > 0 {
                     tokio::time::sleep(conflict_backoff(round)).await;
                 }
+                let touches = touching(
+                    "BatchWriteItem",
+                    "BatchWriteItem",
+                    requests
+                        .iter()
+                        .filter_map(|r| r.put_request().map(PutRequest::item)),
+                );
                 let write = self
                     .client
                     .batch_write_item()
                     .request_items(&*self.table, requests);
-                let out = self.send(write.send()).await?;
+                let out = self.send(touches, write.send()).await?;
                 requests = out
                     .unprocessed_items
                     .unwrap_or_default()
@@ -143,7 +162,7 @@ impl DynamoStore {
         &self,
         items: Vec<TransactWriteItem>,
     ) -> StoreResult<Result<(), Cancellation>> {
-        self.count();
+        self.count(items.iter().flat_map(transaction_touches));
         match self
             .client
             .transact_write_items()
@@ -235,7 +254,8 @@ impl DynamoStore {
         &self,
         update: UpdateItemFluentBuilder,
     ) -> StoreResult<UpdateItemOutput> {
-        self.send(update.send()).await
+        let touches = touching("UpdateItem", "UpdateItem", update.get_key());
+        self.send(touches, update.send()).await
     }
 
     /// Sends a conditional `UpdateItem`: `false` when its condition did not hold.
@@ -246,6 +266,41 @@ impl DynamoStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What a request touches: `action` on the items under these keys (or whole items, whose key
+/// attributes are among the others), as [`Touch`]es, one per partition-key prefix.
+pub(super) fn touching<'a>(
+    operation: &'static str,
+    action: &'static str,
+    keys: impl IntoIterator<Item = &'a Item>,
+) -> Vec<Touch> {
+    keys.into_iter()
+        .map(|key| match key.get(keys::PK) {
+            Some(AttributeValue::S(pk)) => keys::prefix_of(pk),
+            _ => "",
+        })
+        .map(|prefix| Touch::new(operation, action, prefix, None))
+        .collect()
+}
+
+/// What one item of a transaction touches: each kind is authorized as its own action.
+fn transaction_touches(item: &TransactWriteItem) -> Vec<Touch> {
+    const OP: &str = "TransactWriteItems";
+    let mut touches = Vec::new();
+    if let Some(put) = item.put() {
+        touches.extend(touching(OP, "PutItem", [put.item()]));
+    }
+    if let Some(update) = item.update() {
+        touches.extend(touching(OP, "UpdateItem", [update.key()]));
+    }
+    if let Some(delete) = item.delete() {
+        touches.extend(touching(OP, "DeleteItem", [delete.key()]));
+    }
+    if let Some(check) = item.condition_check() {
+        touches.extend(touching(OP, "ConditionCheckItem", [check.key()]));
+    }
+    touches
 }
 
 /// A transaction item built from an `Update`.

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::DynamoStore;
 use super::items::{CounterItem, PollItem, PollRequestItem, deadline_ms, unix_ms, zero_votes};
-use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start};
+use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start, prefix_of};
 use super::ops::{NEW_ITEM, deleting, from_item, internal, num, to_attr, to_item, updating};
+use super::{DynamoStore, Touch};
 use crate::domain::{Poll, PollId, PollStatus, UserId};
 use time::OffsetDateTime;
 
@@ -154,6 +154,13 @@ impl PollStore for DynamoStore {
         after: Option<&PollCursor>,
     ) -> StoreResult<Page<Poll>> {
         let (owner_pk, _) = owner_index(owner, 0, PollId::new());
+        // A query names its partition key in a value, not in a key map: recorded by hand.
+        let touches = vec![Touch::new(
+            "Query",
+            "Query",
+            prefix_of(&owner_pk),
+            Some(GSI1),
+        )];
         let start = after.map(|c| owner_index_start(owner, c.created_ms, c.id));
         // One more than asked: whether it arrives tells if there is a next page, so the last
         // page says so without an extra empty round trip.
@@ -167,7 +174,7 @@ impl PollStore for DynamoStore {
             .scan_index_forward(false)
             .limit(i32::from(limit) + 1)
             .set_exclusive_start_key(start);
-        let out = self.send(query.send()).await?;
+        let out = self.send(touches, query.send()).await?;
         let mut polls = out
             .items
             .unwrap_or_default()

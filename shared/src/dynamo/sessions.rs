@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::DynamoStore;
 use super::items::{RefreshItem, unix_ms};
 use super::keys::{Key, TTL};
-use super::ops::{NEW_ITEM, internal, num, to_item, updating};
+use super::ops::{NEW_ITEM, internal, num, to_item, touching, updating};
 use crate::domain::{FamilyId, UserId};
 use crate::ports::{RefreshRecord, SessionStore, StoreError, StoreResult};
 
@@ -21,7 +21,8 @@ impl SessionStore for DynamoStore {
             .table_name(&*self.table)
             .set_item(Some(to_item(&RefreshItem::new(record))?))
             .condition_expression(NEW_ITEM);
-        self.send(put.send()).await?;
+        let touches = touching("PutItem", "PutItem", put.get_item());
+        self.send(touches, put.send()).await?;
         Ok(())
     }
 

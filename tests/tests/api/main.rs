@@ -6,6 +6,7 @@ mod auth;
 mod budget;
 mod crash;
 mod events;
+mod iam;
 mod jobs;
 mod limits;
 mod logs;
