@@ -508,8 +508,9 @@ async fn try_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> tally_
 
 /// A user has at most `TALLY_RENDER_JOBS_IN_FLIGHT` jobs queued or running: the next start is
 /// 429 `jobs-in-flight` and stores nothing, a replay of an accepted request still answers with
-/// its job, starts at once cannot together pass the limit, slots of jobs nobody finished lapse
-/// at the job deadline, and a job that ends frees its slot.
+/// its job, starts at once cannot together pass the limit, a job refused by the daily quota
+/// after it took its slot gives it back, slots of jobs nobody finished lapse at the job
+/// deadline, and a job that ends frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_in_flight_per_user_are_bounded_exactly() {
     let clock = ManualClock::new();
@@ -523,9 +524,12 @@ async fn jobs_in_flight_per_user_are_bounded_exactly() {
             open: open.clone(),
         }) as Arc<dyn BlobStore>
     }));
-    let config =
-        Config::from_lookup(|name| (name == "TALLY_RENDER_JOBS_IN_FLIGHT").then(|| "2".to_owned()))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::from_lookup(|name| match name {
+        "TALLY_RENDER_JOBS_IN_FLIGHT" => Some("2".to_owned()),
+        "TALLY_RENDER_GUESTS_PER_DAY" => Some("30".to_owned()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let app = TestApp::start_full(config, Storage::Memory, options, clock).await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let poll = invite_poll(&app, &owner).await;
@@ -543,6 +547,16 @@ async fn jobs_in_flight_per_user_are_bounded_exactly() {
     // The same request as an accepted one is not a new job: it answers with its job.
     let replay = start_invites(&app, &owner, &poll, 1).await;
     assert_eq!(replay.body["id"], first.as_str());
+
+    // A job over the daily quota took a slot before the quota refused it, and gave it back:
+    // its owner still has room for two.
+    let big = app.sign_up("big@example.com").await.access_token;
+    let big_poll = invite_poll(&app, &big).await;
+    try_invites(&app, &big, &big_poll, 31)
+        .await
+        .expect_problem(429, "render-quota");
+    started_invites(&app, &big, &big_poll, 1).await;
+    started_invites(&app, &big, &big_poll, 2).await;
 
     // Six starts at once by a user with room for two: exactly two are accepted.
     let racer = app.sign_up("racer@example.com").await.access_token;
