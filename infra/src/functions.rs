@@ -90,7 +90,14 @@ impl Functions {
                 gate: gate.clone(),
             },
             votes: VotesState::new(store.clone(), gate.clone()),
-            jobs: JobsState::new(store, blobs, queue, gate, config.render_guests_per_day),
+            jobs: JobsState::new(
+                store,
+                blobs,
+                queue,
+                gate,
+                config.render_guests_per_day,
+                config.render_jobs_in_flight,
+            ),
             platform: Platform::new("dev", config),
         })
     }

@@ -172,6 +172,10 @@ pub struct Config {
     /// jobs may render per UTC day, counting each guest of an invites job and one file for a
     /// QR code or a chart. Past it, a new job is 429 `render-quota` until midnight UTC.
     pub render_guests_per_day: u64,
+    /// `TALLY_RENDER_JOBS_IN_FLIGHT` (default 3): jobs one user may have queued or running at
+    /// once. Past it, a new job is 429 `jobs-in-flight` until one of them ends (done, failed,
+    /// or past `domain::job::JOB_DEADLINE`).
+    pub render_jobs_in_flight: u32,
     /// `TALLY_S3_PATH_STYLE` (`off` by default; `on` for local engines and emulators, which
     /// serve buckets as paths rather than host names).
     pub s3_path_style: bool,
@@ -303,6 +307,13 @@ impl Config {
                 10_000_000,
             )?)
             .unwrap_or(20_000),
+            render_jobs_in_flight: u32::try_from(seconds(
+                "TALLY_RENDER_JOBS_IN_FLIGHT",
+                3,
+                1,
+                1000,
+            )?)
+            .unwrap_or(3),
             render_max_receives: u32::try_from(seconds("TALLY_RENDER_MAX_RECEIVES", 5, 1, 1000)?)
                 .unwrap_or(5),
             s3_path_style: switch("TALLY_S3_PATH_STYLE", false)?,
@@ -397,6 +408,11 @@ mod tests {
         );
         let err = config(&[("TALLY_RENDER_GUESTS_PER_DAY", "0")]).err();
         assert_eq!(err.map(|e| e.var), Some("TALLY_RENDER_GUESTS_PER_DAY"));
+        assert_eq!(c.render_jobs_in_flight, 3);
+        let c = config(&[("TALLY_RENDER_JOBS_IN_FLIGHT", "7")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.render_jobs_in_flight, 7);
+        let err = config(&[("TALLY_RENDER_JOBS_IN_FLIGHT", "0")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RENDER_JOBS_IN_FLIGHT"));
     }
 
     #[test]

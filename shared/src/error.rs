@@ -84,6 +84,9 @@ pub enum AppError {
     /// (the next UTC midnight).
     #[error("render quota exceeded")]
     RenderQuota { limit: u64, retry_after: u64 },
+    /// 429: the caller already has `limit` render jobs queued or running.
+    #[error("too many jobs in flight")]
+    JobsInFlight { limit: u32 },
     /// 503: the store is throttling; try again.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -228,6 +231,17 @@ impl AppError {
                     "Your jobs may render {limit} guests (a QR code or a chart counts as one) a \
                      day, and this job would go over it; it starts again at midnight UTC, in \
                      {retry_after} seconds (see Retry-After)."
+                ),
+            ),
+            Self::JobsInFlight { limit } => (
+                S::TOO_MANY_REQUESTS,
+                "jobs-in-flight",
+                "Too many jobs in flight",
+                format!(
+                    "You already have {limit} jobs queued or running, the most at once; start \
+                     this one when one of them has finished (GET /v1/jobs/{{id}} tells). A job \
+                     that neither finishes nor fails gives its place back two hours after it \
+                     started."
                 ),
             ),
             Self::Unavailable(_) => (

@@ -182,6 +182,8 @@ pub trait BallotStore: Send + Sync + std::fmt::Debug {
 pub enum JobCreated {
     New,
     Existing(JobId),
+    /// Not stored: the owner already has `limit` jobs in flight (these, queued or running).
+    Full(Vec<JobId>),
 }
 
 #[async_trait]
@@ -190,13 +192,17 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// last 24 hours (one transaction); then returns that job's id. `replacing` names a job
     /// that the fingerprint may still point at and that must not block this one (it failed),
     /// so a retry after a failure makes a new job, while a concurrent retry finds the job that
-    /// won.
+    /// won. A new job takes one of its owner's `in_flight` slots in the same transaction, or
+    /// is not stored at all ([`JobCreated::Full`]); a slot is freed when the job completes or
+    /// fails ([`Self::complete_job`], [`Self::fail_job`]) and lapses by itself at the job's
+    /// deadline. One more transaction when the owner is at the limit with lapsed slots.
     async fn create_job(
         &self,
         job: &Job,
         fingerprint: &str,
         now: OffsetDateTime,
         replacing: Option<JobId>,
+        in_flight: u32,
     ) -> StoreResult<JobCreated>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Stores a chunk's invites. Idempotent: a redelivered chunk writes the same items.
@@ -224,7 +230,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn renew_finish(&self, job: JobId, until: OffsetDateTime) -> StoreResult<bool>;
     /// Gives the claim up (the builder failed), so that a redelivery may build at once.
     async fn release_finish(&self, job: JobId) -> StoreResult<()>;
-    /// Marks the job done with its file.
+    /// Marks the job done with its file and frees its in-flight slot (two calls).
     async fn complete_job(
         &self,
         job: JobId,
@@ -232,7 +238,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
     ) -> StoreResult<()>;
     /// Marks the job failed with a reason its owner can read, unless it completed first:
-    /// `true` when the failure was recorded.
+    /// `true` when the failure was recorded. Frees its in-flight slot (one more call then).
     async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<bool>;
 }
 

@@ -226,16 +226,18 @@ pub struct Session {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    /// A fresh API over an empty in-memory engine, with default configuration except two: a
+    /// A fresh API over an empty in-memory engine, with default configuration except three: a
     /// voter may cast 100 ballots a minute, and one address 10,000 guest ballots, so that the
     /// races (one voter, 50 ballots at once) and the thousand guests (all from the test's one
-    /// address) test the duplicate guard rather than the rate limits, which have tests of
-    /// their own.
+    /// address) test the duplicate guard rather than the rate limits, and a user may have 100
+    /// jobs in flight, so that scenarios starting many jobs test the jobs; the limits have
+    /// tests of their own.
     pub async fn start() -> Self {
         Self::start_with(
             &[
                 ("TALLY_RATE_LIMIT_VOTES", "100/60"),
                 ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
+                ("TALLY_RENDER_JOBS_IN_FLIGHT", "100"),
             ],
             Storage::Memory,
         )
@@ -260,6 +262,7 @@ impl TestApp {
                 let vars = [
                     ("TALLY_RATE_LIMIT_VOTES", "100/60"),
                     ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
+                    ("TALLY_RENDER_JOBS_IN_FLIGHT", "100"),
                     ("TALLY_TABLE", table.as_str()),
                     ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
                     ("TALLY_JWT_PRIVATE_KEY", private.as_str()),

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Error> {
         queue,
         env.gate(store)?,
         env.config.render_guests_per_day,
+        env.config.render_jobs_in_flight,
     );
     run_http(&env, routes(state)).await
 }

@@ -334,12 +334,14 @@ async fn start_job_directly(
         JobPlan::new(&poll, JobRequest::Invites(&guests), now, None).map_err(|e| e.to_string())?;
     match stack
         .store
-        .create_job(&plan.job, &plan.fingerprint, now, None)
+        // The bench's one job is the user's only one in flight.
+        .create_job(&plan.job, &plan.fingerprint, now, None, 1)
         .await
         .map_err(|e| e.to_string())?
     {
         JobCreated::New => {}
         JobCreated::Existing(_) => return Err("the same job existed already".into()),
+        JobCreated::Full(_) => return Err("the user had jobs in flight already".into()),
     }
     let queue: Arc<dyn RenderQueue> = Arc::new(stack.queue.clone());
     queue

@@ -5,14 +5,15 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
 
 use super::DynamoStore;
 use super::items::{InviteItem, JobChunkItem, JobItem, JobRequestItem, unix_ms};
-use super::keys::Key;
+use super::keys::{Key, TTL, in_flight_job, in_flight_marker};
 use super::ops::{NEW_ITEM, internal, num, to_item, updating};
-use crate::domain::{Invite, Job, JobId, job::FILE_LIFETIME};
+use crate::domain::job::{FILE_LIFETIME, JOB_DEADLINE};
+use crate::domain::{Invite, Job, JobId, UserId};
 use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
 
 /// The condition of every write to a job's outcome: the job exists and has not completed.
@@ -26,6 +27,7 @@ impl JobStore for DynamoStore {
         fingerprint: &str,
         now: OffsetDateTime,
         replacing: Option<JobId>,
+        in_flight: u32,
     ) -> StoreResult<JobCreated> {
         let key = Key::JobRequest(fingerprint.to_owned());
         let expires_at = (now + FILE_LIFETIME).unix_timestamp();
@@ -50,14 +52,52 @@ impl JobStore for DynamoStore {
         if let Some(put) = claim.put.as_mut() {
             put.expression_attribute_values = Some(values);
         }
-        let items = vec![claim, self.put_new(&JobItem::new(job))?];
-        match self.transact(items).await? {
-            Ok(()) => Ok(JobCreated::New),
-            Err(c) if c.condition_failed(0) => c
-                .old_item::<JobRequestItem>(0)?
-                .map(|e| JobCreated::Existing(e.job_id))
-                .ok_or_else(|| StoreError::Internal("job request marker without its item".into())),
-            Err(c) => Err(c.unavailable("create job")),
+        let job_item = self.put_new(&JobItem::new(job))?;
+        let mut lapsed = Vec::new();
+        // At most two tries: the second only when the first found the owner at the limit
+        // with slots past their deadline, which it then frees in the same write.
+        loop {
+            let slot = self.take_slot(job, now, in_flight, &lapsed)?;
+            let items = vec![claim.clone(), job_item.clone(), slot];
+            let c = match self.transact(items).await? {
+                Ok(()) => return Ok(JobCreated::New),
+                Err(c) => c,
+            };
+            // The same request made a job already: it answers whatever the slots say.
+            if c.condition_failed(0) {
+                return c
+                    .old_item::<JobRequestItem>(0)?
+                    .map(|e| JobCreated::Existing(e.job_id))
+                    .ok_or_else(|| {
+                        StoreError::Internal("job request marker without its item".into())
+                    });
+            }
+            if !c.condition_failed(2) {
+                return Err(c.unavailable("create job"));
+            }
+            let held = c
+                .old_item::<HashMap<String, serde_json::Value>>(2)?
+                .unwrap_or_default();
+            let markers: Vec<(JobId, i64)> = held
+                .iter()
+                .filter_map(|(name, until)| Some((in_flight_job(name)?, until.as_i64()?)))
+                .collect();
+            let now_ms = unix_ms(now);
+            let stale: Vec<JobId> = markers
+                .iter()
+                .filter(|(_, until)| *until <= now_ms)
+                .map(|(id, _)| *id)
+                .collect();
+            if stale.is_empty() || !lapsed.is_empty() {
+                return Ok(JobCreated::Full(
+                    markers
+                        .into_iter()
+                        .filter(|(_, until)| *until > now_ms)
+                        .map(|(id, _)| id)
+                        .collect(),
+                ));
+            }
+            lapsed = stale;
         }
     }
 
@@ -167,8 +207,12 @@ impl JobStore for DynamoStore {
                 AttributeValue::S(now.format(&completed).map_err(internal)?),
             )
             .expression_attribute_values(":key", AttributeValue::S(object_key.to_owned()));
-        // Completing twice (a retried finisher) keeps the first completion.
-        self.update_if(update).await.map(|_| ())
+        // Completing twice (a retried finisher) keeps the first completion, and the first
+        // freed the slot.
+        if let Some(owner) = self.ended(update).await? {
+            self.free_slot(owner, job).await?;
+        }
+        Ok(())
     }
 
     async fn fail_job(&self, job: JobId, reason: &str) -> StoreResult<bool> {
@@ -181,7 +225,92 @@ impl JobStore for DynamoStore {
                 ":reason",
                 AttributeValue::S(reason.chars().take(500).collect()),
             );
-        self.update_if(update).await
+        match self.ended(update).await? {
+            Some(owner) => self.free_slot(owner, job).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// The transaction item that takes one of the owner's `limit` in-flight slots for `job`,
+    /// freeing the `lapsed` ones (past their deadline, as read on a first try) in the same
+    /// write. The slots live in one item so that one condition sees them all: `n` counts the
+    /// markers, so two starts at once cannot both take the last slot, and each marker holds
+    /// its job's deadline, so a slot that no worker ever freed (it died) lapses when its job
+    /// counts as failed. The marker (rather than a bare counter) makes freeing idempotent:
+    /// only a removal that finds its marker decrements `n`.
+    fn take_slot(
+        &self,
+        job: &Job,
+        now: OffsetDateTime,
+        limit: u32,
+        lapsed: &[JobId],
+    ) -> StoreResult<aws_sdk_dynamodb::types::TransactWriteItem> {
+        let until = unix_ms(job.created_at + JOB_DEADLINE);
+        let mut update = self
+            .update_in_transaction(&Key::InFlight(job.owner_id))
+            .expression_attribute_names("#job", in_flight_marker(job.id))
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":until", num(until))
+            .expression_attribute_values(":room", num(u64::from(limit) + lapsed.len() as u64))
+            // The newest job has the latest deadline; an hour more covers clocks that differ.
+            .expression_attribute_values(":ttl", num(until / 1000 + 3_600))
+            .expression_attribute_values(":delta", num(1 - lapsed.len() as i64))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let mut condition = "(attribute_not_exists(n) OR n < :room)".to_owned();
+        let mut remove = Vec::new();
+        if !lapsed.is_empty() {
+            update = update.expression_attribute_values(":now", num(unix_ms(now)));
+        }
+        for (i, id) in lapsed.iter().enumerate() {
+            update = update.expression_attribute_names(format!("#old{i}"), in_flight_marker(*id));
+            // Each freed slot must still be there and lapsed, so `n` drops by exactly as
+            // many markers as are removed.
+            condition.push_str(&format!(" AND #old{i} <= :now"));
+            remove.push(format!("#old{i}"));
+        }
+        let mut expression = "SET #job = :until, #ttl = :ttl ADD n :delta".to_owned();
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        updating(
+            update
+                .update_expression(expression)
+                .condition_expression(condition),
+        )
+    }
+
+    /// Sends an update that records a job's end: its owner when it held, `None` when the job
+    /// had completed already (or is gone).
+    async fn ended(
+        &self,
+        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> StoreResult<Option<UserId>> {
+        let out = match self
+            .send_update(update.return_values(ReturnValue::AllNew))
+            .await
+        {
+            Ok(out) => out,
+            Err(StoreError::ConditionFailed) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match out.attributes.as_ref().and_then(|a| a.get("owner_id")) {
+            Some(AttributeValue::S(owner)) => owner.parse().map(Some).map_err(internal),
+            _ => Err(StoreError::Internal("job without its owner".into())),
+        }
+    }
+
+    /// Frees the job's in-flight slot (one call); a slot freed before, or lapsed and reused,
+    /// is left alone.
+    async fn free_slot(&self, owner: UserId, job: JobId) -> StoreResult<()> {
+        let update = self
+            .update(&Key::InFlight(owner))
+            .update_expression("REMOVE #job ADD n :minus")
+            .condition_expression("attribute_exists(#job)")
+            .expression_attribute_names("#job", in_flight_marker(job))
+            .expression_attribute_values(":minus", num(-1));
+        self.update_if(update).await.map(|_| ())
     }
 }
 

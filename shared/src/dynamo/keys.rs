@@ -55,6 +55,9 @@ pub enum Key {
     Invite(String),
     /// `RATE#<scope>#<window start>` / `RATE`: requests counted in one rate-limit window.
     Rate(String, i64),
+    /// `INFLIGHT#<user>` / `INFLIGHT`: the user's jobs in flight, counted (`n`) with one
+    /// marker attribute per job holding its deadline.
+    InFlight(UserId),
 }
 
 impl Key {
@@ -78,6 +81,7 @@ impl Key {
             Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
             Self::Invite(hash) => format!("INVITE#{hash}"),
             Self::Rate(scope, window) => format!("RATE#{scope}#{window}"),
+            Self::InFlight(user) => format!("INFLIGHT#{user}"),
         }
     }
 
@@ -97,6 +101,7 @@ impl Key {
             Self::JobRequest(_) => "JOBREQ",
             Self::Invite(_) => "INVITE",
             Self::Rate(..) => "RATE",
+            Self::InFlight(_) => "INFLIGHT",
         }
     }
 
@@ -146,6 +151,7 @@ impl Key {
             }
             ("JOBREQ", "JOBREQ") => Self::JobRequest(rest.to_owned()),
             ("INVITE", "INVITE") => Self::Invite(rest.to_owned()),
+            ("INFLIGHT", "INFLIGHT") => Self::InFlight(rest.parse().ok()?),
             ("RATE", "RATE") => {
                 let (scope, window) = rest.rsplit_once('#')?;
                 Self::Rate(scope.to_owned(), window.parse().ok()?)
@@ -154,6 +160,18 @@ impl Key {
         };
         (key.pk() == pk).then_some(key)
     }
+}
+
+/// The attribute of an in-flight item that marks job `job` (its value: the job's deadline,
+/// epoch ms). Attributes rather than a map, because `SET jobs.#id` fails on an item that has
+/// no map yet, and creating the map in the same expression is an overlapping path.
+pub fn in_flight_marker(job: JobId) -> String {
+    format!("J{job}")
+}
+
+/// The job an in-flight item's attribute marks, if it is a marker.
+pub fn in_flight_job(attribute: &str) -> Option<JobId> {
+    attribute.strip_prefix('J')?.parse().ok()
 }
 
 /// The owner index: `OWNER#<user>` / `<created ms, zero-padded>#<poll>`, so a query on one
@@ -207,6 +225,7 @@ mod tests {
             Key::JobRequest("ZmluZ2VycHJpbnQ".into()),
             Key::Invite("dG9rZW4taGFzaA".into()),
             Key::Rate("login-ip#203.0.113.9".into(), 1_795_845_600),
+            Key::InFlight(UserId::new()),
         ];
         for key in keys {
             assert_eq!(

@@ -44,6 +44,8 @@ pub struct JobsState {
     pub gate: Gate,
     /// Guests one user's jobs may render per UTC day (`Config::render_guests_per_day`).
     pub guests_per_day: u64,
+    /// Jobs one user may have queued or running at once (`Config::render_jobs_in_flight`).
+    pub jobs_in_flight: u32,
 }
 gated!(JobsState);
 
@@ -55,6 +57,7 @@ impl JobsState {
         queue: Arc<dyn RenderQueue>,
         gate: Gate,
         guests_per_day: u64,
+        jobs_in_flight: u32,
     ) -> Self {
         Self {
             polls: store.clone(),
@@ -64,6 +67,7 @@ impl JobsState {
             queue,
             gate,
             guests_per_day,
+            jobs_in_flight,
         }
     }
 }
@@ -150,7 +154,10 @@ fn owned(poll: Option<Poll>, user: UserId) -> ApiResult<Poll> {
 }
 
 /// Stores the job (or finds the one the same request made within 24 hours) and enqueues its
-/// work. Storage calls: one transaction, plus one read when the job existed; queue calls: one
+/// work. A new job takes one of its owner's in-flight slots in the same transaction, and is
+/// refused (nothing stored) when they are all taken; every failure below frees the slot again.
+/// Storage calls: one transaction (two when the slots are full but some lapsed), plus one
+/// read when the job existed; queue calls: one
 /// per ten messages, or per 256 KiB of them when they are large. A job that failed does not
 /// answer for the same request: a retry makes a new one (one more transaction), so a failure
 /// never blocks the request for a day.
@@ -163,7 +170,11 @@ async fn start(state: &JobsState, plan: JobPlan) -> ApiResult<Response> {
     let fingerprint = fingerprint.as_str();
     let queue = &state.queue;
     let now = state.gate.now();
-    let mut created = state.jobs.create_job(&job, fingerprint, now, None).await?;
+    let slots = state.jobs_in_flight;
+    let mut created = state
+        .jobs
+        .create_job(&job, fingerprint, now, None, slots)
+        .await?;
     if let JobCreated::Existing(id) = created {
         let existing = state.jobs.job(id).await?.ok_or(AppError::Conflict)?;
         if existing.status_at(now) != JobStatus::Failed {
@@ -177,10 +188,12 @@ async fn start(state: &JobsState, plan: JobPlan) -> ApiResult<Response> {
         }
         created = state
             .jobs
-            .create_job(&job, fingerprint, now, Some(id))
+            .create_job(&job, fingerprint, now, Some(id), slots)
             .await?;
     }
     let job = match created {
+        // Nothing was stored: the owner's jobs in flight are at the limit.
+        JobCreated::Full(_) => return Err(AppError::JobsInFlight { limit: slots }),
         // Another retry of the failed job won the race: answer with its job.
         JobCreated::Existing(id) => state.jobs.job(id).await?.ok_or(AppError::Conflict)?,
         JobCreated::New => {

@@ -12,6 +12,9 @@ const BUDGET: &[(&str, u64)] = &[
     ("POST /v1/polls/{id}/votes", 3),
     ("POST /v1/auth/login", 4),
     ("GET /v1/me", 1),
+    // Rate window, poll with its counts, the transaction (request marker, job, the owner's
+    // in-flight slot), the daily render quota.
+    ("POST /v1/polls/{id}/chart", 4),
 ];
 
 async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u64)> {
@@ -29,6 +32,14 @@ async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u
             "GET /v1/polls/{id}/results" => app.results(owner, poll).await,
             "POST /v1/polls/{id}/votes" => app.vote(&app.mint_token(), poll, &["o1"]).await,
             "POST /v1/auth/login" => app.login("owner@example.com", PASSWORD).await,
+            // A new chart each time: the second measurement follows 1,000 new ballots, which
+            // are part of the request's fingerprint.
+            "POST /v1/polls/{id}/chart" => {
+                app.post(&format!("/v1/polls/{poll}/chart"))
+                    .bearer(owner)
+                    .send()
+                    .await
+            }
             _ => app.get("/v1/me").bearer(owner).send().await,
         };
         assert!(reply.status.is_success(), "{route}: {reply:#?}");

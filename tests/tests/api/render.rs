@@ -44,9 +44,16 @@ async fn stored_job(app: &TestApp, poll_id: &str, guests: usize, chunk_size: usi
         None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    tally::ports::JobStore::create_job(app.store(), &plan.job, &plan.fingerprint, app.now(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    tally::ports::JobStore::create_job(
+        app.store(),
+        &plan.job,
+        &plan.fingerprint,
+        app.now(),
+        None,
+        100,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     plan
 }
 
@@ -447,4 +454,142 @@ async fn a_redelivered_chunk_counts_once_and_the_zip_is_built_once() {
     let cards = cards_of(&app.download(&owner.access_token, &job.id.to_string()).await);
     let names: Vec<_> = cards.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["00000-ann-example.png", "00001-bob-example.png"]);
+}
+
+/// A file store whose writes wait until the test opens its gate: the jobs that reach it stay
+/// in flight (queued or running) for as long as the test needs.
+#[derive(Debug)]
+struct Held {
+    inner: Arc<dyn BlobStore>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl BlobStore for Held {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|o| *o).await;
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn start_upload(&self, key: &str, content_type: &str) -> StoreResult<Upload> {
+        self.inner.start_upload(key, content_type).await
+    }
+    async fn upload_part(&self, upload: &Upload, n: i32, bytes: Vec<u8>) -> StoreResult<String> {
+        self.inner.upload_part(upload, n, bytes).await
+    }
+    async fn finish_upload(&self, upload: &Upload, parts: Vec<(i32, String)>) -> StoreResult<()> {
+        self.inner.finish_upload(upload, parts).await
+    }
+    async fn abort_upload(&self, upload: &Upload) -> StoreResult<()> {
+        self.inner.abort_upload(upload).await
+    }
+    async fn presign_get(&self, key: &str, valid_for: Duration) -> StoreResult<String> {
+        self.inner.presign_get(key, valid_for).await
+    }
+}
+
+/// An invites job started through the API, whatever the answer.
+async fn try_invites(app: &TestApp, owner: &str, poll: &str, n: usize) -> tally_tests::Reply {
+    let guests: Vec<_> = (0..n)
+        .map(|i| json!({ "name": format!("Guest {i}") }))
+        .collect();
+    app.post(&format!("/v1/polls/{poll}/invites"))
+        .bearer(owner)
+        .json(json!({ "guests": guests }))
+        .send()
+        .await
+}
+
+/// A user has at most `TALLY_RENDER_JOBS_IN_FLIGHT` jobs queued or running: the next start is
+/// 429 `jobs-in-flight` and stores nothing, a replay of an accepted request still answers with
+/// its job, starts at once cannot together pass the limit, a job refused by the daily quota
+/// after it took its slot gives it back, slots of jobs nobody finished lapse at the job
+/// deadline, and a job that ends frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_in_flight_per_user_are_bounded_exactly() {
+    let clock = ManualClock::new();
+    let mut options = StackOptions::local(Arc::new(clock.clone()));
+    // Held deliveries must not be redelivered meanwhile: the gate, not the queue, decides.
+    options.queue.visibility_timeout = Duration::from_secs(600);
+    let (gate, open) = tokio::sync::watch::channel(false);
+    options.wrap_worker_blobs = Some(Arc::new(move |inner| {
+        Arc::new(Held {
+            inner,
+            open: open.clone(),
+        }) as Arc<dyn BlobStore>
+    }));
+    let config = Config::from_lookup(|name| match name {
+        "TALLY_RENDER_JOBS_IN_FLIGHT" => Some("2".to_owned()),
+        "TALLY_RENDER_GUESTS_PER_DAY" => Some("30".to_owned()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = TestApp::start_full(config, Storage::Memory, options, clock).await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+
+    let first = started_invites(&app, &owner, &poll, 1).await;
+    started_invites(&app, &owner, &poll, 2).await;
+    let calls = app.store().calls();
+    let over = try_invites(&app, &owner, &poll, 3)
+        .await
+        .expect_problem(429, "jobs-in-flight");
+    let detail = over.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("2 jobs"), "{detail}");
+    // Refused in the start's one transaction: rate counter, poll, transaction, no more.
+    assert_eq!(app.store().calls() - calls, 3);
+    // The same request as an accepted one is not a new job: it answers with its job.
+    let replay = start_invites(&app, &owner, &poll, 1).await;
+    assert_eq!(replay.body["id"], first.as_str());
+
+    // A job over the daily quota took a slot before the quota refused it, and gave it back:
+    // its owner still has room for two.
+    let big = app.sign_up("big@example.com").await.access_token;
+    let big_poll = invite_poll(&app, &big).await;
+    try_invites(&app, &big, &big_poll, 31)
+        .await
+        .expect_problem(429, "render-quota");
+    started_invites(&app, &big, &big_poll, 1).await;
+    started_invites(&app, &big, &big_poll, 2).await;
+
+    // Six starts at once by a user with room for two: exactly two are accepted.
+    let racer = app.sign_up("racer@example.com").await.access_token;
+    let polls = [
+        invite_poll(&app, &racer).await,
+        invite_poll(&app, &racer).await,
+    ];
+    let starts = (0..6).map(|i| try_invites(&app, &racer, &polls[i % 2], i + 1));
+    let mut statuses: Vec<u16> = futures::future::join_all(starts)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 202, 429, 429, 429, 429]);
+
+    // Jobs nobody finished (their worker died) give their slots back at their deadline; one
+    // start frees both and takes one, so the next fills the limit and the one after is over.
+    app.clock.advance(tally::domain::job::JOB_DEADLINE);
+    let late = started_invites(&app, &owner, &poll, 4).await;
+    let later = started_invites(&app, &owner, &poll, 5).await;
+    try_invites(&app, &owner, &poll, 6)
+        .await
+        .expect_problem(429, "jobs-in-flight");
+
+    // Finished jobs free their slots.
+    let _ = gate.send(true);
+    for id in [&late, &later] {
+        assert_eq!(
+            app.wait_for_job(&owner, id, PATIENCE).await.body["status"],
+            "done"
+        );
+    }
+    try_invites(&app, &owner, &poll, 6).await.expect(202);
+    try_invites(&app, &owner, &poll, 7).await.expect(202);
 }
