@@ -67,9 +67,29 @@ pub fn document<S: Clone + Send + Sync + 'static>(
     doc.merge(paths);
     let mut json = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
     refine(&mut json);
+    sort_keys(&mut json);
     serde_json::to_string_pretty(&json)
         .map(|json| json + "\n")
         .map_err(|e| e.to_string())
+}
+
+/// Puts every object's keys in alphabetical order. serde_json keeps insertion order when any
+/// crate in the build enables its `preserve_order` feature (a `cargo test --workspace` build
+/// does, a `-p tally-tests` build does not), so without this the same routes would give two
+/// different files depending on which packages were built together.
+fn sort_keys(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = std::mem::take(map).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, mut child) in entries {
+                sort_keys(&mut child);
+                map.insert(key, child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
+    }
 }
 
 /// "Holds a character other than white space", where white space is what Rust's `str::trim`
