@@ -275,6 +275,14 @@ fn environment(lambda: Lambda, endpoint: &str, keys: &KeyMaterial) -> Vec<(Strin
             "http://127.0.0.1:9/000000000000/tally-render".into(),
         ));
     }
+    // The render function hands an unreadable message to the dead-letter queue itself; like
+    // the render queue above, the URL is never called during a start.
+    if lambda.binary == "render" {
+        env.push((
+            "TALLY_DEAD_LETTER_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/tally-render-dlq".into(),
+        ));
+    }
     env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
