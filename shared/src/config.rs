@@ -66,6 +66,51 @@ impl Rule {
     }
 }
 
+/// How failed logins on one email from one client slow that client down: the first `free`
+/// failures cost nothing, then each further attempt waits `base · 2^(failures − free)` seconds
+/// after the last failure, at most `max`. A backoff, not a lock: the wait always ends, and a
+/// correct password after it signs in (and forgets the failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub free: u32,
+    pub base: u32,
+    pub max: u32,
+}
+
+impl Backoff {
+    /// Reads `<free failures>/<base seconds>/<max seconds>`, e.g. `5/1/900`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = raw.trim().split('/').map(str::trim).collect();
+        let [free, base, max] = parts[..] else {
+            return Err(
+                "must look like 5/1/900 (free failures/first wait/longest wait, in seconds)".into(),
+            );
+        };
+        let number = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a whole number"))
+        };
+        let (free, base, max) = (number(free)?, number(base)?, number(max)?);
+        if base == 0 || max < base || max > 86_400 {
+            return Err(
+                "the first wait must be positive and the longest between it and 86400 seconds"
+                    .into(),
+            );
+        }
+        Ok(Self { free, base, max })
+    }
+
+    /// How long after the last of `failures` failures the next attempt must wait, in seconds.
+    pub fn wait(&self, failures: u64) -> u64 {
+        let Some(over) = failures.checked_sub(u64::from(self.free)) else {
+            return 0;
+        };
+        // Past 2^20 the doubling is far beyond any cap; stopping there avoids overflow.
+        let doubled = u64::from(self.base).saturating_mul(1 << over.min(20));
+        doubled.min(u64::from(self.max))
+    }
+}
+
 /// Every limit, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
@@ -77,9 +122,9 @@ pub struct RateLimits {
     pub login_ip: Rule,
     /// Refreshes and logouts per client IP.
     pub refresh_ip: Rule,
-    /// Logins per email from one client (an IPv4 address or an IPv6 /64): one client's
-    /// guesses slow that client only, never the owner signing in from elsewhere.
-    pub login_email: Rule,
+    /// Failed logins per email from one client (an IPv4 address or an IPv6 /64) back that
+    /// client off: its guesses slow it only, never the owner signing in from elsewhere.
+    pub login_backoff: Backoff,
     /// Poll and job writes, per user.
     pub writes: Rule,
     /// Ballots, per signed-in voter.
@@ -104,9 +149,13 @@ impl Default for RateLimits {
                 limit: 600,
                 window: 600,
             },
-            login_email: Rule {
-                limit: 10,
-                window: 300,
+            // Five free tries, then 1 s, 2 s, 4 s … up to 15 minutes between guesses: a
+            // person who mistypes is never slowed noticeably, and a guesser gets about a
+            // hundred tries a day per client.
+            login_backoff: Backoff {
+                free: 5,
+                base: 1,
+                max: 900,
             },
             writes: Rule {
                 limit: 120,
@@ -141,7 +190,7 @@ pub struct Config {
     pub refresh_token_ttl: i64,
     /// `TALLY_RATE_LIMITS` `on` (default) or `off`, and each limit as `<requests>/<seconds>`:
     /// `TALLY_RATE_LIMIT_REGISTER_IP` (100/600), `TALLY_RATE_LIMIT_LOGIN_IP` (100/600),
-    /// `TALLY_RATE_LIMIT_REFRESH_IP` (600/600), `TALLY_RATE_LIMIT_LOGIN_EMAIL` (10/300),
+    /// `TALLY_RATE_LIMIT_REFRESH_IP` (600/600), `TALLY_LOGIN_BACKOFF` (5/1/900, see [`Backoff`]),
     /// `TALLY_RATE_LIMIT_WRITES` (120/60), `TALLY_RATE_LIMIT_VOTES` (30/60),
     /// `TALLY_RATE_LIMIT_GUEST_IP` (600/60).
     pub rate_limits: RateLimits,
@@ -245,13 +294,28 @@ impl Config {
                 reason: "replaced by TALLY_RATE_LIMIT_REGISTER_IP, TALLY_RATE_LIMIT_LOGIN_IP and TALLY_RATE_LIMIT_REFRESH_IP".into(),
             });
         }
+        // The per-email window became a backoff; a deployment still setting the window
+        // would otherwise believe it had a limit it no longer has.
+        if lookup("TALLY_RATE_LIMIT_LOGIN_EMAIL").is_some() {
+            return Err(ConfigError {
+                var: "TALLY_RATE_LIMIT_LOGIN_EMAIL",
+                reason: "replaced by TALLY_LOGIN_BACKOFF (free failures/first wait/longest wait)"
+                    .into(),
+            });
+        }
         let defaults = RateLimits::default();
         let rate_limits = RateLimits {
             enabled: switch("TALLY_RATE_LIMITS", true)?,
             register_ip: rule("TALLY_RATE_LIMIT_REGISTER_IP", defaults.register_ip)?,
             login_ip: rule("TALLY_RATE_LIMIT_LOGIN_IP", defaults.login_ip)?,
             refresh_ip: rule("TALLY_RATE_LIMIT_REFRESH_IP", defaults.refresh_ip)?,
-            login_email: rule("TALLY_RATE_LIMIT_LOGIN_EMAIL", defaults.login_email)?,
+            login_backoff: match lookup("TALLY_LOGIN_BACKOFF") {
+                None => defaults.login_backoff,
+                Some(raw) => Backoff::parse(&raw).map_err(|reason| ConfigError {
+                    var: "TALLY_LOGIN_BACKOFF",
+                    reason,
+                })?,
+            },
             writes: rule("TALLY_RATE_LIMIT_WRITES", defaults.writes)?,
             votes: rule("TALLY_RATE_LIMIT_VOTES", defaults.votes)?,
             guest_ip: rule("TALLY_RATE_LIMIT_GUEST_IP", defaults.guest_ip)?,
@@ -374,6 +438,23 @@ mod tests {
         for bad in ["", "10", "0/60", "10/0", "x/60", "10/999999"] {
             assert!(Rule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The login backoff grows from the first failure past the free ones, is capped, and
+    /// replaces the old per-email window, which a deployment is told about.
+    #[test]
+    fn the_login_backoff_doubles_up_to_its_cap() {
+        let b = Backoff::parse("2/3/20").unwrap_or_else(|e| panic!("{e}"));
+        let waits: Vec<u64> = (0..7).map(|n| b.wait(n)).collect();
+        assert_eq!(waits, [0, 0, 3, 6, 12, 20, 20]);
+        assert_eq!(RateLimits::default().login_backoff.wait(u64::MAX), 900);
+        for bad in ["", "5/1", "5/0/900", "5/10/5", "5/1/100000", "a/1/9"] {
+            assert!(Backoff::parse(bad).is_err(), "{bad}");
+        }
+        let err = config(&[("TALLY_RATE_LIMIT_LOGIN_EMAIL", "10/300")]).err();
+        assert_eq!(err.map(|e| e.var), Some("TALLY_RATE_LIMIT_LOGIN_EMAIL"));
+        let c = config(&[("TALLY_LOGIN_BACKOFF", "3/2/60")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rate_limits.login_backoff.wait(4), 4);
     }
 
     /// One venue's Wi-Fi is one address: the defaults must let hundreds of guests sign up and

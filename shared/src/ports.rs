@@ -278,6 +278,23 @@ pub trait RateCounter: Send + Sync + std::fmt::Debug {
         amount: u64,
         limit: u64,
     ) -> StoreResult<Option<u64>>;
+
+    /// The failures counted against `scope` and when the last one was. One read.
+    async fn failures(&self, scope: &str) -> StoreResult<Failures>;
+
+    /// Counts one more failure against `scope` at `now` (epoch seconds), forgotten `keep`
+    /// seconds later, and returns the failures so far, this one included. One call.
+    async fn fail(&self, scope: &str, now: i64, keep: i64) -> StoreResult<u64>;
+
+    /// Forgets the failures counted against `scope` (a success ends a backoff). One call.
+    async fn forgive(&self, scope: &str) -> StoreResult<()>;
+}
+
+/// Failures counted against a scope: how many, and the last one's time (epoch seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub count: u64,
+    pub last: i64,
 }
 
 /// A multipart upload under way: the object's key and the id the store gave the upload, which

@@ -412,3 +412,13 @@ impl InviteItem {
         }
     }
 }
+
+/// Failed attempts against a scope (`RATE#<scope>` / `BACKOFF`); a forgiven item keeps only
+/// its key and expiry, which reads as no failures.
+#[derive(Debug, Deserialize)]
+pub struct BackoffItem {
+    #[serde(default)]
+    pub failures: u64,
+    #[serde(default)]
+    pub last_failure: i64,
+}

@@ -55,6 +55,8 @@ pub enum Key {
     Invite(String),
     /// `RATE#<scope>#<window start>` / `RATE`: requests counted in one rate-limit window.
     Rate(String, i64),
+    /// `RATE#<scope>` / `BACKOFF`: failures counted against a scope, and when the last was.
+    Backoff(String),
     /// `INFLIGHT#<user>` / `INFLIGHT`: the user's jobs in flight, counted (`n`) with one
     /// marker attribute per job holding its deadline.
     InFlight(UserId),
@@ -81,6 +83,7 @@ impl Key {
             Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
             Self::Invite(hash) => format!("INVITE#{hash}"),
             Self::Rate(scope, window) => format!("RATE#{scope}#{window}"),
+            Self::Backoff(scope) => format!("RATE#{scope}"),
             Self::InFlight(user) => format!("INFLIGHT#{user}"),
         }
     }
@@ -101,6 +104,7 @@ impl Key {
             Self::JobRequest(_) => "JOBREQ",
             Self::Invite(_) => "INVITE",
             Self::Rate(..) => "RATE",
+            Self::Backoff(_) => "BACKOFF",
             Self::InFlight(_) => "INFLIGHT",
         }
     }
@@ -151,6 +155,7 @@ impl Key {
             }
             ("JOBREQ", "JOBREQ") => Self::JobRequest(rest.to_owned()),
             ("INVITE", "INVITE") => Self::Invite(rest.to_owned()),
+            ("RATE", "BACKOFF") => Self::Backoff(rest.to_owned()),
             ("INFLIGHT", "INFLIGHT") => Self::InFlight(rest.parse().ok()?),
             ("RATE", "RATE") => {
                 let (scope, window) = rest.rsplit_once('#')?;
@@ -225,6 +230,7 @@ mod tests {
             Key::JobRequest("ZmluZ2VycHJpbnQ".into()),
             Key::Invite("dG9rZW4taGFzaA".into()),
             Key::Rate("login-ip#203.0.113.9".into(), 1_795_845_600),
+            Key::Backoff("login#ann@example.com#203.0.113.9".into()),
             Key::InFlight(UserId::new()),
         ];
         for key in keys {

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::DynamoStore;
+use super::items::BackoffItem;
 use super::keys::{Key, TTL};
 use super::ops::{internal, num};
-use crate::ports::{RateCounter, StoreError, StoreResult};
+use crate::ports::{Failures, RateCounter, StoreError, StoreResult};
 
 #[async_trait]
 impl RateCounter for DynamoStore {
@@ -56,5 +57,37 @@ impl RateCounter for DynamoStore {
             Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(internal),
             _ => Err(StoreError::Internal("quota counter without a count".into())),
         }
+    }
+
+    async fn failures(&self, scope: &str) -> StoreResult<Failures> {
+        let item: Option<BackoffItem> = self.get(&Key::Backoff(scope.to_owned())).await?;
+        Ok(item.map_or_else(Failures::default, |i| Failures {
+            count: i.failures,
+            last: i.last_failure,
+        }))
+    }
+
+    async fn fail(&self, scope: &str, now: i64, keep: i64) -> StoreResult<u64> {
+        let update = self
+            .update(&Key::Backoff(scope.to_owned()))
+            .update_expression("ADD failures :one SET last_failure = :now, #ttl = :ttl")
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":one", num(1))
+            .expression_attribute_values(":now", num(now))
+            .expression_attribute_values(":ttl", num(now + keep))
+            .return_values(ReturnValue::UpdatedNew);
+        let out = self.send_update(update).await?;
+        match out.attributes.as_ref().and_then(|a| a.get("failures")) {
+            Some(AttributeValue::N(n)) => n.parse().map_err(internal),
+            _ => Err(StoreError::Internal("backoff without a count".into())),
+        }
+    }
+
+    async fn forgive(&self, scope: &str) -> StoreResult<()> {
+        // An update rather than a delete, so the role needs no `DeleteItem` on rate items.
+        let update = self
+            .update(&Key::Backoff(scope.to_owned()))
+            .update_expression("REMOVE failures, last_failure");
+        self.send_update(update).await.map(|_| ())
     }
 }

@@ -106,7 +106,8 @@ async fn register(
 }
 
 /// Signs in: an access token and a refresh token. An unknown email and a wrong password get the
-/// same 401. Attempts on one email are limited per client address (an IPv6 /64), so one
+/// same 401. Failures on one email back off per client address (an IPv6 /64): after five,
+/// each next try waits twice as long (1 s up to 15 min, `Retry-After` says how long), so one
 /// client's guesses slow that client down and never lock the owner out elsewhere.
 #[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth", request_body = Credentials,
     responses(
@@ -122,12 +123,12 @@ async fn login(
     let password = Password::for_login(body.password).ok_or(AppError::InvalidCredentials)?;
     // An unparseable email cannot be registered; it is treated like an unknown one, including
     // the time spent hashing, so the answer reveals nothing.
-    let credentials = match Email::parse(&body.email) {
+    let (credentials, backoff) = match Email::parse(&body.email) {
         Ok(email) => {
-            attempt.count_email(&state.gate, email.as_str()).await?;
-            state.users.credentials(&email).await?
+            let backoff = attempt.backoff(&state.gate, email.as_str()).await?;
+            (state.users.credentials(&email).await?, Some(backoff))
         }
-        Err(_) => None,
+        Err(_) => (None, None),
     };
     let (user_id, phc) = match credentials {
         Some(c) => (Some(c.user_id), c.password_hash),
@@ -136,12 +137,21 @@ async fn login(
     let verified = blocking(move || Ok(password::verify(&password, &phc))).await?;
     match user_id {
         Some(user) if verified => {
+            if let Some(backoff) = backoff {
+                backoff.succeeded(&state.gate).await?;
+            }
             let now = state.gate.now();
             issue_tokens(&state, user, FamilyId::new(), now, None)
                 .await
                 .map(|tokens| no_store(StatusCode::OK, &tokens))
         }
-        _ => Err(AppError::InvalidCredentials),
+        _ => {
+            // An unknown email backs off like a known one, so the wait reveals nothing.
+            if let Some(backoff) = backoff {
+                backoff.failed(&state.gate).await?;
+            }
+            Err(AppError::InvalidCredentials)
+        }
     }
 }
 

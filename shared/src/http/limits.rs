@@ -1,8 +1,9 @@
 //! Rate limits, counted in the store (so every Lambda instance sees the same count) in fixed
 //! windows: per IP on each auth route (register, login and refresh each with its own budget),
-//! per email and client on login, per user on writes, per voter on ballots (and per client
+//! per user on writes, per voter on ballots (and per client
 //! address on guests' attempts, whatever the token). Each limited request costs one extra
-//! storage call. `TALLY_RATE_LIMITS=off` turns them all off.
+//! storage call. Failed logins per email and client back off instead (a growing wait after
+//! each failure, one read per login and one write per failure). `TALLY_RATE_LIMITS=off` turns them all off.
 
 use std::marker::PhantomData;
 use std::net::IpAddr;
@@ -150,18 +151,61 @@ impl<S: Gated, R: AuthRoute> FromRequestParts<S> for AuthAttempt<R> {
 }
 
 impl AuthAttempt<Login> {
-    /// Counts a login against the email it names from this client. Counting per email alone
-    /// would let anyone keep the owner out by failing on purpose; per email and client, the
-    /// guesser is slowed (refused until its window ends) while the owner signs in from any
-    /// other address.
-    pub async fn count_email(&self, gate: &Gate, email: &str) -> Result<(), AppError> {
-        enforce(
-            gate,
-            self.facts.as_ref(),
-            &format!("email#{email}#{}", client_prefix(&self.client)),
-            gate.limits.login_email,
-        )
-        .await
+    /// The backoff of logins on `email` from this client: refused (429 with the wait left as
+    /// `Retry-After`) while the wait after its last failure runs, else a [`LoginBackoff`] that
+    /// the handler reports the password check to. Per email and client, so one client's
+    /// guesses slow that client and never keep the owner out elsewhere; a backoff rather
+    /// than a window, so a burst of failures never locks anyone out for good. One read.
+    pub async fn backoff(&self, gate: &Gate, email: &str) -> Result<LoginBackoff, AppError> {
+        let scope = format!("login#{email}#{}", client_prefix(&self.client));
+        if !gate.limits.enabled {
+            return Ok(LoginBackoff { scope, failures: 0 });
+        }
+        let failures = gate.counter.failures(&scope).await?;
+        let rule = gate.limits.login_backoff;
+        let free_at = failures
+            .last
+            .saturating_add(i64::try_from(rule.wait(failures.count)).unwrap_or(i64::MAX));
+        let now = gate.now().unix_timestamp();
+        if now < free_at {
+            return Err(AppError::RateLimited {
+                retry_after: u64::try_from(free_at - now).unwrap_or(1).max(1),
+            });
+        }
+        Ok(LoginBackoff {
+            scope,
+            failures: failures.count,
+        })
+    }
+}
+
+/// A login's place in its backoff, to be told how the password check went.
+#[derive(Debug)]
+pub struct LoginBackoff {
+    scope: String,
+    failures: u64,
+}
+
+impl LoginBackoff {
+    /// Failures are kept a day after the last one, so a client that stops guessing starts
+    /// afresh the next day.
+    const KEEP: i64 = 86_400;
+
+    /// A wrong password: one more failure, which lengthens the next wait. One call.
+    pub async fn failed(self, gate: &Gate) -> Result<(), AppError> {
+        if gate.limits.enabled {
+            let now = gate.now().unix_timestamp();
+            gate.counter.fail(&self.scope, now, Self::KEEP).await?;
+        }
+        Ok(())
+    }
+
+    /// The right password: the failures are forgotten (one call, only if there were any).
+    pub async fn succeeded(self, gate: &Gate) -> Result<(), AppError> {
+        if gate.limits.enabled && self.failures > 0 {
+            gate.counter.forgive(&self.scope).await?;
+        }
+        Ok(())
     }
 }
 

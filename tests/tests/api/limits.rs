@@ -47,45 +47,66 @@ async fn ballots_are_limited_per_voter_and_the_next_window_passes() {
 }
 
 #[tokio::test]
-async fn logins_are_limited_per_email_and_client_whatever_the_password() {
-    let app = TestApp::start_with(
-        &[("TALLY_RATE_LIMIT_LOGIN_EMAIL", "2/300")],
-        Storage::Memory,
-    )
-    .await;
+async fn failed_logins_back_off_per_email_and_client_and_never_lock_the_owner_out() {
+    // Two free failures, then 10 s, 20 s, and at most 40 s between tries.
+    let app = TestApp::start_with(&[("TALLY_LOGIN_BACKOFF", "2/10/40")], Storage::Memory).await;
     let login = |ip: &'static str, password: &'static str| {
         app.post("/v1/auth/login")
             .from(ip)
             .json(json!({ "email": "ann@example.com", "password": password }))
             .send()
     };
+    let wait_of = |reply: &tally_tests::Reply| -> i64 {
+        reply
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     app.post("/v1/auth/register")
         .json(json!({ "email": "ann@example.com", "password": PASSWORD }))
         .send()
         .await
         .expect(201);
-    login("203.0.113.9", "wrong password")
+    let guesser = "203.0.113.9";
+    login(guesser, "wrong password")
         .await
         .expect_problem(401, "invalid-credentials");
-    login("203.0.113.9", "wrong again")
+    login(guesser, "wrong again")
         .await
         .expect_problem(401, "invalid-credentials");
-    // The guessing client's third attempt in the window is refused even with the right
-    // password: guessing cannot continue at any pace from there.
-    login("203.0.113.9", PASSWORD)
+    // Past the free failures the guesser must wait, even with the right password.
+    let refused = login(guesser, PASSWORD)
         .await
         .expect_problem(429, "rate-limited");
+    assert_eq!(wait_of(&refused), 10, "{refused:#?}");
     // The owner, elsewhere, is not kept out by the other client's failures.
     login("198.51.100.7", PASSWORD).await.expect(200);
     login("2001:db8:1:2::7", PASSWORD).await.expect(200);
     // An IPv6 client is counted by its /64, so rotating addresses inside it does not help.
     login("2001:db8:1:2::8", "wrong").await.expect(401);
+    login("2001:db8:1:2::8", "wrong").await.expect(401);
     login("2001:db8:1:2::9", PASSWORD)
         .await
         .expect_problem(429, "rate-limited");
-    // The refusal backs off: the guesser's next window lets it try again.
-    app.clock.advance(time::Duration::seconds(300));
-    login("203.0.113.9", PASSWORD).await.expect(200);
+    // Each further failure doubles the wait, up to its cap.
+    let mut waits = Vec::new();
+    let mut wait = wait_of(&refused);
+    for _ in 0..3 {
+        app.clock.advance(time::Duration::seconds(wait));
+        login(guesser, "still wrong").await.expect(401);
+        let refused = login(guesser, PASSWORD)
+            .await
+            .expect_problem(429, "rate-limited");
+        wait = wait_of(&refused);
+        waits.push(wait);
+    }
+    assert_eq!(waits, [20, 40, 40]);
+    // A backoff, not a lock: once the wait is over the right password signs in, and the
+    // failures are forgotten, so one more typo costs no wait.
+    app.clock.advance(time::Duration::seconds(wait));
+    login(guesser, PASSWORD).await.expect(200);
+    login(guesser, "typo").await.expect(401);
+    login(guesser, PASSWORD).await.expect(200);
 }
 
 #[tokio::test]
