@@ -46,7 +46,10 @@ impl Worker {
             id,
             job.chunks_total,
             self.clock.now(),
-            async move |bundled| store.record_bundled(id, bundled).await.map(|_| ()),
+            move |bundled| {
+                let store = store.clone();
+                async move { store.record_bundled(id, bundled).await.map(|_| ()) }
+            },
         )
         .await;
         match result {
@@ -66,14 +69,19 @@ impl Worker {
 /// and uploading several parts at once; calls `progress` with the cards bundled so far at
 /// most every [`PROGRESS_EVERY`]. Returns the parts for `finish_upload`. The first failure
 /// stops everything: uploads still running are cancelled when their set is dropped.
-async fn assemble(
+async fn assemble<P>(
     blobs: &Arc<dyn BlobStore>,
     upload: &Upload,
     job: JobId,
     chunks: u32,
     now: OffsetDateTime,
-    mut progress: impl AsyncFnMut(u32) -> StoreResult<()>,
-) -> Result<Vec<(i32, String)>, WorkError> {
+    progress: impl Fn(u32) -> P,
+) -> Result<Vec<(i32, String)>, WorkError>
+where
+    // A plain closure returning a future rather than an async closure: the future must be
+    // `Send` for every caller's lifetime, which the worker's spawned tasks need.
+    P: Future<Output = StoreResult<()>> + Send,
+{
     let mut segments = stream::iter(0..chunks)
         .map(|chunk| {
             let blobs = blobs.clone();
@@ -86,7 +94,8 @@ async fn assemble(
     let mut parts = Vec::new();
     let mut number = 0;
     let mut zip = ZipBuilder::default();
-    let mut reported = Instant::now();
+    // The first segment's cards are reported at once, later ones every PROGRESS_EVERY.
+    let mut reported: Option<Instant> = None;
     loop {
         let next = segments.next().await;
         let last = next.is_none();
@@ -113,9 +122,9 @@ async fn assemble(
         if last {
             break;
         }
-        if reported.elapsed() >= PROGRESS_EVERY {
+        if reported.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
             progress(zip.cards).await?;
-            reported = Instant::now();
+            reported = Some(Instant::now());
         }
     }
     while let Some(done) = uploads.join_next().await {
@@ -390,7 +399,7 @@ mod tests {
             JobId::new(),
             chunks,
             now,
-            async |_| Ok(()),
+            |_| async { Ok(()) },
         )
         .await
     }
