@@ -14,11 +14,13 @@ use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region, StalledStreamProtectionConfig};
 use axum::Router;
+pub mod counting;
 pub mod functions;
 pub mod queue;
 pub mod s3;
 pub mod sqs;
 
+pub use counting::{BlobCalls, BlobCounts, CountingBlobs};
 pub use functions::{Function, Functions};
 pub use queue::{LocalDeadLetters, LocalQueue, QueueOptions};
 pub use s3::LocalS3;
@@ -226,6 +228,8 @@ pub struct Stack {
     pub blobs: S3Blobs,
     pub queue: LocalQueue,
     pub worker: Worker,
+    /// The render worker's S3 requests, by kind.
+    pub worker_blob_calls: Arc<BlobCalls>,
     pub keys: KeyMaterial,
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
@@ -280,9 +284,16 @@ impl Stack {
         s3::ensure_bucket(&s3_client, &config.bucket).await?;
         let store = DynamoStore::new(client, config.table.clone());
         let blobs = S3Blobs::new(s3_client, config.bucket.clone());
+        // Counted next to the engine, so a test's own wrapper (which may fail a call on
+        // purpose) sits above the count, and the count is what reached S3.
+        let worker_blob_calls = Arc::new(BlobCalls::default());
+        let counted: Arc<dyn BlobStore> = Arc::new(CountingBlobs::new(
+            Arc::new(blobs.clone()),
+            worker_blob_calls.clone(),
+        ));
         let worker_blobs: Arc<dyn BlobStore> = match &options.wrap_worker_blobs {
-            Some(wrap) => wrap(Arc::new(blobs.clone())),
-            None => Arc::new(blobs.clone()),
+            Some(wrap) => wrap(counted),
+            None => counted,
         };
         // The local queue's dead-letter queue, on disk beside it when the queue is durable; on
         // an emulator the worker uses a dead-letter queue there instead, as on AWS.
@@ -358,6 +369,7 @@ impl Stack {
             blobs,
             queue,
             worker,
+            worker_blob_calls,
             keys,
             dynamo,
             s3,

@@ -121,6 +121,7 @@ impl JobPlan {
             failed: 0,
             chunks_total: count(chunks.len())?,
             chunks_done: 0,
+            bundled: 0,
             created_at: now,
             completed_at: None,
             object_key: None,

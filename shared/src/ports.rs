@@ -228,6 +228,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Extends the claim to `until` while its holder works: `false` once the job has ended
     /// (completed or failed) or the claim was given up.
     async fn renew_finish(&self, job: JobId, until: OffsetDateTime) -> StoreResult<bool>;
+    /// Records that the claim's holder has bundled `bundled` files into the final file, for
+    /// the job's progress. The figure only grows: a builder that starts over after another
+    /// died leaves it where it was until it passes it. `false` when nothing was written (the
+    /// figure was as high already, or the job has ended).
+    async fn record_bundled(&self, job: JobId, bundled: u32) -> StoreResult<bool>;
     /// Gives the claim up (the builder failed), so that a redelivery may build at once.
     async fn release_finish(&self, job: JobId) -> StoreResult<()>;
     /// Marks the job done with its file and frees its in-flight slot (two calls).

@@ -96,6 +96,21 @@ test("an organiser invites 200 guests, watches the bar reach 100 % and downloads
   // estimating, when the first sample has no rate yet).
   const running = observed.filter((s) => s.value > 0 && s.value < 100);
   for (const s of running) assert.match(s.text, /\d+ of 200 cards[\s\S]*(About \d+ (s|min) left|Estimating time left)/);
+  // The page follows the job's stages: rendering fills the bar to three quarters (the
+  // server's rendering share), bundling the ZIP the rest with its own count, and once the
+  // page says it is bundling it never goes back to rendering.
+  let bundlingSeen = false;
+  for (const s of running) {
+    if (/bundling the ZIP/.test(s.text)) {
+      bundlingSeen = true;
+      assert.ok(s.value >= 75, `bundling at ${s.value} %`);
+      assert.match(s.text, /\d+ of 200 cards in the ZIP/);
+    } else {
+      assert.ok(!bundlingSeen, "the page went back from bundling to rendering");
+      assert.ok(s.value <= 75, `rendering at ${s.value} %`);
+      assert.match(s.text, /rendering cards/);
+    }
+  }
   assert.ok(seen.length >= 1, "the bar moved");
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i] >= seen[i - 1], `the bar went back: ${seen}`);
   assert.equal(seen.at(-1), 100);
@@ -103,7 +118,8 @@ test("an organiser invites 200 guests, watches the bar reach 100 % and downloads
   await page.getByText("200 of 200 cards").waitFor();
   await page.getByText("Done: 200 cards ready.").waitFor();
   const estimates = running.map((s) => s.text.match(/About \d+ (s|min) left|Estimating time left/)[0]);
-  console.log(`# 200 cards rendered in ${seconds.toFixed(1)} s; the bar showed ${seen.join(", ")} %; time left: ${estimates.join(", ")}`);
+  const stages = running.map((s) => (/bundling the ZIP/.test(s.text) ? "bundling" : "rendering"));
+  console.log(`# 200 cards rendered in ${seconds.toFixed(1)} s; the bar showed ${seen.join(", ")} %; stages: ${stages.join(", ")}; time left: ${estimates.join(", ")}`);
   await screenshot(page, "organiser-job-desktop.png");
 
   // The file store is another origin: the page navigates there, which downloads the ZIP.
@@ -113,6 +129,12 @@ test("an organiser invites 200 guests, watches the bar reach 100 % and downloads
   const zip = new AdmZip(readFileSync(await file.path()));
   const cards = zip.getEntries().filter((e) => e.entryName.endsWith(".png"));
   assert.equal(cards.length, 200);
+  assert.ok(cards.some((e) => e.entryName === "Guest 001.png"), "files are named after their guests");
+  const manifest = zip.getEntry("manifest.csv");
+  assert.ok(manifest, "the ZIP lists its guests in manifest.csv");
+  const lines = manifest.getData().toString("utf8").split("\r\n");
+  assert.equal(lines[0], "\uFEFFname,reference,email,invite_url,file");
+  assert.match(lines[1], /^Guest 001,1,,http:\/\/[^,]+\/i\/[\w-]{43},Guest 001\.png$/);
   cards.sort((a, b) => a.entryName.localeCompare(b.entryName));
   state.invites = cards.slice(0, 5).map((e) => decodeQr(e.getData()));
   for (const url of state.invites) assert.ok(url.startsWith(`${BASE}/i/`), url);

@@ -495,6 +495,67 @@ pub fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// One line of a ZIP's `manifest.csv`, as a CSV reader reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ManifestLine {
+    pub name: String,
+    pub reference: u32,
+    pub email: String,
+    pub invite_url: String,
+    pub file: String,
+}
+
+/// The ZIP's `manifest.csv`, read with the `csv` crate: it must start with a UTF-8 byte order
+/// mark and have exactly the documented columns.
+pub fn manifest_of(zip: &[u8]) -> Vec<ManifestLine> {
+    let (_, bytes) = zip_entries(zip)
+        .into_iter()
+        .find(|(name, _)| name == "manifest.csv")
+        .unwrap_or_else(|| panic!("the ZIP has no manifest.csv"));
+    let text = bytes
+        .strip_prefix("\u{FEFF}".as_bytes())
+        .unwrap_or_else(|| panic!("manifest.csv does not start with a byte order mark"));
+    let mut reader = csv::Reader::from_reader(text);
+    let headers = reader
+        .headers()
+        .unwrap_or_else(|e| panic!("manifest.csv: {e}"))
+        .clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        ["name", "reference", "email", "invite_url", "file"]
+    );
+    reader
+        .deserialize()
+        .map(|line| line.unwrap_or_else(|e| panic!("manifest.csv: {e}")))
+        .collect()
+}
+
+/// What a ZIP says about each entry besides its bytes: its name, its general-purpose flags
+/// (read from the local header), its modification time from the extended timestamp field
+/// (Unix seconds) and its DOS year.
+pub fn zip_entry_facts(zip: &[u8]) -> Vec<(String, u16, Option<u32>, u16)> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
+    (0..archive.len())
+        .map(|i| {
+            let entry = archive
+                .by_index_raw(i)
+                .unwrap_or_else(|e| panic!("entry {i}: {e}"));
+            let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+            let start = usize::try_from(entry.header_start()).unwrap_or(usize::MAX);
+            let flags = zip
+                .get(start + 6..start + 8)
+                .map_or(0, |f| u16::from_le_bytes([f[0], f[1]]));
+            let stamp = entry.extra_data_fields().find_map(|f| match f {
+                zip::ExtraField::ExtendedTimestamp(t) => t.mod_time(),
+                _ => None,
+            });
+            let year = entry.last_modified().map_or(0, |t| t.year());
+            (name, flags, stamp, year)
+        })
+        .collect()
+}
+
 /// The text a QR code in a PNG encodes.
 pub fn decode_qr(png: &[u8]) -> Option<String> {
     let image = image::load_from_memory(png).ok()?.to_luma8();

@@ -1,8 +1,9 @@
-//! Rendering: invite cards per second per core, ZIP throughput, and a 10,000-guest invites job
-//! on the dev-server stack (the in-process queue feeding the render worker), whose wall time
-//! and peak RSS are measured in a child process so that the figure is that job's alone.
+//! Rendering: invite cards per second per core, and a 10,000-guest invites job on the
+//! dev-server stack (the in-process queue feeding the render worker), whose wall time, S3
+//! requests and peak RSS are measured in a child process so that the figures are that job's
+//! alone.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,38 +62,6 @@ fn cards_per_second(threads: usize, per_thread: usize) -> Result<f64, String> {
     Ok((threads * per_thread) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A `Write` that only counts, standing in for the upload so that the ZIP writer is timed
-/// alone.
-struct Counter(u64);
-
-impl Write for Counter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 += bytes.len() as u64;
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes `entries` cards (cycling through `cards`) into a streamed, stored ZIP exactly as
-/// the worker does, and returns the archive's size and the time taken.
-fn zip_cards(cards: &[Vec<u8>], entries: usize) -> Result<(u64, Duration), String> {
-    let started = Instant::now();
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let mut zip = zip::ZipWriter::new_stream(Counter(0));
-    for i in 0..entries {
-        zip.start_file(format!("{i:05}-guest.png"), options)
-            .map_err(|e| e.to_string())?;
-        zip.write_all(&cards[i % cards.len()])
-            .map_err(|e| e.to_string())?;
-    }
-    let counter = zip.finish().map_err(|e| e.to_string())?.into_inner();
-    Ok((counter.0, started.elapsed()))
-}
-
 /// What the child process reports about its job.
 #[derive(Debug, Clone)]
 pub struct JobFigures {
@@ -104,6 +73,11 @@ pub struct JobFigures {
     pub peak_rss_kib: u64,
     pub baseline_rss_kib: u64,
     pub zip_bytes: u64,
+    /// The render worker's S3 requests for the job: billed as writes (objects, the ZIP's
+    /// multipart upload) and as reads, and of those writes the `PutObject`s.
+    pub s3_writes: u64,
+    pub s3_reads: u64,
+    pub s3_puts: u64,
     pub via_http: bool,
     pub http_refusal: Option<String>,
 }
@@ -116,9 +90,6 @@ pub struct RenderResult {
     pub card_bytes: usize,
     pub cards_per_s_one: f64,
     pub cards_per_s_all: f64,
-    pub zip_mib_per_s: f64,
-    pub zip_entries_per_s: f64,
-    pub zip_entries: usize,
     pub jobs: Vec<JobFigures>,
 }
 
@@ -127,18 +98,13 @@ pub struct RenderResult {
 pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, String> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("tally-bench: render: cards on one core, then on {cores}");
-    // Warm-up (and the cards the ZIP benchmark stores): not counted.
+    // Warm-up (and the cards' average size): not counted.
     let cards = render_cards(0, 200)?;
     let card_bytes = cards.iter().map(Vec::len).sum::<usize>() / cards.len();
-    let (mut one, mut all, mut zip_rates, mut zip_entries_rates) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let zip_entries = 10_000;
+    let (mut one, mut all) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         one.push(cards_per_second(1, 300)?);
         all.push(cards_per_second(cores, 300)?);
-        let (bytes, took) = zip_cards(&cards, zip_entries)?;
-        zip_rates.push(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64());
-        zip_entries_rates.push(zip_entries as f64 / took.as_secs_f64());
     }
     let mut jobs = Vec::new();
     for run in 0..job_runs {
@@ -154,9 +120,6 @@ pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, 
         card_bytes,
         cards_per_s_one: report::median(&one),
         cards_per_s_all: report::median(&all),
-        zip_mib_per_s: report::median(&zip_rates),
-        zip_entries_per_s: report::median(&zip_entries_rates),
-        zip_entries,
         jobs,
     })
 }
@@ -204,6 +167,9 @@ fn job_in_child(guests: usize) -> Result<JobFigures, String> {
         peak_rss_kib: number("peak_rss_kib")?,
         baseline_rss_kib: number("baseline_rss_kib")?,
         zip_bytes: number("zip_bytes")?,
+        s3_writes: number("s3_writes")?,
+        s3_reads: number("s3_reads")?,
+        s3_puts: number("s3_puts")?,
         via_http: line["via_http"].as_bool().unwrap_or(false),
         http_refusal: line["http_refusal"].as_str().map(str::to_owned),
     })
@@ -271,15 +237,17 @@ pub async fn job_child(guests: usize) -> Result<(), String> {
     let wall = started.elapsed();
     let cards_done = cards_done_at.map(|at| at.duration_since(started));
     let (_, peak_rss_kib) = machine::rss_kib();
+    let s3 = stack.worker_blob_calls.snapshot();
     let done = status["done"].as_u64().unwrap_or(0);
     if status["status"] != "done" || done != guests as u64 || status["failed"] != 0 {
         return Err(format!("the job did not complete every card: {status}"));
     }
     let zip = download(&client, &base, &owner, &job).await?;
     let archive = zip::ZipArchive::new(std::io::Cursor::new(&zip)).map_err(|e| e.to_string())?;
-    if archive.len() != guests {
+    // One card per guest and the manifest.
+    if archive.len() != guests + 1 {
         return Err(format!(
-            "the ZIP holds {} cards for {guests} guests",
+            "the ZIP holds {} entries for {guests} guests",
             archive.len()
         ));
     }
@@ -290,6 +258,9 @@ pub async fn job_child(guests: usize) -> Result<(), String> {
         "peak_rss_kib": peak_rss_kib,
         "baseline_rss_kib": baseline_rss_kib,
         "zip_bytes": zip.len(),
+        "s3_writes": s3.writes(),
+        "s3_reads": s3.reads(),
+        "s3_puts": s3.put,
         "via_http": via_http,
         "http_refusal": http_refusal,
     });
@@ -426,12 +397,9 @@ pub fn section(r: &RenderResult) -> Section {
     let mut section = Section::new("Rendering", &["what", "figure", "notes"]);
     section.note(format!(
         "Cards: `tally::render::invite_card_png` (a {}-byte grayscale PNG on average: QR code of \
-         a 67-character invite URL, name, question), timed over 300 cards per thread; ZIP: \
-         {} cards written with the worker's settings (`ZipWriter::new_stream`, stored) into a \
-         byte counter, so only the ZIP writer is timed. Medians of {} runs.",
-        r.card_bytes,
-        report::grouped(r.zip_entries as f64),
-        r.runs
+         a 67-character invite URL, name, question), timed over 300 cards per thread. \
+         Medians of {} runs.",
+        r.card_bytes, r.runs
     ));
     section.row(vec![
         "invite cards, one core".into(),
@@ -442,15 +410,6 @@ pub fn section(r: &RenderResult) -> Section {
         format!("invite cards, all {} cores", r.cores),
         format!("{} cards/s", report::grouped(r.cards_per_s_all)),
         format!("{} threads", r.cores),
-    ]);
-    section.row(vec![
-        "ZIP writer".into(),
-        format!(
-            "{} MiB/s ({} cards/s)",
-            report::grouped(r.zip_mib_per_s),
-            report::grouped(r.zip_entries_per_s)
-        ),
-        "stored entries, CRC-32 and copy".into(),
     ]);
     if let Some(first) = r.jobs.first() {
         let walls: Vec<Duration> = r.jobs.iter().map(|j| j.wall).collect();
@@ -486,7 +445,9 @@ pub fn section(r: &RenderResult) -> Section {
                     "{cards_s:.1} s ({} cards/s)",
                     report::grouped(first.guests as f64 / cards_s)
                 ),
-                "until `done == total`: render, `PutObject` per card, invites, counters".into(),
+                "until every card is counted: render, one segment `PutObject` per chunk of \
+                 100, invites, counters"
+                    .into(),
             ]);
             section.row(vec![
                 "… of which: the ZIP".into(),
@@ -494,10 +455,31 @@ pub fn section(r: &RenderResult) -> Section {
                     "{zip_s:.1} s ({} MiB/s)",
                     report::grouped(first.zip_bytes as f64 / (1024.0 * 1024.0) / zip_s)
                 ),
-                "`GetObject` per card from the S3 engine, ZIP writer, multipart upload (±0.1 s)"
+                "one `GetObject` per chunk's segment, entries, manifest and central \
+                 directory, multipart upload (±0.1 s)"
                     .into(),
             ]);
         }
+        let writes: Vec<f64> = r.jobs.iter().map(|j| j.s3_writes as f64).collect();
+        let reads: Vec<f64> = r.jobs.iter().map(|j| j.s3_reads as f64).collect();
+        let puts: Vec<f64> = r.jobs.iter().map(|j| j.s3_puts as f64).collect();
+        section.row(vec![
+            format!(
+                "{}-guest invites job, S3 requests",
+                report::grouped(first.guests as f64)
+            ),
+            format!(
+                "{} writes, {} reads",
+                report::grouped(report::median(&writes)),
+                report::grouped(report::median(&reads))
+            ),
+            format!(
+                "the render worker's, counted at the S3 engine: {} `PutObject` (one segment \
+                 per chunk), the rest the ZIP's multipart upload (start, parts, completion); \
+                 reads are the ZIP builder's segment `GetObject`s",
+                report::grouped(report::median(&puts))
+            ),
+        ]);
         section.row(vec![
             format!(
                 "{}-guest invites job, peak RSS",
@@ -516,7 +498,7 @@ pub fn section(r: &RenderResult) -> Section {
              loopback, creates an invite-only poll and starts the job, then polls \
              `GET /v1/jobs/{id}` every 100 ms; the in-process queue runs the render worker with \
              the dev server's settings (2 batches at a time). Afterwards the ZIP is downloaded \
-             and must hold one card per guest.",
+             and must hold one card per guest and the manifest.",
         );
         if let Some(refusal) = r.jobs.iter().find_map(|j| j.http_refusal.as_ref()) {
             section.note(format!(

@@ -11,7 +11,9 @@ pub mod validation;
 
 pub use ballot::{Ballot, Choices, Voter};
 pub use ids::{FamilyId, JobId, OptionId, PollId, UserId};
-pub use job::{Guest, Invite, InviteHash, InviteToken, Job, JobKind, JobStatus, QrFormat};
+pub use job::{
+    Guest, Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat,
+};
 pub use poll::{
     NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
 };

@@ -276,6 +276,9 @@ pub struct JobItem {
     pub failed: u32,
     pub chunks_total: u32,
     pub chunks_done: u32,
+    /// Written by the ZIP's builder as it goes (absent on jobs stored before it existed).
+    #[serde(default)]
+    pub bundled: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(
@@ -312,6 +315,7 @@ impl JobItem {
             failed: job.failed,
             chunks_total: job.chunks_total,
             chunks_done: job.chunks_done,
+            bundled: job.bundled,
             created_at: job.created_at,
             completed_at: job.completed_at,
             object_key: job.object_key.clone(),
@@ -333,6 +337,7 @@ impl JobItem {
             failed: self.failed,
             chunks_total: self.chunks_total,
             chunks_done: self.chunks_done,
+            bundled: self.bundled,
             created_at: self.created_at,
             completed_at: self.completed_at,
             object_key: self.object_key,

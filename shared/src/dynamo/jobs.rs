@@ -180,6 +180,19 @@ impl JobStore for DynamoStore {
         self.update_if(update).await
     }
 
+    async fn record_bundled(&self, job: JobId, bundled: u32) -> StoreResult<bool> {
+        let update = self
+            .update(&Key::Job(job))
+            .update_expression("SET bundled = :n")
+            .condition_expression(format!(
+                "{UNFINISHED} AND attribute_not_exists(#error) \
+                 AND (attribute_not_exists(bundled) OR bundled < :n)"
+            ))
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":n", num(bundled));
+        self.update_if(update).await
+    }
+
     async fn release_finish(&self, job: JobId) -> StoreResult<()> {
         let update = self
             .update(&Key::Job(job))

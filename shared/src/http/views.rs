@@ -156,10 +156,20 @@ pub struct JobView {
     pub kind: crate::domain::JobKind,
     pub poll_id: String,
     pub status: crate::domain::JobStatus,
+    /// `rendering` (making the files), `bundling` (an invites job's ZIP), then `done`; a
+    /// failed job keeps the stage it reached.
+    pub stage: crate::domain::JobStage,
+    /// Units of work: guests, or 1 for a QR code or chart.
     pub total: u32,
+    /// Units rendered.
     pub done: u32,
     pub failed: u32,
-    /// 0.0 to 1.0; only grows, and reaches 1.0 when the file is ready.
+    /// Files bundled into the ZIP so far, of `bundle_total`.
+    pub bundled: u32,
+    /// Files the bundling stage puts into the ZIP: the cards made (0 for a QR code or chart).
+    pub bundle_total: u32,
+    /// The whole job, 0.0 to 1.0: rendering fills the first three quarters of an invites
+    /// job and bundling the rest; only grows, and reaches 1.0 when the file is ready.
     pub progress: f64,
     /// The stable link that redirects to the file (signed afresh on each use).
     pub download_url: Option<String>,
@@ -178,9 +188,17 @@ impl JobView {
             kind: job.kind,
             poll_id: job.poll_id.to_string(),
             status: job.status_at(now),
+            stage: job.stage(),
             total: job.total,
             done: job.done.min(job.total),
             failed: job.failed.min(job.total),
+            // The builder's last count may lag its completion by a few files.
+            bundled: if job.completed_at.is_some() {
+                job.bundle_total()
+            } else {
+                job.bundled.min(job.bundle_total())
+            },
+            bundle_total: job.bundle_total(),
             progress: job.progress(),
             download_url: downloadable.then(|| format!("/v1/jobs/{}/download", job.id)),
             expires_at: job.expires_at(),

@@ -1,15 +1,17 @@
-//! An invites job's chunk: its guests' invites and cards, counted once.
+//! An invites job's chunk: its guests' invites and cards, stored as one segment of the ZIP and
+//! counted once.
 
-use futures::{TryStreamExt, stream};
-
-use super::{PARALLEL_IO, WorkError, Worker};
+use super::segment::{Segment, SegmentCard};
+use super::{WorkError, Worker};
 use crate::domain::{Invite, InviteToken, Job};
 use crate::objects::ObjectKey;
 use crate::ports::RenderMessage;
 use crate::render;
 
 impl Worker {
-    /// Renders a chunk of invite cards, stores its invites and cards, and counts it once.
+    /// Renders a chunk of invite cards, stores its invites and its segment (every card of
+    /// the chunk in one object), and counts it once. A redelivered chunk makes the same
+    /// tokens and cards and writes the same segment again.
     pub(super) async fn invite_chunk(
         &self,
         job: &Job,
@@ -20,54 +22,65 @@ impl Worker {
             return Ok(());
         };
         let base = self.public_base_url.trim_end_matches('/').to_owned();
-        let planned: Vec<(u32, String, InviteToken)> = message
+        let planned: Vec<(u32, InviteToken)> = message
             .guests
             .iter()
             .enumerate()
-            .map(|(i, guest)| {
+            .map(|(i, _)| {
                 let index = message.start + u32::try_from(i).unwrap_or(u32::MAX);
-                (index, guest.name.clone(), job.invite_token(index))
+                (index, job.invite_token(index))
             })
             .collect();
         let question = poll.question.clone();
-        let to_render = planned.clone();
-        // Rendering is CPU work: off the async threads, one chunk at a time.
-        let cards = tokio::task::spawn_blocking(move || {
-            to_render
-                .iter()
-                .map(|(_, name, token)| {
-                    let url = format!("{base}/i/{token}");
-                    render::invite_card_png(&render::InviteCard {
-                        question: &question,
-                        guest_name: name,
-                        url: &url,
-                    })
-                    .map_err(|e| WorkError::Render(e.to_string()))
+        let guests = message.guests.clone();
+        let tokens = planned.clone();
+        let made_at = self.clock.now().unix_timestamp();
+        // Rendering and hashing are CPU work: off the async threads, one chunk at a time.
+        let segment = tokio::task::spawn_blocking(move || {
+            let mut cards = Vec::with_capacity(guests.len());
+            let mut pngs = Vec::with_capacity(guests.len());
+            for (guest, (index, token)) in guests.iter().zip(&tokens) {
+                let url = format!("{base}/i/{token}");
+                let png = render::invite_card_png(&render::InviteCard {
+                    question: &question,
+                    guest_name: &guest.name,
+                    url: &url,
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| WorkError::Render(e.to_string()))?;
+                cards.push(SegmentCard {
+                    index: *index,
+                    name: guest.name.clone(),
+                    email: guest.email.clone(),
+                    url,
+                    crc32: crc32fast::hash(&png),
+                    size: u32::try_from(png.len()).map_err(|e| WorkError::Render(e.to_string()))?,
+                    made_at,
+                });
+                pngs.push(png);
+            }
+            Segment::encode(&cards, &pngs).map_err(WorkError::Render)
         })
         .await
         .map_err(|e| WorkError::Render(e.to_string()))??;
 
         let invites: Vec<Invite> = planned
             .iter()
-            .map(|(index, name, token)| Invite {
+            .zip(&message.guests)
+            .map(|((index, token), guest)| Invite {
                 token_hash: token.hash(),
                 poll_id: job.poll_id,
                 job_id: job.id,
                 index: *index,
-                guest_name: name.clone(),
+                guest_name: guest.name.clone(),
             })
             .collect();
         self.store.put_invites(&invites).await?;
-        stream::iter(planned.iter().zip(cards).map(Ok::<_, WorkError>))
-            .try_for_each_concurrent(PARALLEL_IO, |((index, name, _), png)| async move {
-                let key = ObjectKey::card(job.id, *index, name);
-                self.blobs
-                    .put(&key.to_string(), png, key.content_type())
-                    .await?;
-                Ok(())
-            })
+        let key = ObjectKey::Segment {
+            job: job.id,
+            chunk: message.chunk,
+        };
+        self.blobs
+            .put(&key.to_string(), segment, key.content_type())
             .await?;
         let done = u32::try_from(planned.len()).unwrap_or(u32::MAX);
         if !self

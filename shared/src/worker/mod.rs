@@ -4,14 +4,18 @@
 //!
 //! This module is the batch plumbing (the deadline, partial failures, the dead-letter
 //! hand-off) and the job's last step; each kind's work is in its own module: [`invites`] (a
-//! chunk of cards), [`single`] (a QR code or a chart) and [`zip`] (the invites' ZIP stream).
+//! chunk of cards, stored as one [`segment`]), [`single`] (a QR code or a chart) and [`zip`]
+//! (the invites' ZIP, assembled from the segments, with the file names and manifest of
+//! [`names`]).
 //!
 //! Every step is safe to repeat (SQS delivers at least once): tokens derive from the job's
-//! secret and the guest's index, object keys are fixed by the job and index, a chunk is counted
-//! by a conditional write that succeeds once, and the final ZIP is built under a lease that one
-//! worker holds at a time.
+//! secret and the guest's index, object keys are fixed by the job and chunk, a chunk is
+//! counted by a conditional write that succeeds once, and the final ZIP is built under a lease
+//! that one worker holds at a time.
 
 mod invites;
+pub mod names;
+mod segment;
 mod single;
 mod zip;
 
@@ -39,8 +43,6 @@ const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// while a dead worker's claim lingers would leave the job unfinished until its deadline.
 const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 const CLAIM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Objects fetched and uploaded at once.
-const PARALLEL_IO: usize = 16;
 
 /// Why a message could not be processed. Every failure is reported back to SQS, which
 /// redelivers the message; on its last allowed delivery the job is marked failed.

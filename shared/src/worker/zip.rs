@@ -1,39 +1,57 @@
-//! The invites job's last step: every card streamed into one ZIP, uploaded in parts, so that
-//! memory holds a few cards and about two parts whatever the number of guests.
+//! The invites job's last step: the ZIP, assembled from the chunks' segments (one object per
+//! 100 cards, written as the cards were made, with their CRC-32s), plus `manifest.csv` and the
+//! central directory, streamed into a multipart upload. Nothing is rendered or hashed again,
+//! and the builder reads one object per chunk rather than one per card; memory holds a few
+//! segments and a few parts, whatever the number of guests.
+//!
+//! The ZIP is written here rather than with a ZIP library because its entries come from
+//! segments made elsewhere: every entry is stored (PNGs are compressed already), named in
+//! UTF-8 (general-purpose flag bit 11) and timed twice, in DOS time and in the extended
+//! timestamp field (0x5455, Unix seconds, UTC), which unzip tools prefer.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use tokio::sync::mpsc;
+use time::OffsetDateTime;
 
-use super::{PARALLEL_IO, WorkError, Worker};
-use crate::domain::Job;
+use super::names::{FileNames, MANIFEST, ManifestRow, manifest_csv};
+use super::segment::Segment;
+use super::{WorkError, Worker};
+use crate::domain::{Job, JobId};
 use crate::objects::ObjectKey;
-use crate::ports::{BlobStore, StoreError, Upload};
+use crate::ports::{BlobStore, StoreError, StoreResult, Upload};
 
-/// ZIP upload part size: S3's minimum is 5 MiB; memory holds about two parts.
+/// Upload part size: S3's minimum is 5 MiB (except the last part).
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Segments fetched ahead of the one being written, and parts uploading at once.
+const FETCH_AHEAD: usize = 6;
+const UPLOADS_AT_ONCE: usize = 3;
+/// How often the builder records its progress on the job (one small write each time).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 impl Worker {
-    /// Streams every card of the job into one ZIP, uploaded in parts: memory holds a few
-    /// cards and about two parts, whatever the number of guests.
+    /// Assembles the job's ZIP from its segments into `zip`, recording its progress on the
+    /// job as it goes.
     pub(super) async fn build_zip(&self, job: &Job, zip: &ObjectKey) -> Result<(), WorkError> {
-        let cards = self
-            .blobs
-            .list(&ObjectKey::cards_of(job.id))
-            .await?
-            .iter()
-            .map(|key| {
-                ObjectKey::parse(key).ok_or_else(|| {
-                    WorkError::Store(StoreError::Internal(format!("not a card's key: {key}")))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let upload = self
             .blobs
             .start_upload(&zip.to_string(), zip.content_type())
             .await?;
-        let result = stream_zip(&self.blobs, &upload, cards).await;
+        let store = self.store.clone();
+        let id = job.id;
+        let result = assemble(
+            &self.blobs,
+            &upload,
+            id,
+            job.chunks_total,
+            self.clock.now(),
+            move |bundled| {
+                let store = store.clone();
+                async move { store.record_bundled(id, bundled).await.map(|_| ()) }
+            },
+        )
+        .await;
         match result {
             Ok(parts) => {
                 self.blobs.finish_upload(&upload, parts).await?;
@@ -47,134 +65,263 @@ impl Worker {
     }
 }
 
-/// Fetches the cards, writes them into a ZIP stream and uploads it part by part, the three
-/// running at once. If any of them stops, the others stop too (closed channels), so a failed
-/// part upload is an error rather than a ZIP thread waiting for an uploader that is gone.
-async fn stream_zip(
+/// Streams the segments of chunks `0..chunks` into the upload as one ZIP, fetching ahead
+/// and uploading several parts at once; calls `progress` with the cards bundled so far at
+/// most every [`PROGRESS_EVERY`]. Returns the parts for `finish_upload`. The first failure
+/// stops everything: uploads still running are cancelled when their set is dropped.
+async fn assemble<P>(
     blobs: &Arc<dyn BlobStore>,
     upload: &Upload,
-    cards: Vec<ObjectKey>,
-) -> Result<Vec<(i32, String)>, WorkError> {
-    let (card_tx, mut card_rx) = mpsc::channel::<(String, Vec<u8>)>(PARALLEL_IO * 2);
-    let (part_tx, mut part_rx) = mpsc::channel::<Vec<u8>>(1);
-    // The ZIP writer is synchronous: it runs on a blocking thread, fed cards through one
-    // channel and handing finished parts back through another.
-    let zipper = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        use std::io::Write;
-        let options = ::zip::write::SimpleFileOptions::default()
-            .compression_method(::zip::CompressionMethod::Stored);
-        let mut zip = ::zip::ZipWriter::new_stream(PartWriter {
-            buffer: Vec::with_capacity(PART_SIZE),
-            parts: part_tx,
-        });
-        while let Some((name, bytes)) = card_rx.blocking_recv() {
-            zip.start_file(name, options).map_err(|e| e.to_string())?;
-            zip.write_all(&bytes).map_err(|e| e.to_string())?;
-        }
-        let mut writer = zip.finish().map_err(|e| e.to_string())?.into_inner();
-        writer.flush_last().map_err(|e| e.to_string())
-    });
-    let source = blobs.clone();
-    let fetch = async move {
-        let mut fetched = stream::iter(cards)
-            .map(|card| {
-                let blobs = source.clone();
-                async move {
-                    let bytes = blobs.get(&card.to_string()).await?;
-                    Ok::<_, StoreError>((card.file_name(), bytes))
-                }
-            })
-            .buffered(PARALLEL_IO);
-        while let Some(card) = fetched.next().await {
-            // A closed channel means the ZIP thread stopped; its own error tells why.
-            if card_tx.send(card?).await.is_err() {
-                break;
+    job: JobId,
+    chunks: u32,
+    now: OffsetDateTime,
+    progress: impl Fn(u32) -> P,
+) -> Result<Vec<(i32, String)>, WorkError>
+where
+    // A plain closure returning a future rather than an async closure: the future must be
+    // `Send` for every caller's lifetime, which the worker's spawned tasks need.
+    P: Future<Output = StoreResult<()>> + Send,
+{
+    let mut segments = stream::iter(0..chunks)
+        .map(|chunk| {
+            let blobs = blobs.clone();
+            let key = ObjectKey::Segment { job, chunk }.to_string();
+            // A task of its own, so that fetching goes on while this loop waits for an upload.
+            tokio::spawn(async move { blobs.get(&key).await })
+        })
+        .buffered(FETCH_AHEAD);
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut parts = Vec::new();
+    let mut number = 0;
+    let mut zip = ZipBuilder::default();
+    // The first segment's cards are reported at once, later ones every PROGRESS_EVERY.
+    let mut reported: Option<Instant> = None;
+    loop {
+        let next = segments.next().await;
+        let last = next.is_none();
+        match next {
+            Some(fetched) => {
+                let bytes = fetched.map_err(|e| WorkError::Render(e.to_string()))??;
+                let segment = Segment::parse(bytes).map_err(|e| {
+                    WorkError::Store(StoreError::Internal(format!("a damaged segment: {e}")))
+                })?;
+                zip.add_segment(&segment).map_err(WorkError::Render)?;
             }
+            None => zip.finish(now).map_err(WorkError::Render)?,
         }
-        Ok::<_, WorkError>(())
-    };
-    let upload_parts = async move {
-        let mut parts = Vec::new();
-        let mut number = 1;
-        while let Some(part) = part_rx.recv().await {
-            match blobs.upload_part(upload, number, part).await {
-                Ok(etag) => parts.push((number, etag)),
-                Err(e) => {
-                    // Closing the channel fails the ZIP thread's next send, which stops it,
-                    // and its dropped card receiver stops the fetch in turn.
-                    part_rx.close();
-                    return Err(WorkError::from(e));
-                }
+        while let Some(part) = zip.take_part(if last { 0 } else { PART_SIZE }) {
+            if uploads.len() >= UPLOADS_AT_ONCE
+                && let Some(done) = uploads.join_next().await
+            {
+                parts.push(uploaded(done)?);
             }
             number += 1;
+            let (blobs, upload, n) = (blobs.clone(), upload.clone(), number);
+            uploads.spawn(async move { blobs.upload_part(&upload, n, part).await.map(|e| (n, e)) });
         }
-        Ok::<_, WorkError>(parts)
-    };
-    let (fetched, parts, zipped) = tokio::join!(fetch, upload_parts, zipper);
-    // The first failure in the pipeline is the cause; the others only saw a closed channel.
-    let parts = parts?;
-    fetched?;
-    zipped
-        .map_err(|e| WorkError::Render(e.to_string()))?
-        .map_err(WorkError::Render)?;
+        if last {
+            break;
+        }
+        if reported.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+            progress(zip.cards).await?;
+            reported = Some(Instant::now());
+        }
+    }
+    while let Some(done) = uploads.join_next().await {
+        parts.push(uploaded(done)?);
+    }
+    parts.sort_unstable_by_key(|(n, _)| *n);
     Ok(parts)
 }
 
-/// A `Write` that cuts the ZIP stream into upload parts and hands them to the uploader.
-struct PartWriter {
-    buffer: Vec<u8>,
-    parts: mpsc::Sender<Vec<u8>>,
+fn uploaded(
+    joined: Result<StoreResult<(i32, String)>, tokio::task::JoinError>,
+) -> Result<(i32, String), WorkError> {
+    Ok(joined.map_err(|e| WorkError::Render(e.to_string()))??)
 }
 
-impl PartWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_SIZE));
-        self.parts
-            .blocking_send(part)
-            .map_err(|_| std::io::Error::other("the uploader stopped"))
-    }
-
-    /// Sends what is left as the last part (S3 allows the last part to be small).
-    fn flush_last(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            Ok(())
-        } else {
-            self.send()
-        }
-    }
+/// The ZIP's bytes as they are made: entries are appended to `out` (handed off part by part),
+/// while the central directory, which comes last, grows in memory (about 100 bytes a card).
+#[derive(Debug, Default)]
+struct ZipBuilder {
+    out: Vec<u8>,
+    /// Bytes written so far, handed off or not: the next entry's offset.
+    offset: u64,
+    central: Vec<u8>,
+    entries: u32,
+    cards: u32,
+    names: FileNames,
+    rows: Vec<ManifestRow>,
+    started: bool,
 }
 
-impl std::io::Write for PartWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= PART_SIZE {
-            self.send()?;
+impl ZipBuilder {
+    fn add_segment(&mut self, segment: &Segment) -> Result<(), String> {
+        if !self.started {
+            // No guest's file may take the manifest's name.
+            self.names.reserve(MANIFEST);
+            self.started = true;
         }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
+        for (card, png) in segment.iter() {
+            let file = self.names.next(&card.name, "png");
+            let made = OffsetDateTime::from_unix_timestamp(card.made_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            self.entry(&file, png, card.crc32, made)?;
+            self.cards += 1;
+            self.rows.push(ManifestRow {
+                name: card.name.clone(),
+                reference: card.index + 1,
+                email: card.email.clone(),
+                invite_url: card.url.clone(),
+                file,
+            });
+        }
         Ok(())
     }
+
+    /// Appends the manifest, the central directory and its end record.
+    fn finish(&mut self, now: OffsetDateTime) -> Result<(), String> {
+        let manifest = manifest_csv(&self.rows);
+        self.entry(MANIFEST, &manifest, crc32fast::hash(&manifest), now)?;
+        let central_offset = small(self.offset)?;
+        let central_size = u32::try_from(self.central.len()).map_err(|e| e.to_string())?;
+        let entries = u16::try_from(self.entries).map_err(|_| "more than 65,535 entries")?;
+        let central = std::mem::take(&mut self.central);
+        self.write(&central);
+        let mut end = Vec::with_capacity(22);
+        end.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        end.extend_from_slice(&[0; 4]); // this disk, the central directory's disk
+        end.extend_from_slice(&entries.to_le_bytes());
+        end.extend_from_slice(&entries.to_le_bytes());
+        end.extend_from_slice(&central_size.to_le_bytes());
+        end.extend_from_slice(&central_offset.to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes()); // no comment
+        self.write(&end);
+        Ok(())
+    }
+
+    /// One stored entry: its local header and data now, its central record for later.
+    fn entry(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        crc: u32,
+        modified: OffsetDateTime,
+    ) -> Result<(), String> {
+        let offset = small(self.offset)?;
+        let size = u32::try_from(data.len()).map_err(|e| e.to_string())?;
+        let name_len = u16::try_from(name.len()).map_err(|e| e.to_string())?;
+        let (dos_time, dos_date) = dos(modified);
+        let unix = u32::try_from(modified.unix_timestamp().max(0)).unwrap_or(u32::MAX);
+        // Extended timestamp: tag, length 5, flags (bit 0: modification time), the time.
+        let mut extra = Vec::with_capacity(9);
+        extra.extend_from_slice(&0x5455u16.to_le_bytes());
+        extra.extend_from_slice(&5u16.to_le_bytes());
+        extra.push(1);
+        extra.extend_from_slice(&unix.to_le_bytes());
+        let extra_len = u16::try_from(extra.len()).map_err(|e| e.to_string())?;
+        // The fields the local header and the central record share, from "version needed".
+        let mut common = Vec::with_capacity(26);
+        common.extend_from_slice(&20u16.to_le_bytes()); // version needed: 2.0
+        common.extend_from_slice(&UTF8_NAMES.to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes()); // stored
+        common.extend_from_slice(&dos_time.to_le_bytes());
+        common.extend_from_slice(&dos_date.to_le_bytes());
+        common.extend_from_slice(&crc.to_le_bytes());
+        common.extend_from_slice(&size.to_le_bytes()); // compressed
+        common.extend_from_slice(&size.to_le_bytes()); // uncompressed
+        common.extend_from_slice(&name_len.to_le_bytes());
+        common.extend_from_slice(&extra_len.to_le_bytes());
+
+        let mut local = Vec::with_capacity(30 + name.len() + extra.len());
+        local.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        local.extend_from_slice(&common);
+        local.extend_from_slice(name.as_bytes());
+        local.extend_from_slice(&extra);
+        self.write(&local);
+        self.write(data);
+
+        let central = &mut self.central;
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        // Made by: Unix (3), spec 3.0, so that the permissions below are read.
+        central.extend_from_slice(&0x031Eu16.to_le_bytes());
+        central.extend_from_slice(&common);
+        central.extend_from_slice(&0u16.to_le_bytes()); // no comment
+        central.extend_from_slice(&0u16.to_le_bytes()); // disk
+        central.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
+        central.extend_from_slice(&(0o100_644u32 << 16).to_le_bytes()); // a file, rw-r--r--
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+        central.extend_from_slice(&extra);
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+        self.offset += bytes.len() as u64;
+    }
+
+    /// The bytes written so far as the next part, once there are at least `min` of them
+    /// (and at least one).
+    fn take_part(&mut self, min: usize) -> Option<Vec<u8>> {
+        (!self.out.is_empty() && self.out.len() >= min).then(|| {
+            std::mem::replace(&mut self.out, Vec::with_capacity(PART_SIZE + PART_SIZE / 2))
+        })
+    }
+}
+
+/// General-purpose flag bit 11: the entry's name is UTF-8.
+const UTF8_NAMES: u16 = 1 << 11;
+
+/// An offset or size in the 32 bits a ZIP without ZIP64 records has: 4 GiB, forty times
+/// what 10,000 cards take.
+fn small(n: u64) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| "the ZIP would pass 4 GiB".to_owned())
+}
+
+/// MS-DOS time and date (2-second resolution, 1980 to 2107), in UTC.
+fn dos(t: OffsetDateTime) -> (u16, u16) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let year = u16::try_from(t.year().clamp(1980, 2107) - 1980).unwrap_or(0);
+    let time =
+        (u16::from(t.hour()) << 11) | (u16::from(t.minute()) << 5) | u16::from(t.second() / 2);
+    let date = (year << 9) | (u16::from(u8::from(t.month())) << 5) | u16::from(t.day());
+    (time, date)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
 
+    use super::super::segment::SegmentCard;
     use super::*;
-    use crate::domain::JobId;
-    use crate::ports::StoreResult;
 
-    /// Cards of 3 MiB each (so a few cards fill several parts) and an upload that fails from
-    /// part `fail_from` on.
-    #[derive(Debug, Default)]
+    /// Segments of `cards` cards of `card_size` bytes each, and an upload that fails from
+    /// part `fail_from` on; the parts are kept.
+    #[derive(Debug)]
     struct Parts {
+        cards: u32,
+        card_size: usize,
         fail_from: i32,
         uploaded: AtomicUsize,
-        sizes: std::sync::Mutex<Vec<usize>>,
+        parts: Mutex<Vec<(i32, Vec<u8>)>>,
+    }
+
+    impl Parts {
+        fn new(cards: u32, card_size: usize, fail_from: i32) -> Self {
+            Self {
+                cards,
+                card_size,
+                fail_from,
+                uploaded: AtomicUsize::new(0),
+                parts: Mutex::new(Vec::new()),
+            }
+        }
     }
 
     #[async_trait]
@@ -182,8 +329,31 @@ mod tests {
         async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> StoreResult<()> {
             Ok(())
         }
-        async fn get(&self, _: &str) -> StoreResult<Vec<u8>> {
-            Ok(vec![7; 3 * 1024 * 1024])
+        async fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
+            let Some(ObjectKey::Segment { chunk, .. }) = ObjectKey::parse(key) else {
+                return Err(StoreError::Internal(format!("not a segment: {key}")));
+            };
+            let (cards, pngs): (Vec<_>, Vec<_>) = (0..self.cards)
+                .map(|i| {
+                    let index = chunk * self.cards + i;
+                    let png = vec![u8::try_from(index % 251).unwrap_or(0); self.card_size];
+                    let card = SegmentCard {
+                        index,
+                        name: if index % 2 == 0 {
+                            "李雷".into()
+                        } else {
+                            format!("Guest {index}")
+                        },
+                        email: Some(format!("g{index}@example.com")),
+                        url: format!("http://t/i/{index}"),
+                        crc32: crc32fast::hash(&png),
+                        size: u32::try_from(png.len()).unwrap_or(0),
+                        made_at: 1_764_590_400, // 2025-12-01 12:00:00 UTC
+                    };
+                    (card, png)
+                })
+                .unzip();
+            Segment::encode(&cards, &pngs).map_err(StoreError::Internal)
         }
         async fn list(&self, _: &str) -> StoreResult<Vec<String>> {
             Ok(Vec::new())
@@ -196,8 +366,8 @@ mod tests {
                 return Err(StoreError::Unavailable("part upload failed".into()));
             }
             self.uploaded.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut sizes) = self.sizes.lock() {
-                sizes.push(bytes.len());
+            if let Ok(mut parts) = self.parts.lock() {
+                parts.push((n, bytes));
             }
             Ok(format!("etag-{n}"))
         }
@@ -207,7 +377,7 @@ mod tests {
         async fn abort_upload(&self, _: &Upload) -> StoreResult<()> {
             Ok(())
         }
-        async fn presign_get(&self, _: &str, _: std::time::Duration) -> StoreResult<String> {
+        async fn presign_get(&self, _: &str, _: Duration) -> StoreResult<String> {
             Ok(String::new())
         }
     }
@@ -219,59 +389,118 @@ mod tests {
         }
     }
 
-    fn cards(n: usize) -> Vec<ObjectKey> {
-        let job = JobId::new();
-        (0..n)
-            .map(|i| ObjectKey::card(job, u32::try_from(i).unwrap_or(u32::MAX), "guest"))
-            .collect()
-    }
-
-    /// 20 cards of 3 MiB make 8 parts; the first part's upload fails. The ZIP stream must
-    /// stop with that error instead of waiting forever for an uploader that is gone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_part_upload_stops_the_zip_with_its_error() {
-        let blobs: Arc<dyn BlobStore> = Arc::new(Parts {
-            fail_from: 1,
-            ..Parts::default()
-        });
-        let outcome = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            stream_zip(&blobs, &upload("invites.zip"), cards(20)),
+    async fn run(store: &Arc<Parts>, chunks: u32) -> Result<Vec<(i32, String)>, WorkError> {
+        let blobs: Arc<dyn BlobStore> = store.clone();
+        let now = OffsetDateTime::from_unix_timestamp(1_764_594_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        assemble(
+            &blobs,
+            &upload("invites.zip"),
+            JobId::new(),
+            chunks,
+            now,
+            |_| async { Ok(()) },
         )
         .await
-        .unwrap_or_else(|_| panic!("the ZIP stream hung after a failed part upload"));
+    }
+
+    /// A part's upload fails: the ZIP stops with that error instead of waiting forever for
+    /// an uploader that is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_part_upload_stops_the_zip_with_its_error() {
+        let store = Arc::new(Parts::new(4, 1024 * 1024, 2));
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run(&store, 10))
+            .await
+            .unwrap_or_else(|_| panic!("the ZIP hung after a failed part upload"));
         match outcome {
-            Err(WorkError::Store(StoreError::Unavailable(e))) => {
-                assert!(e.contains("part upload"));
-            }
+            Err(WorkError::Store(StoreError::Unavailable(e))) => assert!(e.contains("part upload")),
             other => panic!("expected the upload's error, got {other:?}"),
         }
     }
 
+    /// 10 segments of 4 one-MiB cards: parts numbered from 1, every one but the last at least
+    /// S3's 5 MiB, and joined they are a ZIP that a ZIP library reads back: every card with
+    /// its bytes, unique names (the duplicate `李雷` numbered), UTF-8 flags, the cards' times
+    /// and the manifest.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_part_is_uploaded_in_order() {
-        let store = Arc::new(Parts {
-            fail_from: i32::MAX,
-            ..Parts::default()
-        });
-        let blobs: Arc<dyn BlobStore> = store.clone();
-        let parts = stream_zip(&blobs, &upload("invites.zip"), cards(20))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        // 60 MiB of cards and their headers: parts numbered from 1, every one but the last
-        // at least S3's 5 MiB minimum, holding every byte.
+    async fn the_parts_make_a_zip_of_every_card_and_the_manifest() {
+        let store = Arc::new(Parts::new(4, 1024 * 1024, i32::MAX));
+        let parts = run(&store, 10).await.unwrap_or_else(|e| panic!("{e}"));
         let numbers: Vec<i32> = parts.iter().map(|(n, _)| *n).collect();
         let count = i32::try_from(numbers.len()).unwrap_or(0);
         assert!(count > 2, "{numbers:?}");
         assert_eq!(numbers, (1..=count).collect::<Vec<_>>());
-        assert_eq!(store.uploaded.load(Ordering::SeqCst), numbers.len());
-        let sizes = store.sizes.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut uploaded = store.parts.lock().map(|p| p.clone()).unwrap_or_default();
+        uploaded.sort_by_key(|(n, _)| *n);
+        let sizes: Vec<usize> = uploaded.iter().map(|(_, b)| b.len()).collect();
         assert!(
             sizes[..sizes.len() - 1]
                 .iter()
                 .all(|&n| n >= 5 * 1024 * 1024),
             "{sizes:?}"
         );
-        assert!(sizes.iter().sum::<usize>() > 20 * 3 * 1024 * 1024);
+        let zip: Vec<u8> = uploaded.into_iter().flat_map(|(_, b)| b).collect();
+
+        let mut archive = ::zip::ZipArchive::new(std::io::Cursor::new(&zip))
+            .unwrap_or_else(|e| panic!("not a ZIP: {e}"));
+        assert_eq!(archive.len(), 41);
+        let mut names = Vec::new();
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap_or_else(|e| panic!("{e}"));
+            let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+            let start = usize::try_from(entry.header_start()).unwrap_or(0);
+            let flags = u16::from_le_bytes([zip[start + 6], zip[start + 7]]);
+            assert_eq!(flags & UTF8_NAMES, UTF8_NAMES, "{name}: UTF-8 flag");
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let stamp = entry.extra_data_fields().find_map(|f| match f {
+                ::zip::extra_fields::ExtraField::ExtendedTimestamp(t) => t.mod_time(),
+                _ => None,
+            });
+            if i < 40 {
+                assert_eq!(bytes.len(), 1024 * 1024);
+                assert_eq!(bytes[0], u8::try_from(i % 251).unwrap_or(0));
+                assert_eq!(stamp, Some(1_764_590_400), "{name}");
+                let dos = entry.last_modified().unwrap_or_default();
+                assert_eq!(
+                    (dos.year(), dos.month(), dos.day(), dos.hour()),
+                    (2025, 12, 1, 12)
+                );
+            } else {
+                assert_eq!(name, MANIFEST);
+                assert_eq!(stamp, Some(1_764_594_000));
+                let text = String::from_utf8(bytes).unwrap_or_default();
+                assert_eq!(text.lines().count(), 41, "a header and one line a card");
+                assert!(
+                    text.contains(",1,g0@example.com,http://t/i/0,李雷.png\r\n"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(",3,g2@example.com,http://t/i/2,李雷 (2).png\r\n"),
+                    "{text}"
+                );
+            }
+            names.push(name);
+        }
+        assert_eq!(
+            &names[..4],
+            ["李雷.png", "Guest 1.png", "李雷 (2).png", "Guest 3.png"]
+        );
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+    }
+
+    #[test]
+    fn dos_times_are_utc_with_two_second_steps() {
+        let t = OffsetDateTime::from_unix_timestamp(1_764_590_401)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let (time, date) = dos(t);
+        assert_eq!((time >> 11, (time >> 5) & 63, (time & 31) * 2), (12, 0, 0));
+        assert_eq!(
+            (1980 + (date >> 9), (date >> 5) & 15, date & 31),
+            (2025, 12, 1)
+        );
     }
 }

@@ -47,10 +47,12 @@ pub(crate) async fn started_invites(app: &TestApp, owner: &str, poll: &str, n: u
         .to_owned()
 }
 
-/// The cards of a ZIP: entry name → the URL its QR code encodes.
+/// The cards of a ZIP (its `.png` entries, in order): entry name → the URL its QR code
+/// encodes.
 pub(crate) fn cards_of(zip: &[u8]) -> Vec<(String, String)> {
     zip_entries(zip)
         .into_iter()
+        .filter(|(name, _)| name.ends_with(".png"))
         .map(|(name, png)| {
             let url = decode_qr(&png).unwrap_or_else(|| panic!("{name}: no readable QR code"));
             (name, url)
@@ -112,16 +114,9 @@ async fn a_thousand_guests_end_to_end(app: TestApp) {
         // The token is the credential, and a guest never learns the owner's id.
         assert_eq!(invite.header("cache-control"), Some("no-store"));
         assert!(invite.body["poll"].get("owner_id").is_none());
-        assert!(
-            name.contains(&format!(
-                "guest-{}",
-                invite.body["guest_name"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .trim_start_matches("Guest ")
-            )),
-            "{name}"
-        );
+        // The card's file is named after its guest.
+        let guest = invite.body["guest_name"].as_str().unwrap_or("?");
+        assert_eq!(name, &format!("{guest}.png"));
         let choice = ["o1", "o2"][i % 2];
         let vote = |choice: &'static str| {
             app.post(&format!("/v1/polls/{poll}/votes"))
@@ -254,7 +249,127 @@ async fn share_qr_codes_and_charts_are_jobs(app: TestApp) {
         .expect_problem(422, "validation-failed");
 }
 
+/// Guests named in many scripts, in both Unicode forms of one name, with names no file system
+/// takes as they are, twins that differ only in case, and would-be spreadsheet formulas. The
+/// ZIP keeps every name (NFC, made safe, unique ignoring case) and marks its names as UTF-8,
+/// every entry carries the time it was made, and its manifest, read with a CSV reader, lists
+/// every guest with their reference, email, invite URL and file, each file holding the card
+/// whose QR code is that URL.
+async fn the_zip_names_cards_after_guests_and_lists_them_in_a_manifest(app: TestApp) {
+    use unicode_normalization::UnicodeNormalization;
+
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = invite_poll(&app, &owner).await;
+    let long = "長".repeat(100);
+    let guests: Vec<(&str, Option<&str>, &str)> = vec![
+        ("李雷", Some("li.lei@example.com"), "李雷.png"),
+        ("Дмитрий", None, "Дмитрий.png"),
+        ("👩‍🍳 Chef Ana", None, "👩‍🍳 Chef Ana.png"),
+        ("محمد عبد الله", None, "محمد عبد الله.png"),
+        ("דוד לוי", None, "דוד לוי.png"),
+        ("अनीता देवी", None, "अनीता देवी.png"),
+        ("Ren\u{e9}e", None, "Ren\u{e9}e.png"),
+        // The same name decomposed: composed, it is the same file name as the one above.
+        ("Rene\u{301}e", None, "Ren\u{e9}e (2).png"),
+        ("Ann", None, "Ann.png"),
+        ("ann", None, "ann (2).png"),
+        ("Ann", Some("ann2@example.com"), "Ann (3).png"),
+        ("AC/DC: live?", None, "AC_DC_ live_.png"),
+        ("CON", None, "CON_.png"),
+        ("Dots...", None, "Dots.png"),
+        (
+            "=HYPERLINK(\"http://evil.example\")",
+            None,
+            "_HYPERLINK(_http___evil.example_).png",
+        ),
+        ("-rf", None, "_rf.png"),
+        ("Zoë, \"the\" boss", None, "Zoë, _the_ boss.png"),
+        (&long, None, ""),
+    ];
+    let body = json!({ "guests": guests.iter().map(|(name, email, _)| match email {
+        Some(email) => json!({ "name": name, "email": email }),
+        None => json!({ "name": name }),
+    }).collect::<Vec<_>>() });
+    let id = app
+        .post(&format!("/v1/polls/{poll}/invites"))
+        .bearer(&owner)
+        .json(body)
+        .send()
+        .await
+        .expect(202)
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let before = app.now().unix_timestamp();
+    let finished = app.wait_for_job(&owner, &id, PATIENCE).await;
+    assert_eq!(finished.body["status"], "done", "{:#}", finished.body);
+    let zip = app.download(&owner, &id).await;
+
+    let cards: std::collections::HashMap<String, String> = cards_of(&zip).into_iter().collect();
+    let manifest = tally_tests::manifest_of(&zip);
+    assert_eq!((manifest.len(), cards.len()), (guests.len(), guests.len()));
+    let base = format!("{}/i/", app.config.public_base_url);
+    for (i, (line, (name, email, file))) in manifest.iter().zip(&guests).enumerate() {
+        // A cell a spreadsheet would run as a formula is kept as text.
+        let shown = if name.starts_with(['=', '+', '-', '@']) {
+            format!("'{name}")
+        } else {
+            (*name).to_owned()
+        };
+        assert_eq!(line.name, shown, "line {i}");
+        assert_eq!(line.reference as usize, i + 1);
+        assert_eq!(line.email, email.unwrap_or_default());
+        assert!(line.invite_url.starts_with(&base), "{}", line.invite_url);
+        if !file.is_empty() {
+            assert_eq!(line.file, *file, "{name}");
+        }
+        assert_eq!(
+            cards.get(&line.file),
+            Some(&line.invite_url),
+            "{}",
+            line.file
+        );
+    }
+    let long_file = &manifest[guests.len() - 1].file;
+    assert!(
+        long_file.starts_with("長長長") && long_file.len() <= 90,
+        "{long_file}"
+    );
+
+    // Every name is safe everywhere and unique even where case does not count.
+    let facts = tally_tests::zip_entry_facts(&zip);
+    let lower: HashSet<String> = facts.iter().map(|(n, ..)| n.to_lowercase()).collect();
+    assert_eq!(lower.len(), facts.len(), "names repeat ignoring case");
+    let reserved = ["con", "prn", "aux", "nul", "com1", "lpt1"];
+    for (name, flags, stamp, year) in &facts {
+        assert_eq!(name.nfc().collect::<String>(), *name, "{name} is not NFC");
+        assert!(
+            !name
+                .chars()
+                .any(|c| c.is_control() || "/\\:*?\"<>|".contains(c)),
+            "{name}"
+        );
+        let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+        assert!(
+            !stem.ends_with([' ', '.']) && !name.starts_with(['.', ' ', '-']),
+            "{name}"
+        );
+        assert!(!reserved.contains(&stem.to_lowercase().as_str()), "{name}");
+        assert!(name.len() <= 255, "{name}");
+        assert_eq!(flags & (1 << 11), 1 << 11, "{name}: the UTF-8 flag");
+        let stamp = i64::from(stamp.unwrap_or_else(|| panic!("{name}: no extended timestamp")));
+        assert!(
+            (before - 600..=app.now().unix_timestamp() + 600).contains(&stamp),
+            "{name}: made at {stamp}"
+        );
+        assert!(*year >= 2025, "{name}: DOS year {year}");
+    }
+    assert_eq!(facts.last().map(|f| f.0.as_str()), Some("manifest.csv"));
+}
+
 tally_tests::on_every_backend!(
+    the_zip_names_cards_after_guests_and_lists_them_in_a_manifest,
     a_thousand_guests_end_to_end,
     the_same_request_within_a_day_finds_the_same_job,
     share_qr_codes_and_charts_are_jobs,
