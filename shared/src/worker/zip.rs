@@ -339,7 +339,7 @@ mod tests {
                     let png = vec![u8::try_from(index % 251).unwrap_or(0); self.card_size];
                     let card = SegmentCard {
                         index,
-                        name: if index % 2 == 0 {
+                        name: if index.is_multiple_of(2) {
                             "李雷".into()
                         } else {
                             format!("Guest {index}")
