@@ -18,11 +18,13 @@ pub mod functions;
 pub mod queue;
 pub mod s3;
 pub mod sqs;
+pub mod streams;
 
 pub use functions::{Function, Functions};
 pub use queue::{LocalDeadLetters, LocalQueue, QueueOptions};
 pub use s3::LocalS3;
 pub use sqs::SqsPoller;
+pub use streams::{StreamOptions, StreamPoller, StreamTarget};
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
@@ -227,6 +229,8 @@ pub struct Stack {
     pub queue: LocalQueue,
     pub worker: Worker,
     pub keys: KeyMaterial,
+    /// The DynamoDB (and DynamoDB Streams) endpoint the stack talks to.
+    pub dynamo_endpoint: String,
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
     pub s3: Option<LocalS3>,
@@ -359,6 +363,7 @@ impl Stack {
             queue,
             worker,
             keys,
+            dynamo_endpoint,
             dynamo,
             s3,
             sqs,
