@@ -30,5 +30,11 @@ pub async fn start(
     options: StreamOptions,
 ) -> Result<StreamPoller, String> {
     let counter: Arc<dyn StreamTarget> = Arc::new(Counter::new(Arc::new(store), clock));
-    StreamPoller::start(local_streams_client(endpoint), &config.table, counter, options).await
+    StreamPoller::start(
+        local_streams_client(endpoint),
+        &config.table,
+        counter,
+        options,
+    )
+    .await
 }
