@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 use tally::auth::{KeyMaterial, TokenIssuer};
 use tally::clock::ManualClock;
 use tally::config::Config;
+use tally::count::{Counted, Counter};
 use tally::domain::UserId;
 use tally::dynamo::DynamoStore;
 pub use tally_dev::Storage;
 pub use tally_dev::{BlobWrapper, Stack, StackOptions};
 use tower::ServiceExt;
+
+pub mod stream;
 
 /// The DynamoDB engine under a test: the embedded one, or moto (a second implementation of the
 /// wire protocol) when `TALLY_MOTO=1`.
@@ -90,6 +93,10 @@ pub struct TestApp {
     pub stack: Stack,
     pub clock: ManualClock,
     pub config: Config,
+    /// The count function, over the app's store and clock.
+    pub counter: Counter,
+    /// The ballots already handed to [`TestApp::settle`]'s count function.
+    pub stream: stream::BallotStream,
 }
 
 /// A response, with the body parsed as JSON (`Value::Null` when empty or not JSON).
@@ -301,11 +308,25 @@ impl TestApp {
         let stack = Stack::start(&config, storage, options)
             .await
             .unwrap_or_else(|e| panic!("start the stack: {e}"));
+        let counter = Counter::new(Arc::new(stack.store.clone()), Arc::new(clock.clone()));
         Self {
             stack,
             clock,
             config,
+            counter,
+            stream: stream::BallotStream::default(),
         }
+    }
+
+    /// Counts every ballot written since the last call, as the count function does from the
+    /// table's stream: the new ballot items, one batch of one shard, through
+    /// `Counter::count`. Results read after it show every ballot accepted before it.
+    pub async fn settle(&self) -> Counted {
+        let records = self.stream.next_batch(self.store()).await;
+        self.counter
+            .count(stream::TEST_SHARD, &records)
+            .await
+            .unwrap_or_else(|e| panic!("count: {e}"))
     }
 
     pub fn router(&self) -> &Router {

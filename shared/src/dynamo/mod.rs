@@ -157,6 +157,12 @@ mod tests {
             touched,
             vec![
                 ("TransactWriteItems", "DeleteItem", "POLL#".to_owned(), None),
+                (
+                    "TransactWriteItems",
+                    "DeleteItem",
+                    "TALLY#".to_owned(),
+                    None
+                ),
                 ("UpdateItem", "UpdateItem", "RATE#".to_owned(), None),
             ]
         );

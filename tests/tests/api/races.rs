@@ -69,6 +69,7 @@ async fn five_hundred_voters_racing_two_ballots_each(app: TestApp) {
         statuses.sort_unstable();
         assert_eq!(statuses, &[201, 409], "voter {i}");
     }
+    app.settle().await;
     let results = app.results(&owner, &id).await.expect(200);
     assert_eq!(results.body["total"], VOTERS);
     let expected = |k: usize| (0..VOTERS).filter(|i| i % 3 == k).count();
@@ -101,6 +102,7 @@ async fn one_voter_racing_fifty_ballots(app: TestApp) {
     let mut expected = vec![201];
     expected.extend(std::iter::repeat_n(409, BALLOTS - 1));
     assert_eq!(statuses, expected);
+    app.settle().await;
     let results = app.results(&owner, &id).await.expect(200);
     assert_eq!(results.body["total"], 1);
     let votes = results.body["options"][0]["votes"].as_u64().unwrap_or(9)
@@ -132,6 +134,7 @@ async fn concurrent_retries_with_one_idempotency_key_all_get_the_first_answer(ap
         assert_eq!(reply.status.as_u16(), 201, "{reply:#?}");
         assert_eq!(reply.body, replies[0].body);
     }
+    app.settle().await;
     assert_eq!(app.results(&owner, &id).await.body["total"], 1);
 }
 
