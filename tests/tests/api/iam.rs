@@ -159,7 +159,7 @@ fn the_count_function_reads_only_its_stream() {
     );
     assert_eq!(
         template.matches(STREAM_RESOURCE).count(),
-        3,
+        2,
         "the grant and the trigger"
     );
 }
