@@ -202,7 +202,7 @@ async fn results_say_how_far_counting_has_got() {
     assert!(settled.body["counted_at"].is_string(), "{:#}", settled.body);
 }
 
-/// A checkpoint not written for longer than the stream keeps records guards nothing: the
+/// A checkpoint not written for longer than a record can be delivered guards nothing: the
 /// next update of the poll removes it, so a tally does not grow with every shard it ever saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkpoints_older_than_the_stream_retention_are_pruned() {
