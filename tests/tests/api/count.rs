@@ -205,7 +205,7 @@ async fn results_say_how_far_counting_has_got() {
 /// A checkpoint not written for longer than a record can be delivered guards nothing: the
 /// next update of the poll removes it, so a tally does not grow with every shard it ever saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn checkpoints_older_than_the_stream_retention_are_pruned() {
+async fn checkpoints_too_old_to_guard_anything_are_pruned() {
     let app = TestApp::start().await;
     let (owner, poll, records) = poll_with_ballots(&app, 3).await;
     let old_shard = "shardId-00000000000000000001-old";
