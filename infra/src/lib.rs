@@ -190,8 +190,9 @@ pub struct StackOptions {
     pub clock: SharedClock,
     pub queue: QueueOptions,
     /// The count function's event source mapping (its positions folder is set by
-    /// [`Stack::start`] for on-disk storage).
-    pub stream: StreamOptions,
+    /// [`Stack::start`] for on-disk storage), or `None` for a stack whose ballots are counted
+    /// by hand (the count function's own tests hand it the deliveries they test).
+    pub stream: Option<StreamOptions>,
     pub wrap_worker_blobs: Option<BlobWrapper>,
 }
 
@@ -217,7 +218,7 @@ impl StackOptions {
                 max_receives: 5,
                 concurrency: 2,
             },
-            stream: StreamOptions::local(),
+            stream: Some(StreamOptions::local()),
             wrap_worker_blobs: None,
         }
     }
@@ -244,8 +245,9 @@ pub struct Stack {
     pub sqs: Option<SqsPoller>,
     /// That queue's URL, for functions run elsewhere (`TALLY_RENDER_QUEUE_URL`).
     pub sqs_url: Option<String>,
-    /// The table's stream → the count function, as the event source mapping runs it on AWS.
-    pub streams: StreamPoller,
+    /// The table's stream → the count function, as the event source mapping runs it on AWS
+    /// (unless the options turned it off).
+    pub streams: Option<StreamPoller>,
     /// The temporary folder of an in-memory stack's S3 engine, removed on drop.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -355,18 +357,24 @@ impl Stack {
         let (sqs, sqs_url) = sqs.unzip();
         // Counting is another function on AWS too: its own store handle, and positions kept
         // beside the engine's file so a restart resumes where the last run stood.
-        let mut stream_options = options.stream.clone();
-        if let Storage::Dir(dir) = &storage {
-            stream_options.positions = Some(dir.join("streams"));
-        }
-        let streams = count::start(
-            &dynamo_endpoint,
-            DynamoStore::new(store.client().clone(), config.table.clone()),
-            config,
-            options.clock.clone(),
-            stream_options,
-        )
-        .await?;
+        let streams = match options.stream.clone() {
+            Some(mut stream_options) => {
+                if let Storage::Dir(dir) = &storage {
+                    stream_options.positions = Some(dir.join("streams"));
+                }
+                Some(
+                    count::start(
+                        &dynamo_endpoint,
+                        DynamoStore::new(store.client().clone(), config.table.clone()),
+                        config,
+                        options.clock.clone(),
+                        stream_options,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
         let functions = Functions::new(
             config,
             Arc::new(store.clone()),
@@ -397,7 +405,10 @@ impl Stack {
     /// Waits until every record on the table's stream written before the call is counted
     /// (tests and the bench read settled results this way, never after a fixed sleep).
     pub async fn settle(&self, limit: Duration) -> Result<(), String> {
-        self.streams.drained(limit).await
+        match &self.streams {
+            Some(streams) => streams.drained(limit).await,
+            None => Err("this stack does not count from its stream".into()),
+        }
     }
 
     /// Stops the engines and waits for them to close their files.

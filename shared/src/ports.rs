@@ -219,8 +219,8 @@ pub struct TallyDelta {
 /// The outcome of [`TallyStore::add`].
 #[derive(Debug, Clone)]
 pub enum Added {
-    /// Counted; these other shards' checkpoints (as they stood) are older than the stream's
-    /// retention and may be pruned by the next write.
+    /// Counted; these other shards' checkpoints (as they stood) are too old to guard anything
+    /// (`dynamo::CHECKPOINT_LIFETIME`) and may be pruned by the next write.
     Counted { stale: Vec<String> },
     /// Not counted: the poll's checkpoint for this shard was already at or past the batch's
     /// first record (a redelivery or an overlapping batch). Here is where it stands.

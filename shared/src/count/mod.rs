@@ -49,8 +49,8 @@ pub struct Counted {
     pub updates: u64,
 }
 
-/// The count function. Cheap to share: the store, the clock, and the names of other shards'
-/// checkpoints found stale on a poll's tally, pruned by that poll's next update.
+/// The count function: the store, the clock, and the names of other shards' checkpoints
+/// found stale on a poll's tally, pruned by that poll's next update.
 #[derive(Debug)]
 pub struct Counter {
     store: Arc<dyn TallyStore>,

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aws_sdk_dynamodb::Client;
 
 pub use self::ops::conflict_backoff;
-pub use self::tallies::{STREAM_RETENTION, StreamBallot, stream_ballot};
+pub use self::tallies::{CHECKPOINT_LIFETIME, StreamBallot, stream_ballot};
 
 /// The production store. Cheap to clone: the SDK client, the call counter and the record of
 /// what was touched are shared.
@@ -157,6 +157,12 @@ mod tests {
             touched,
             vec![
                 ("TransactWriteItems", "DeleteItem", "POLL#".to_owned(), None),
+                (
+                    "TransactWriteItems",
+                    "DeleteItem",
+                    "TALLY#".to_owned(),
+                    None
+                ),
                 ("UpdateItem", "UpdateItem", "RATE#".to_owned(), None),
             ]
         );

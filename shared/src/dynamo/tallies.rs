@@ -20,9 +20,12 @@ use super::ops::{Item, internal, num};
 use crate::domain::{OptionId, PollId, Tally};
 use crate::ports::{Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore};
 
-/// How long a stream keeps its records: a checkpoint not written for longer guards nothing,
-/// since no record of its shard can be delivered again.
-pub const STREAM_RETENTION: time::Duration = time::Duration::hours(24);
+/// How long a checkpoint guards anything. The event source mapping delivers no record older
+/// than its `MaximumRecordAgeInSeconds` (one hour, `template.yaml`), and a checkpoint written
+/// at `w` covers records written before `w`, so no record it guards arrives after `w` + 1 h;
+/// twice that is the margin. Pruning matters because DynamoDB rolls a stream's shards over
+/// every few hours, and every checkpoint kept makes each update of the tally cost more.
+pub const CHECKPOINT_LIFETIME: time::Duration = time::Duration::hours(2);
 
 /// The update's condition: the shard's checkpoint is absent or below the batch's first record.
 const NOT_YET_COUNTED: &str = "attribute_not_exists(#cp) OR #cp < :first";
@@ -83,16 +86,15 @@ impl TallyStore for DynamoStore {
             Ok(out) => {
                 let old = out.attributes.unwrap_or_default();
                 let stale = checkpoints(&old)
-                    .filter(|(s, c)| *s != shard && at.written - c.written > STREAM_RETENTION)
+                    .filter(|(s, c)| *s != shard && at.written - c.written > CHECKPOINT_LIFETIME)
                     .map(|(s, _)| s.to_owned())
                     .collect();
                 Ok(Added::Counted { stale })
             }
+            // The condition fails only where a checkpoint stands, so there is an item, and
+            // DynamoDB returns it (`ALL_OLD`): no read is needed to learn the checkpoint.
             Err(old) => {
-                let old = match old {
-                    Some(old) => old,
-                    None => self.get_raw(&Key::Tally(poll)).await?.unwrap_or_default(),
-                };
+                let old = old.unwrap_or_default();
                 checkpoints(&old)
                     .find(|(s, _)| *s == shard)
                     .map(|(_, c)| Added::Behind(c.last))

@@ -170,3 +170,145 @@ impl PollStore for PollCache {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::domain::NewPoll;
+
+    /// One poll in memory, counting the reads that reach it.
+    #[derive(Debug)]
+    struct OnePoll {
+        poll: Mutex<Poll>,
+        reads: AtomicU64,
+    }
+
+    #[async_trait]
+    impl PollStore for OnePoll {
+        async fn create_poll(
+            &self,
+            _: &Poll,
+            _: Option<&CreateRequest>,
+            _: OffsetDateTime,
+        ) -> StoreResult<PollCreated> {
+            Ok(PollCreated::New)
+        }
+        async fn poll(&self, _: PollId) -> StoreResult<Option<Poll>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(
+                self.poll
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ))
+        }
+        async fn polls_by_owner(
+            &self,
+            _: UserId,
+            _: u16,
+            _: Option<&PollCursor>,
+        ) -> StoreResult<Page<Poll>> {
+            Ok(Page {
+                items: Vec::new(),
+                next: None,
+            })
+        }
+        async fn update_poll(&self, _: &Poll, next: &Poll, _: bool) -> StoreResult<()> {
+            *self.poll.lock().unwrap_or_else(PoisonError::into_inner) = next.clone();
+            Ok(())
+        }
+        async fn delete_poll(&self, _: &Poll) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    fn setup() -> (Arc<OnePoll>, PollCache, ManualClock, Poll) {
+        let clock = ManualClock::new();
+        clock.freeze();
+        let now = clock.now();
+        let poll = NewPoll::parse(
+            "q",
+            vec!["a".into(), "b".into()],
+            None,
+            None,
+            None,
+            None,
+            now,
+        )
+        .map(|p| p.into_poll(PollId::new(), UserId::new(), now))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let store = Arc::new(OnePoll {
+            poll: Mutex::new(poll.clone()),
+            reads: AtomicU64::new(0),
+        });
+        let cache = PollCache::new(store.clone(), Arc::new(clock.clone()));
+        (store, cache, clock, poll)
+    }
+
+    fn reads(store: &OnePoll) -> u64 {
+        store.reads.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_poll_is_read_once_per_lifetime() {
+        let (store, cache, clock, poll) = setup();
+        for _ in 0..100 {
+            assert!(cache.cached(poll.id).await.ok().flatten().is_some());
+        }
+        assert_eq!(reads(&store), 1);
+        clock.advance(POLL_CACHE_TTL - Duration::milliseconds(1));
+        let _ = cache.cached(poll.id).await;
+        assert_eq!(
+            reads(&store),
+            1,
+            "still fresh just before the lifetime ends"
+        );
+        clock.advance(Duration::milliseconds(1));
+        let _ = cache.cached(poll.id).await;
+        assert_eq!(reads(&store), 2, "read again once it ends");
+    }
+
+    /// A write elsewhere is seen within the lifetime; a write through the cache at once.
+    #[tokio::test]
+    async fn a_close_reaches_the_cache_within_its_lifetime_or_at_once_through_it() {
+        let (store, cache, clock, poll) = setup();
+        let _ = cache.cached(poll.id).await;
+        let mut closed = poll.clone();
+        closed.status = crate::domain::PollStatus::Closed;
+        // Another instance's write: this cache still holds the open poll...
+        *store.poll.lock().unwrap_or_else(PoisonError::into_inner) = closed.clone();
+        let seen = cache.cached(poll.id).await.ok().flatten().map(|p| p.status);
+        assert_eq!(seen, Some(crate::domain::PollStatus::Open));
+        // ...until its entry expires, at most CLOSE_GRACE later.
+        clock.advance(CLOSE_GRACE);
+        let seen = cache.cached(poll.id).await.ok().flatten().map(|p| p.status);
+        assert_eq!(seen, Some(crate::domain::PollStatus::Closed));
+
+        let mut reopened = closed.clone();
+        reopened.status = crate::domain::PollStatus::Open;
+        assert!(cache.update_poll(&closed, &reopened, false).await.is_ok());
+        let seen = cache.cached(poll.id).await.ok().flatten().map(|p| p.status);
+        assert_eq!(
+            seen,
+            Some(crate::domain::PollStatus::Open),
+            "forgotten on write"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_options_lock_is_remembered_per_revision() {
+        let (_, cache, _, poll) = setup();
+        assert!(!cache.options_locked(poll.id, poll.options_rev));
+        cache.mark_locked(poll.id, poll.options_rev);
+        assert!(cache.options_locked(poll.id, poll.options_rev));
+        assert!(!cache.options_locked(poll.id, poll.options_rev + 1));
+        cache.forget(poll.id);
+        assert!(
+            cache.options_locked(poll.id, poll.options_rev),
+            "the lock outlives the entry"
+        );
+    }
+}

@@ -4,6 +4,8 @@
 
 mod auth;
 mod budget;
+mod closing;
+mod count;
 mod crash;
 mod events;
 mod iam;
