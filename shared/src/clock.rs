@@ -25,13 +25,25 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     offset_ms: Arc<AtomicI64>,
+    /// When set (not 0): the instant (epoch ms) the clock stopped at, so that only
+    /// [`ManualClock::advance`] moves it. For tests whose outcome depends on how much real
+    /// time passes between two steps (a cache's lifetime).
+    frozen_ms: Arc<AtomicI64>,
 }
 
 impl ManualClock {
     pub fn new() -> Self {
         Self {
             offset_ms: Arc::new(AtomicI64::new(0)),
+            frozen_ms: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// Stops the clock at its current reading: from now on only `advance` moves it.
+    pub fn freeze(&self) {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        self.frozen_ms
+            .store(i64::try_from(now).unwrap_or(i64::MAX), Ordering::SeqCst);
     }
 
     /// Moves every later reading of this clock (and of its clones) forward by `by`.
@@ -49,7 +61,13 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+        let frozen = self.frozen_ms.load(Ordering::SeqCst);
+        let base = if frozen == 0 {
+            OffsetDateTime::now_utc()
+        } else {
+            OffsetDateTime::UNIX_EPOCH + Duration::milliseconds(frozen)
+        };
+        base + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
     }
 }
 

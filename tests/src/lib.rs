@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 use tally::auth::{KeyMaterial, TokenIssuer};
 use tally::clock::ManualClock;
 use tally::config::Config;
+use tally::count::Counter;
 use tally::domain::UserId;
 use tally::dynamo::DynamoStore;
 pub use tally_dev::Storage;
 pub use tally_dev::{BlobWrapper, Stack, StackOptions};
 use tower::ServiceExt;
+
+pub mod stream;
 
 /// The DynamoDB engine under a test: the embedded one, or moto (a second implementation of the
 /// wire protocol) when `TALLY_MOTO=1`.
@@ -84,12 +87,20 @@ pub fn announce_skip(test: &str) {
     );
 }
 
+/// How long counting may take to catch up before a test fails: generous, for moto and a debug
+/// build under the races on two cores; a settled stream answers within milliseconds.
+pub const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A running API over an in-memory engine, with a clock tests can move.
 #[derive(Debug)]
 pub struct TestApp {
     pub stack: Stack,
     pub clock: ManualClock,
     pub config: Config,
+    /// A count function over the app's store and clock, for tests that hand it deliveries
+    /// themselves (on an app from [`TestApp::start_counting_by_hand`], whose stack does not
+    /// also count from its stream).
+    pub counter: Counter,
 }
 
 /// A response, with the body parsed as JSON (`Value::Null` when empty or not JSON).
@@ -244,6 +255,26 @@ impl TestApp {
         .await
     }
 
+    /// As [`Self::start`], but the stack does not count from its stream: the count function's
+    /// own tests hand `counter` the deliveries (replays, overlaps, crashes) they are about.
+    pub async fn start_counting_by_hand() -> Self {
+        let config = Config::from_lookup(|name| {
+            [
+                ("TALLY_RATE_LIMIT_VOTES", "100/60"),
+                ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
+                ("TALLY_RENDER_JOBS_IN_FLIGHT", "100"),
+            ]
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let clock = ManualClock::new();
+        let mut options = StackOptions::local(Arc::new(clock.clone()));
+        options.stream = None;
+        Self::start_full(config, Storage::Memory, options, clock).await
+    }
+
     /// A fresh API on `backend`, or `None` (announced loudly) when that backend is switched
     /// off. On moto each app gets a table of its own on the shared server.
     pub async fn on(backend: Backend, test: &str) -> Option<Self> {
@@ -301,10 +332,12 @@ impl TestApp {
         let stack = Stack::start(&config, storage, options)
             .await
             .unwrap_or_else(|e| panic!("start the stack: {e}"));
+        let counter = Counter::new(Arc::new(stack.store.clone()), Arc::new(clock.clone()));
         Self {
             stack,
             clock,
             config,
+            counter,
         }
     }
 
@@ -426,6 +459,22 @@ impl TestApp {
             .bearer(token)
             .send()
             .await
+    }
+
+    /// Waits until every ballot accepted so far has been counted: the stack's stream poller
+    /// has read the whole stream and the count function acknowledged it. Panics after
+    /// [`SETTLE_PATIENCE`] (a stalled count is a failure, not something to wait out).
+    pub async fn settle(&self) {
+        self.stack
+            .settle(SETTLE_PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("results did not settle: {e}"));
+    }
+
+    /// The results once every ballot accepted before the call is counted ([`Self::settle`]).
+    pub async fn settled_results(&self, token: &str, poll: &str) -> Reply {
+        self.settle().await;
+        self.results(token, poll).await
     }
 }
 

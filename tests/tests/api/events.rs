@@ -16,6 +16,9 @@ const JOB_PLACEHOLDER: &str = "5f0c8a4e-1b7d-4c39-9e2a-7d3b6a0c1f00";
 /// SQS batches for the render function, delivered by `jobs::a_redelivered_chunk_...`.
 const RENDER_EVENTS: &[&str] = &["render-invites-chunk.json"];
 
+/// Stream batches for the count function, delivered below.
+const COUNT_EVENTS: &[&str] = &["count-ballots.json"];
+
 /// (event file, function that serves it, expected status)
 const CASES: &[(&str, Function, u16)] = &[
     ("auth-register.json", Function::Auth, 201),
@@ -60,6 +63,7 @@ async fn every_event_file_is_served_by_its_function() {
         .iter()
         .map(|(file, ..)| (*file).to_owned())
         .chain(RENDER_EVENTS.iter().map(|f| (*f).to_owned()))
+        .chain(COUNT_EVENTS.iter().map(|f| (*f).to_owned()))
         .collect();
     covered.sort();
     assert_eq!(on_disk, covered, "every file in events/ needs a case here");
@@ -106,4 +110,34 @@ async fn a_function_does_not_serve_another_functions_routes() {
     let raw = std::fs::read_to_string(event_dir().join("votes-results.json")).unwrap_or_default();
     let response = invoke(&app, Function::Auth, &raw).await;
     assert_eq!(response["statusCode"], json!(404), "{response:#}");
+}
+
+/// The count function's sample (a tumbling-window stream batch of three new ballots, as
+/// Lambda sends it) goes through the same deserialisation as `lambda_runtime` does, into
+/// `Counter::handle`: the poll's results count the three, a redelivery adds nothing, and the
+/// reply carries no window state.
+#[tokio::test]
+async fn the_stream_sample_is_counted_once_by_the_count_function() {
+    let app = TestApp::start_counting_by_hand().await;
+    let owner = app.mint_token();
+    let poll = app.lunch_poll(&owner).await;
+    let raw = std::fs::read_to_string(event_dir().join(COUNT_EVENTS[0]))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(POLL_PLACEHOLDER, &poll);
+    for _ in 0..2 {
+        let event: aws_lambda_events::event::dynamodb::TimeWindowEvent =
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("event does not parse: {e}"));
+        let reply = app
+            .counter
+            .handle(event)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reply = serde_json::to_value(reply).unwrap_or_default();
+        assert_eq!(reply["state"], json!({}), "{reply:#}");
+        assert_eq!(reply["batchItemFailures"], json!([]), "{reply:#}");
+    }
+    let results = app.results(&owner, &poll).await.expect(200);
+    assert_eq!(results.body["total"], 3, "{:#}", results.body);
+    assert_eq!(results.body["options"][1]["votes"], 2);
+    assert_eq!(results.body["counted_through"], "2026-11-28T14:00:00.4Z");
 }

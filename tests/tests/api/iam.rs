@@ -114,13 +114,54 @@ fn deployed() -> BTreeMap<String, Deployed> {
                 .insert((m, path.trim_matches('"').to_owned()));
         }
     }
-    // Only the DynamoDB statements matter here.
+    // Only the DynamoDB statements on the table matter here; the count function's stream
+    // reading is checked on its own (`the_count_function_reads_only_its_stream`).
     for function in functions.values_mut() {
-        function
-            .statements
-            .retain(|s| s.actions.iter().any(|a| a.starts_with("dynamodb:")));
+        function.statements.retain(|s| {
+            s.actions.iter().any(|a| a.starts_with("dynamodb:")) && s.resource != STREAM_RESOURCE
+        });
     }
     functions
+}
+
+/// The table's stream, as the template names it in the count function's policy.
+const STREAM_RESOURCE: &str = "!GetAtt Table.StreamArn";
+
+/// The actions the event source mapping reads a DynamoDB stream with (Lambda's documented
+/// set for DynamoDB triggers): granted to the count function on the stream only.
+#[test]
+fn the_count_function_reads_only_its_stream() {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("template.yaml: {e}"));
+    let grants = template
+        .split("- Sid: ReadBallotStream")
+        .nth(1)
+        .and_then(|rest| rest.split("- Sid:").next())
+        .unwrap_or_else(|| panic!("no ReadBallotStream statement"));
+    let actions: Vec<&str> = grants
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- dynamodb:"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "DescribeStream",
+            "GetRecords",
+            "GetShardIterator",
+            "ListStreams"
+        ]
+    );
+    assert!(
+        grants.contains(&format!("Resource: {STREAM_RESOURCE}")),
+        "{grants}"
+    );
+    assert_eq!(
+        template.matches(STREAM_RESOURCE).count(),
+        2,
+        "the grant and the trigger"
+    );
 }
 
 /// Whether a template path (`/v1/polls/{id}`) matches a request path, and how specifically
@@ -602,6 +643,29 @@ async fn each_role_grants_exactly_the_keys_its_routes_touch() {
         &deployed["render"].statements,
         &used(&per.worker),
     ));
+    // The count function, over a store of its own, counting every ballot the routes cast
+    // (and a redelivery of them, which reads nothing more than a refused update returns).
+    let count_store = DynamoStore::new(app.store().client().clone(), app.config.table.clone());
+    count_store.warm_up().await;
+    let counter =
+        tally::count::Counter::new(Arc::new(count_store.clone()), Arc::new(app.clock.clone()));
+    let records = tally_tests::stream::BallotStream::default()
+        .next_batch(app.store())
+        .await;
+    assert!(records.len() >= 2, "the routes cast ballots");
+    for _ in 0..2 {
+        let event =
+            tally_tests::stream::window_event(tally_tests::stream::TEST_SHARD, records.clone());
+        counter
+            .handle(event)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    wrong.extend(differences(
+        "count",
+        &deployed["count"].statements,
+        &used(&count_store),
+    ));
     assert!(
         deployed["pages"].statements.is_empty(),
         "pages has DynamoDB grants"
@@ -610,7 +674,10 @@ async fn each_role_grants_exactly_the_keys_its_routes_touch() {
         .stores
         .iter()
         .map(|(n, s)| (*n, used(s).0))
-        .chain([("render", used(&per.worker).0)])
+        .chain([
+            ("render", used(&per.worker).0),
+            ("count", used(&count_store).0),
+        ])
         .collect();
     assert!(wrong.is_empty(), "{wrong:#?}\nused: {touched:#?}");
 }

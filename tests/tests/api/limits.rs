@@ -38,6 +38,7 @@ async fn ballots_are_limited_per_voter_and_the_next_window_passes() {
     app.vote(&app.mint_token(), &polls[3], &["o1"])
         .await
         .expect(201);
+    app.settle().await;
     assert_eq!(app.results(&owner, &polls[3]).await.body["total"], 1);
 
     app.clock.advance(time::Duration::seconds(

@@ -4,6 +4,8 @@
 
 mod auth;
 mod budget;
+mod closing;
+mod count;
 mod crash;
 mod events;
 mod iam;
@@ -16,5 +18,6 @@ mod problems;
 mod races;
 mod render;
 mod restart;
+mod streams;
 mod tokens;
 mod votes;

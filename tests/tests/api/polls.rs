@@ -218,6 +218,7 @@ async fn options_change_freely_until_the_first_ballot(app: TestApp) {
         .send()
         .await
         .expect(200);
+    app.settle().await;
     let results = app.results(&ann.access_token, &id).await.expect(200);
     assert_eq!(results.body["total"], 1);
     assert_eq!(

@@ -414,6 +414,7 @@ async fn a_crash_mid_chunk_then_redelivery_loses_and_duplicates_nothing() {
             .await
             .expect(201);
     }
+    app.settle().await;
     assert_eq!(app.results(&owner, &poll).await.body["total"], 250);
 }
 
