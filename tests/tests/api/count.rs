@@ -297,3 +297,33 @@ async fn a_batch_without_a_shard_id_fails() {
     assert!(app.counter.handle(event).await.is_err());
     assert_eq!(counts(&app, &owner, &poll).await.0, 0);
 }
+
+/// However many ballots a batch holds, each poll in it costs one update: a hot poll's tally
+/// takes a write per batch, not per ballot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_is_one_update_per_poll() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let polls = [
+        app.lunch_poll(&owner).await,
+        app.lunch_poll(&owner).await,
+        app.lunch_poll(&owner).await,
+    ];
+    for i in 0..300 {
+        app.vote(&app.mint_token(), &polls[i % 3], &["o1"])
+            .await
+            .expect(201);
+    }
+    let records = BallotStream::default().next_batch(app.store()).await;
+    let store =
+        tally::dynamo::DynamoStore::new(app.store().client().clone(), app.config.table.clone());
+    let counted = counter(&app, Arc::new(store.clone()))
+        .count(TEST_SHARD, &records)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((counted.ballots, counted.updates), (300, 3));
+    assert_eq!(store.calls(), 3);
+    for poll in &polls {
+        assert_eq!(counts(&app, &owner, poll).await, (100, vec![100, 0]));
+    }
+}
