@@ -302,7 +302,7 @@ async fn a_batch_without_a_shard_id_fails() {
 /// takes a write per batch, not per ballot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_is_one_update_per_poll() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_counting_by_hand().await;
     let owner = app.sign_up("owner@example.com").await.access_token;
     let polls = [
         app.lunch_poll(&owner).await,
