@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use axum::extract::Request;
@@ -278,11 +278,14 @@ async fn one_run(
     })
 }
 
-/// Reads the poll's results through the API every few milliseconds during a run and keeps
-/// each time the total grew: when the k-th ballot was counted.
+/// Reads the poll's results through the API every few milliseconds during a run and keeps,
+/// each time the total grew, the results' own `counted_at` (when the count function last
+/// added to them): so when the k-th ballot was counted, by the server's clock, whatever the
+/// reading itself waited for in a saturated server's queue. Several updates between two
+/// readings show as the last of them, so the figure errs late, never early.
 struct Watcher {
     stop: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<Result<Vec<(Instant, u64)>, String>>,
+    task: tokio::task::JoinHandle<Result<Vec<(SystemTime, u64)>, String>>,
 }
 
 impl Watcher {
@@ -291,7 +294,7 @@ impl Watcher {
         let owner = owner.to_owned();
         let (stop, mut until) = tokio::sync::watch::channel(u64::MAX);
         let task = tokio::spawn(async move {
-            let mut seen: Vec<(Instant, u64)> = Vec::new();
+            let mut seen: Vec<(SystemTime, u64)> = Vec::new();
             loop {
                 let reply = stack::send(
                     &client,
@@ -300,10 +303,17 @@ impl Watcher {
                 )
                 .await?
                 .expect(200, "read the results while voting")?;
-                let at = Instant::now();
-                let total = reply.json()["total"].as_u64().unwrap_or(0);
-                if seen.last().is_none_or(|(_, last)| total > *last) {
-                    seen.push((at, total));
+                let body = reply.json();
+                let total = body["total"].as_u64().unwrap_or(0);
+                if seen.last().is_none_or(|(_, last)| total > *last)
+                    && let Some(at) = body["counted_at"].as_str()
+                {
+                    let at = time::OffsetDateTime::parse(
+                        at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_err(|e| format!("counted_at {at}: {e}"))?;
+                    seen.push((SystemTime::from(at), total));
                 }
                 if total >= *until.borrow_and_update() {
                     return Ok(seen);
@@ -315,7 +325,7 @@ impl Watcher {
     }
 
     /// Stops once the total reaches `total` and answers what was seen.
-    async fn stop_at(self, total: u64, limit: Duration) -> Result<Vec<(Instant, u64)>, String> {
+    async fn stop_at(self, total: u64, limit: Duration) -> Result<Vec<(SystemTime, u64)>, String> {
         let _ = self.stop.send(total);
         tokio::time::timeout(limit, self.task)
             .await
@@ -326,10 +336,12 @@ impl Watcher {
 
 /// The 201 → counted lag of each accepted ballot: the k-th 201 (in the order the replies
 /// came) against the first reading whose total reached k. Counting does not keep the replies'
-/// order exactly, so this pairs by rank, which is what a client reading results sees.
+/// order exactly, so this pairs by rank, which is what a client reading results sees. Both
+/// clocks are this machine's wall clock (the bench's stack runs the system clock); a ballot
+/// counted before its reply arrived counts as no lag.
 fn lags(
-    accepted_at: &mut [Instant],
-    seen: &[(Instant, u64)],
+    accepted_at: &mut [SystemTime],
+    seen: &[(SystemTime, u64)],
 ) -> Result<hdrhistogram::Histogram<u64>, String> {
     accepted_at.sort_unstable();
     let mut lag = report::histogram()?;
@@ -342,13 +354,13 @@ fn lags(
         let Some((counted, _)) = seen.get(reading) else {
             return Err(format!("votes: ballot {k} was never seen counted"));
         };
-        report::record(&mut lag, counted.saturating_duration_since(*at));
+        report::record(&mut lag, counted.duration_since(*at).unwrap_or_default());
     }
     Ok(lag)
 }
 
 type ClientResult = (
-    Vec<(usize, Outcome, Instant)>,
+    Vec<(usize, Outcome, SystemTime)>,
     hdrhistogram::Histogram<u64>,
     Option<String>,
 );
@@ -421,7 +433,7 @@ async fn client_loop(
                 Outcome::Error
             }
         };
-        seen.push((index, outcome, Instant::now()));
+        seen.push((index, outcome, SystemTime::now()));
     }
     Ok((seen, latencies, first_error))
 }
@@ -620,8 +632,8 @@ pub fn section(results: &[LevelResult]) -> Section {
          Latency is per request, send to last body byte; \"server\" is the router's own time \
          for the same requests. Figures are medians over runs; errors are summed over runs. \
          Counts come from the table's stream (the dev server's poller → the count function): \
-         \"201→counted\" pairs the k-th 201 reply with the first results read (every 5 ms, \
-         through the API, during the run) whose total reached k. After every run the stream is \
+         \"201→counted\" pairs the k-th 201 reply with the `counted_at` of the first results read \
+         (every 5 ms, through the API, during the run) whose total reached k. After every run the stream is \
          drained, and the ballot items (scanned from the engine), the 201 replies and the \
          settled results must agree exactly, or the bench fails.",
     );

@@ -344,3 +344,71 @@ on_every_backend!(
     a_restarted_poller_resumes_from_its_saved_position,
     a_passed_window_gets_a_final_invoke_with_its_state,
 );
+
+/// A table made before it had a stream (a dev server's older data folder) gets one when the
+/// server starts, so its new ballots are counted.
+async fn an_existing_table_without_a_stream_gets_one(app: TestApp) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let client = app.store().client().clone();
+    let table = format!("old-{}", uuid::Uuid::new_v4().simple());
+    let mut create = client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in [("PK", KeyType::Hash), ("SK", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+    }
+    create
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {table}: {e:?}"));
+    let streaming = |client: aws_sdk_dynamodb::Client, table: String| async move {
+        client
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe {table}: {e:?}"))
+            .table
+            .and_then(|t| t.stream_specification)
+            .is_some_and(|s| s.stream_enabled)
+    };
+    assert!(!streaming(client.clone(), table.clone()).await);
+    ensure_table(&client, &table)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(streaming(client.clone(), table.clone()).await);
+    let scratch = Scratch {
+        table,
+        client,
+        endpoint: app.stack.dynamo_endpoint.clone(),
+    };
+    scratch.put("BALLOT#p1#u:001", "BALLOT", 1).await;
+    let recorder = Recorder::scripted(&[]);
+    let poller = scratch
+        .poller(recorder.clone(), StreamOptions::local())
+        .await;
+    poller
+        .drained(PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recorder.batches().concat(), ballots(1..=1));
+}
+
+on_every_backend!(an_existing_table_without_a_stream_gets_one);
