@@ -343,16 +343,11 @@
       ev.target.disabled = false;
     }
 
-    // Time left, from the progress made over the last 15 seconds of the current stage. A
-    // stage starts its own samples: rendering and bundling move at their own pace, and a rate
-    // carried over from one into the other would promise the wrong time.
-    let sampled = null;
+    // Time left, from the last 15 s of progress in this stage (stages differ in pace).
+    let sampled;
     function timeLeft(job, stage) {
       const now = Date.now();
-      if (stage !== sampled) {
-        samples.length = 0;
-        sampled = stage;
-      }
+      if (stage !== sampled) samples.length = 0, sampled = stage;
       samples.push({ t: now, p: job.progress });
       while (samples.length > 2 && now - samples[0].t > 15000) samples.shift();
       const first = samples[0];
@@ -365,7 +360,7 @@
     function draw(job) {
       const [name, unit, label] = KINDS[job.kind] || KINDS.invites;
       title.textContent = name;
-      const stage = job.stage || (job.status === "done" ? "done" : "rendering");
+      const stage = job.stage;
       const bundling = stage === "bundling" && job.status === "running";
       const pct = Math.floor(job.progress * 100);
       fill.style.width = pct + "%";
@@ -378,11 +373,11 @@
       percent.textContent = pct + " %";
       const states = {
         queued: "Queued: waiting for a worker.",
-        running: bundling ? "Step 2 of 2: bundling the ZIP…" : `Step 1 of 2: rendering ${unit}…`,
+        running: job.kind !== "invites" ? `Rendering ${unit}…`
+          : bundling ? "Step 2 of 2: bundling the ZIP…" : `Step 1 of 2: rendering ${unit}…`,
         done: `Done: ${job.total} ${unit} ready.`,
         failed: "The job failed" + (job.error ? ": " + job.error : "."),
       };
-      if (job.kind !== "invites") states.running = `Rendering ${unit}…`;
       if (state.textContent !== states[job.status]) state.textContent = states[job.status];
       left.textContent = job.status === "done"
         ? (job.expires_at ? `The download stays available until ${when(job.expires_at)}.` : "")
