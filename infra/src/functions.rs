@@ -9,6 +9,7 @@ use axum::Router;
 use tally::auth::{KeyMaterial, TokenIssuer};
 use tally::clock::SharedClock;
 use tally::config::Config;
+use tally::domain::InviteKey;
 use tally::dynamo::DynamoStore;
 use tally::http::auth::AuthState;
 use tally::http::gate::Gate;
@@ -70,6 +71,7 @@ impl Functions {
         queue: Arc<dyn RenderQueue>,
         clock: SharedClock,
         keys: &KeyMaterial,
+        invite_key: &InviteKey,
     ) -> Result<Self, String> {
         let gate = Gate::new(config, keys, store.clone(), clock)?;
         let issuer = TokenIssuer::new(
@@ -92,6 +94,7 @@ impl Functions {
             votes: VotesState::new(store.clone(), gate.clone()),
             jobs: JobsState::new(
                 store,
+                invite_key.clone(),
                 blobs,
                 queue,
                 gate,

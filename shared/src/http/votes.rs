@@ -89,10 +89,16 @@ async fn poll_and_voter(
         VoterCredential::Invite(token) => {
             let hash = token.hash();
             let (poll, invite) = state.invites.poll_and_invite(poll_id, &hash).await?;
-            let poll = poll.ok_or(AppError::NotFound)?;
-            match invite {
-                Some(invite) if invite.poll_id == poll.id => Ok((poll, Voter::Invite(hash))),
-                _ => Err(AppError::Forbidden(
+            match (poll, invite) {
+                (None, Some(invite)) if invite.poll_id == poll_id => Err(AppError::PollDeleted),
+                (None, _) => Err(AppError::NotFound),
+                (Some(poll), Some(invite)) if invite.poll_id == poll.id => {
+                    if invite.revoked {
+                        return Err(AppError::InviteRevoked);
+                    }
+                    Ok((poll, invite.voter()))
+                }
+                (Some(_), _) => Err(AppError::Forbidden(
                     "This invite is not valid for this poll.",
                 )),
             }
@@ -113,6 +119,7 @@ async fn poll_and_voter(
         (status = 403, description = "The poll takes ballots by invite only (said to its owner alone), or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or an invite-only one and the caller is not its owner", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "Already voted (`already-voted`) or the poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The invite was revoked or replaced (`invite-revoked`), or the poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
     State(state): State<VotesState>,
@@ -238,13 +245,16 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
-/// used. The token is the credential; an unknown one is 404.
-// Two storage reads.
+/// used. The token is the credential; an unknown one is 404, a revoked (or reissued) one 410
+/// `invite-revoked`, and one whose poll was deleted 410 `poll-deleted`.
+// Two storage reads, and on a card's first read one transaction recording that the guest
+// opened it (the organiser's list shows it).
 #[utoipa::path(get, path = "/v1/invites/{token}", operation_id = "getInvite", tag = "votes",
     params(("token" = String, Path, description = "The invite token from the guest's card")),
     responses(
         (status = 200, description = "The invite", body = InviteView),
         (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The card was revoked or replaced (`invite-revoked`), or its poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         CommonErrors))]
 async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> ApiResult<Response> {
     if !is_token_shaped(&token) {
@@ -256,14 +266,21 @@ async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> A
         .invite(&hash)
         .await?
         .ok_or(AppError::NotFound)?;
+    if invite.revoked {
+        return Err(AppError::InviteRevoked);
+    }
     let (poll, ballot) = state
         .invites
-        .poll_and_ballot(invite.poll_id, &Voter::Invite(hash))
+        .poll_and_ballot(invite.poll_id, &invite.voter())
         .await?;
-    let poll = poll.ok_or(AppError::NotFound)?;
+    let poll = poll.ok_or(AppError::PollDeleted)?;
+    let now = state.gate.now();
+    if !invite.opened {
+        state.invites.mark_opened(&invite, now).await?;
+    }
     // The token in the path is the credential: no cache may keep the answer.
     Ok(no_store(
         StatusCode::OK,
-        &InviteView::new(&invite, &poll, ballot.as_ref(), state.gate.now()),
+        &InviteView::new(&invite, &poll, ballot.as_ref(), now),
     ))
 }

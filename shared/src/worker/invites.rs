@@ -1,15 +1,18 @@
-//! An invites job's chunk: its guests' invites and cards, counted once.
+//! An invites job's chunk: its guests' cards, counted once. The invites themselves were
+//! stored when the guests were added (or reissued); a card carries the guest's live token,
+//! derived again here from the invite key, so any job renders the same card for the same
+//! guest and generation.
 
 use futures::{TryStreamExt, stream};
 
 use super::{PARALLEL_IO, WorkError, Worker};
-use crate::domain::{Invite, InviteToken, Job};
+use crate::domain::{InviteToken, Job};
 use crate::objects::ObjectKey;
 use crate::ports::RenderMessage;
 use crate::render;
 
 impl Worker {
-    /// Renders a chunk of invite cards, stores its invites and cards, and counts it once.
+    /// Renders a chunk of invite cards, stores the cards, and counts the chunk once.
     pub(super) async fn invite_chunk(
         &self,
         job: &Job,
@@ -24,9 +27,12 @@ impl Worker {
             .guests
             .iter()
             .enumerate()
-            .map(|(i, guest)| {
+            .map(|(i, card)| {
                 let index = message.start + u32::try_from(i).unwrap_or(u32::MAX);
-                (index, guest.name.clone(), job.invite_token(index))
+                let token = self
+                    .invite_key
+                    .token(job.poll_id, &card.guest, card.generation);
+                (index, card.name.clone(), token)
             })
             .collect();
         let question = poll.question.clone();
@@ -49,17 +55,6 @@ impl Worker {
         .await
         .map_err(|e| WorkError::Render(e.to_string()))??;
 
-        let invites: Vec<Invite> = planned
-            .iter()
-            .map(|(index, name, token)| Invite {
-                token_hash: token.hash(),
-                poll_id: job.poll_id,
-                job_id: job.id,
-                index: *index,
-                guest_name: name.clone(),
-            })
-            .collect();
-        self.store.put_invites(&invites).await?;
         stream::iter(planned.iter().zip(cards).map(Ok::<_, WorkError>))
             .try_for_each_concurrent(PARALLEL_IO, |((index, name, _), png)| async move {
                 let key = ObjectKey::card(job.id, *index, name);

@@ -6,8 +6,8 @@
 //! hand-off) and the job's last step; each kind's work is in its own module: [`invites`] (a
 //! chunk of cards), [`single`] (a QR code or a chart) and [`zip`] (the invites' ZIP stream).
 //!
-//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the job's
-//! secret and the guest's index, object keys are fixed by the job and index, a chunk is counted
+//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the invite
+//! key, the guest and their generation, object keys are fixed by the job and index, a chunk is counted
 //! by a conditional write that succeeds once, and the final ZIP is built under a lease that one
 //! worker holds at a time.
 
@@ -21,7 +21,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use time::Duration;
 
 use crate::clock::SharedClock;
-use crate::domain::{Job, JobId, JobKind};
+use crate::domain::{InviteKey, Job, JobId, JobKind};
 use crate::objects::ObjectKey;
 use crate::ports::{
     BallotStore, BlobStore, DeadLetters, JobStore, PollStore, RenderMessage, StoreError,
@@ -65,7 +65,7 @@ impl WorkError {
     }
 }
 
-/// What the render function reaches in the table: jobs and their invites, and polls with their
+/// What the render function reaches in the table: jobs, and polls with their
 /// counts (for charts). Never users, sessions or rate windows.
 pub trait RenderStore: JobStore + PollStore + BallotStore {}
 impl<T: JobStore + PollStore + BallotStore> RenderStore for T {}
@@ -79,6 +79,8 @@ pub struct Worker {
     pub clock: SharedClock,
     /// The origin guests open: invite cards encode `<base>/i/<token>`.
     pub public_base_url: String,
+    /// The key guests' tokens are derived from (never in the table).
+    pub invite_key: InviteKey,
     /// Deliveries after which a failing message is given up (the queue's `maxReceiveCount`).
     pub max_receives: u32,
     /// Whether to print CloudWatch Embedded Metric Format lines (render time, job progress).

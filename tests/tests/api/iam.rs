@@ -168,6 +168,7 @@ async fn per_function(app: &mut TestApp, deployed: &BTreeMap<String, Deployed>) 
         dead_letters: Arc::new(dead.clone()),
         clock: clock.clone(),
         public_base_url: app.config.public_base_url.clone(),
+        invite_key: app.stack.invite_key.clone(),
         max_receives: 5,
         metrics: false,
     };
@@ -192,6 +193,7 @@ async fn per_function(app: &mut TestApp, deployed: &BTreeMap<String, Deployed>) 
             Arc::new(queue.clone()),
             clock.clone(),
             &app.stack.keys,
+            &app.stack.invite_key,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let router = functions.app(function);

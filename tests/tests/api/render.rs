@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tally::clock::ManualClock;
 use tally::config::Config;
-use tally::domain::Guest;
+use tally::domain::{Card, GuestId};
 use tally::domain::job::CHUNK_SIZE;
 use tally::jobs::{JobPlan, JobRequest};
 use tally::objects::ObjectKey;
@@ -30,10 +30,11 @@ async fn stored_job(app: &TestApp, poll_id: &str, guests: usize, chunk_size: usi
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("poll {poll_id}"));
-    let guests: Vec<Guest> = (0..guests)
-        .map(|i| Guest {
+    let guests: Vec<Card> = (0..guests)
+        .map(|i| Card {
+            guest: GuestId::from_stored(format!("testguest{i:013}")),
+            generation: 0,
             name: format!("Guest {i}"),
-            email: None,
         })
         .collect();
     let plan = JobPlan::chunked(
