@@ -160,6 +160,9 @@ pub struct Config {
     /// into the data folder. The key is never stored in the table, so nothing there lets
     /// anyone recompute a token.
     pub invite_key_secret: Option<String>,
+    /// `TALLY_INVITE_KEY`: the invite key itself (base64url), for emulators and tests that
+    /// must not write to the data folder; on Lambda the secret is used instead.
+    pub invite_key: Option<String>,
     /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
     pub bucket: String,
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
@@ -287,6 +290,9 @@ impl Config {
             private_key_secret: lookup("TALLY_JWT_PRIVATE_KEY_SECRET")
                 .filter(|v| !v.trim().is_empty()),
             invite_key_secret: lookup("TALLY_INVITE_KEY_SECRET")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
+            invite_key: lookup("TALLY_INVITE_KEY")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
             table: text("TALLY_TABLE", "tally")?,

@@ -153,11 +153,15 @@ impl Aws<'_> {
 
     /// The key guests' invite tokens are derived from, for the jobs and render functions:
     /// read from Secrets Manager once, at cold start, when `TALLY_INVITE_KEY_SECRET` names the
-    /// secret (required on Lambda), else loaded from (or generated into) the data folder.
+    /// secret (required on Lambda), else `TALLY_INVITE_KEY`, else loaded from (or generated
+    /// into) the data folder.
     #[cfg(feature = "secrets-manager")]
     pub async fn invite_key(&self) -> Result<InviteKey, Error> {
         let config = &self.env.config;
         let Some(secret) = &config.invite_key_secret else {
+            if let Some(text) = &config.invite_key {
+                return Ok(InviteKey::from_text(text)?);
+            }
             if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
                 return Err(ConfigError {
                     var: "TALLY_INVITE_KEY_SECRET",

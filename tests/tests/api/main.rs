@@ -6,6 +6,7 @@ mod auth;
 mod budget;
 mod crash;
 mod events;
+mod guests;
 mod iam;
 mod jobs;
 mod limits;
