@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
+use super::extract::{ApiJson, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
@@ -166,11 +166,13 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
     response
 }
 
-// One storage call: the poll and its counter shards in a single batch read.
+// One storage call for a user: the poll and its counter shards in a single batch read; a
+// guest's invite is read first (one more).
 /// Exact counts per option, in one storage read. The `ETag` names the counts (not the time of
 /// reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
-/// ballot or a change of the poll moves them.
-#[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = [])),
+/// ballot or a change of the poll moves them. A guest reads them with their invite
+/// (`Authorization: Invite <token>`) under the same `results` rule as users.
+#[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = []), ("invite" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from a previous read: 304 while the results are unchanged")),
     responses(
@@ -178,25 +180,41 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
             headers(("ETag" = String, description = "The results' version"))),
         (status = 304, description = "Unchanged since the ETag in `If-None-Match`",
             headers(("ETag" = String, description = "The results' version"))),
-        (status = 403, description = "Results are shown after the poll closes", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Results are shown after the poll closes, or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The invite was revoked or replaced (`invite-revoked`), or the poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn results(
     State(state): State<VotesState>,
-    Caller(user): Caller,
+    credential: VoterCredential,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let poll_id = parse_id(&id)?;
+    let user = match credential {
+        VoterCredential::User(user) => Some(user),
+        VoterCredential::Invite(token) => {
+            // The same checks as the guest's ballot: their poll, a live card.
+            poll_and_voter(&state, poll_id, VoterCredential::Invite(token)).await?;
+            None
+        }
+    };
     let (poll, tally) = state
         .ballots
-        .poll_with_tally(parse_id(&id)?)
+        .poll_with_tally(poll_id)
         .await?
         .ok_or(AppError::NotFound)?;
-    if !poll.is_visible_to(user) {
-        return Err(AppError::NotFound);
-    }
     let now = state.gate.now();
-    if !poll.results_visible_to(user, now) {
+    let visible = match user {
+        Some(user) => {
+            if !poll.is_visible_to(user) {
+                return Err(AppError::NotFound);
+            }
+            poll.results_visible_to(user, now)
+        }
+        None => poll.results_visible_to_guests(now),
+    };
+    if !visible {
         return Err(AppError::Forbidden(
             "The results of this poll are shown after it closes.",
         ));

@@ -678,7 +678,62 @@ async fn guest_routes_keep_their_storage_budget(app: TestApp) {
     assert_eq!(counts["invited"], 1000, "the budget guest and 999 more");
 }
 
+/// Guests read results with their card, under the poll's `results` rule: after the close when
+/// the poll says so, at once when it says `always`; never with a revoked card or another
+/// poll's.
+async fn guests_see_results_when_the_poll_allows(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let later = app
+        .create_poll(&owner, json!({ "question": "Later?", "options": ["Yes", "No"], "visibility": "invite", "results": "after_close" }))
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let now = invite_poll(&app, &owner).await;
+    let ann = add_named(&app, &owner, &later, &["Ann"]).await[0].clone();
+    let bob = add_named(&app, &owner, &now, &["Bob", "Cy"]).await;
+    let read = |poll: String, card: String| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/polls/{poll}/results"))
+                .header("authorization", &format!("Invite {card}"))
+                .send()
+                .await
+        }
+    };
+    let ann_card = token(&app, &later, &ann, 0);
+    guest_vote(&app, &later, &ann_card, "o1").await.expect(201);
+    read(later.clone(), ann_card.clone())
+        .await
+        .expect_problem(403, "forbidden");
+    let bob_card = token(&app, &now, &bob[0], 0);
+    guest_vote(&app, &now, &bob_card, "o2").await.expect(201);
+    let shown = read(now.clone(), bob_card.clone()).await.expect(200);
+    assert_eq!(shown.body["total"], 1);
+    read(later.clone(), bob_card.clone())
+        .await
+        .expect_problem(403, "forbidden");
+    app.post(&format!("/v1/polls/{later}/close"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    let closed = read(later.clone(), ann_card).await.expect(200);
+    assert_eq!(closed.body["total"], 1);
+    app.post(&format!("/v1/polls/{now}/guests/{}/revoke", bob[1]))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    read(now.clone(), token(&app, &now, &bob[1], 0))
+        .await
+        .expect_problem(410, "invite-revoked");
+}
+
 tally_tests::on_every_backend!(
+    guests_see_results_when_the_poll_allows,
     a_latecomer_does_not_give_anyone_a_second_card,
     guests_are_added_once_and_listed_with_their_status,
     revoke_and_reissue_race_the_old_and_new_cards,
