@@ -403,7 +403,7 @@ impl InviteItem {
         let key = Key::Invite(invite.token_hash.to_string());
         Self {
             pk: key.pk(),
-            sk: key.sk(),
+            sk: key.sk().into_owned(),
             poll_id: invite.poll_id,
             guest_name: invite.guest_name.clone(),
             guest_id: invite.guest.clone(),
@@ -455,7 +455,7 @@ impl GuestItem {
         let key = Key::Guest(poll, guest.id.clone());
         Self {
             pk: key.pk(),
-            sk: key.sk(),
+            sk: key.sk().into_owned(),
             id: guest.id.clone(),
             poll_id: poll,
             name: guest.name.clone(),

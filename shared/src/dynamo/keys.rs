@@ -2,6 +2,7 @@
 //! partition key `PK` and sort key `SK`; polls also carry the `GSI1` keys that list them by
 //! owner. Each shape below is one variant, and [`Key::parse`] reads them back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -92,7 +93,9 @@ impl Key {
         }
     }
 
-    pub fn sk(&self) -> String {
+    /// The sort key: fixed per item kind, except a guest's, which names the guest (a poll's
+    /// guests share its partition).
+    pub fn sk(&self) -> Cow<'static, str> {
         let fixed = match self {
             Self::User(_) => "USER",
             Self::Email(_) => "EMAIL",
@@ -107,19 +110,19 @@ impl Key {
             Self::JobChunk(..) => "CHUNK",
             Self::JobRequest(_) => "JOBREQ",
             Self::Invite(_) => "INVITE",
-            Self::Guest(_, guest) => return format!("G#{guest}"),
+            Self::Guest(_, guest) => return Cow::Owned(format!("G#{guest}")),
             Self::GuestList(_) => "LIST",
             Self::Rate(..) => "RATE",
             Self::InFlight(_) => "INFLIGHT",
         };
-        fixed.to_owned()
+        Cow::Borrowed(fixed)
     }
 
     /// The key as the SDK wants it for `GetItem`, `DeleteItem`, `UpdateItem`.
     pub fn item_key(&self) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (PK.to_owned(), AttributeValue::S(self.pk())),
-            (SK.to_owned(), AttributeValue::S(self.sk())),
+            (SK.to_owned(), AttributeValue::S(self.sk().into_owned())),
         ])
     }
 
