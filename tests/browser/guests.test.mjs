@@ -39,7 +39,7 @@ test("the poll page shows the guests and the turnout, which follows the votes", 
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { level: 1, name: "My polls" }).waitFor();
   await page.goto(`${BASE}/#/polls/${poll.id}`);
-  await page.getByRole("heading", { level: 2, name: "Guests" }).waitFor();
+  await page.getByRole("heading", { level: 2, name: "Guests", exact: true }).waitFor();
   await page.getByText("0 of 3 guests have voted").waitFor();
   for (const name of NAMES) await page.getByRole("cell", { name, exact: true }).waitFor();
 
