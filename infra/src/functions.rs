@@ -9,6 +9,7 @@ use axum::Router;
 use tally::auth::{KeyMaterial, TokenIssuer};
 use tally::clock::SharedClock;
 use tally::config::Config;
+use tally::domain::InviteKey;
 use tally::dynamo::DynamoStore;
 use tally::http::auth::AuthState;
 use tally::http::cache::PollCache;
@@ -71,6 +72,7 @@ impl Functions {
         queue: Arc<dyn RenderQueue>,
         clock: SharedClock,
         keys: &KeyMaterial,
+        invite_key: &InviteKey,
     ) -> Result<Self, String> {
         let gate = Gate::new(config, keys, store.clone(), clock.clone())?;
         // One cache of polls for the polls and votes functions: the owner's writes go through
@@ -98,6 +100,7 @@ impl Functions {
             votes: VotesState::with_polls(polls, store.clone(), gate.clone()),
             jobs: JobsState::new(
                 store,
+                invite_key.clone(),
                 blobs,
                 queue,
                 gate,

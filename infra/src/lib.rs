@@ -31,6 +31,7 @@ pub use streams::{StreamOptions, StreamPoller, StreamTarget};
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
+use tally::domain::InviteKey;
 use tally::dynamo::DynamoStore;
 use tally::dynamo::table::ensure_table;
 use tally::ports::{BlobStore, DeadLetters, RenderQueue};
@@ -241,6 +242,9 @@ pub struct Stack {
     pub keys: KeyMaterial,
     /// The DynamoDB (and DynamoDB Streams) endpoint the stack talks to.
     pub dynamo_endpoint: String,
+    /// The key guests' invite tokens are derived from (the jobs and render functions'), in the
+    /// data folder on disk, generated afresh in memory.
+    pub invite_key: InviteKey,
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
     pub s3: Option<LocalS3>,
@@ -285,6 +289,12 @@ impl Stack {
                 )
             }
             Storage::Endpoint(_) => (None, None, tally::lambda::key_material(config)?),
+        };
+        let invite_key = match &storage {
+            Storage::Memory => InviteKey::generate()?,
+            Storage::Dir(_) | Storage::Endpoint(_) => {
+                InviteKey::load_or_generate(&config.data_dir)?
+            }
         };
         let (dynamo_endpoint, s3_endpoint) = match (&storage, &dynamo, &s3) {
             (Storage::Endpoint(endpoint), ..) => (endpoint.clone(), endpoint.clone()),
@@ -334,6 +344,7 @@ impl Stack {
             dead_letters,
             clock: options.clock.clone(),
             public_base_url: config.public_base_url.clone(),
+            invite_key: invite_key.clone(),
             max_receives: options.queue.max_receives,
             metrics: config.metrics,
         };
@@ -393,6 +404,7 @@ impl Stack {
             render_queue,
             options.clock,
             &keys,
+            &invite_key,
         )?;
         let app = functions.all();
         Ok(Self {
@@ -405,6 +417,7 @@ impl Stack {
             worker_blob_calls,
             keys,
             dynamo_endpoint,
+            invite_key,
             dynamo,
             s3,
             sqs,

@@ -184,7 +184,83 @@
         poll.status === "open" ? h("button", { type: "button", class: "secondary", onclick: close }, "Close voting") : null,
         error),
       resultsCard(poll),
+      guestsCard(poll),
       poll.status === "open" ? inviteForm(poll) : null);
+  }
+
+  // The guest list: turnout (refreshed while votes come in), a searchable table of guests with
+  // their status, revoke and reissue, and cards for the new or all guests.
+  function guestsCard(poll) {
+    const turnout = h("p", { class: "figures", "aria-live": "polite" }, "…");
+    const search = h("input", { type: "search", id: "guest-search", placeholder: "Search by name, email or ref" });
+    const body = h("tbody");
+    const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show more guests");
+    const error = h("p", { class: "error", role: "alert" });
+    const open = poll.status === "open";
+    let rows = [];
+    let next = null;
+    const label = { invited: "Invited", opened: "Opened", voted: "Voted", revoked: "Revoked" };
+    const act = async (guest, action) => {
+      if (action === "revoke" && !confirm(`Withdraw ${guest.name}'s card? It stops working at once.`)) return;
+      error.textContent = "";
+      try {
+        const updated = await api("POST", `/v1/polls/${poll.id}/guests/${encodeURIComponent(guest.id)}/${action}`);
+        rows = rows.map((g) => (g.id === updated.id ? updated : g));
+        draw();
+        if (action === "reissue") error.textContent = `${guest.name} has a new card: make their cards to print it.`;
+      } catch (e) { error.textContent = problemText(e); }
+    };
+    const cards = async (guests) => {
+      error.textContent = "";
+      try {
+        const job = await api("POST", `/v1/polls/${poll.id}/cards`, { body: { guests } });
+        location.hash = "#/jobs/" + job.id;
+      } catch (e) { error.textContent = problemText(e); }
+    };
+    function draw() {
+      const q = search.value.trim().toLowerCase();
+      const shown = rows.filter((g) => !q || [g.name, g.email, g.ref].some((v) => v && v.toLowerCase().includes(q)));
+      body.replaceChildren(...shown.map((g) => h("tr", { "data-guest": g.id },
+        h("td", null, g.name), h("td", { class: "muted small" }, g.email || g.ref || ""),
+        h("td", null, h("span", { class: "status " + g.status }, label[g.status] || g.status)),
+        h("td", null,
+          g.status !== "revoked" ? h("button", { type: "button", class: "link", onclick: () => act(g, "revoke") }, "Revoke") : null,
+          open ? h("button", { type: "button", class: "link", onclick: () => act(g, "reissue") }, "Reissue") : null,
+          open && g.status !== "revoked" ? h("button", { type: "button", class: "link", onclick: () => cards([g.id]) }, "Card") : null))));
+      more.hidden = !next;
+    }
+    async function page(cursor) {
+      const query = cursor ? `?limit=99&cursor=${encodeURIComponent(cursor)}` : "?limit=99";
+      const answer = await api("GET", `/v1/polls/${poll.id}/guests${query}`);
+      next = answer.next_cursor;
+      return answer;
+    }
+    more.addEventListener("click", async () => {
+      try { rows = rows.concat((await page(next)).guests); draw(); } catch (e) { error.textContent = problemText(e); }
+    });
+    search.addEventListener("input", draw);
+    every(5000, async () => {
+      let answer;
+      try { answer = await page(null); } catch (e) { error.textContent = problemText(e); return e.status === 0 || e.status >= 500; }
+      const c = answer.counts;
+      const n = (x) => x.toLocaleString("en");
+      turnout.textContent = c.voted === null
+        ? `${n(c.opened)} of ${n(c.invited)} guests have opened their invite`
+        : `${n(c.voted)} of ${n(c.invited)} ${c.invited === 1 ? "guest has" : "guests have"} voted`;
+      // The first page is refreshed in place; pages loaded beyond it stay as they were.
+      const fresh = new Map(answer.guests.map((g) => [g.id, g]));
+      const known = new Set(rows.map((g) => g.id));
+      rows = rows.map((g) => fresh.get(g.id) || g).concat(answer.guests.filter((g) => !known.has(g.id)));
+      draw();
+      return poll.status === "open";
+    });
+    return card(h("h2", null, "Guests"), turnout,
+      open ? h("p", null,
+        h("button", { type: "button", class: "secondary", onclick: () => cards("new") }, "Cards for new guests"), " ",
+        h("button", { type: "button", class: "secondary", onclick: () => cards("all") }, "Cards for all guests")) : null,
+      h("label", { for: "guest-search" }, "Search"), search,
+      h("table", { class: "guests" }, h("thead", null, h("tr", null, h("th", null, "Name"), h("th", null, "Email or ref"), h("th", null, "Status"), h("th", null, ""))), body),
+      more, error);
   }
 
   function resultsCard(poll) {
@@ -252,6 +328,7 @@
         ev.submitter.disabled = true;
         error.textContent = "";
         try {
+          // Guests already on the list get their existing card again, so nobody holds two.
           const job = await api("POST", `/v1/polls/${poll.id}/invites`, { body: { guests } });
           location.hash = "#/jobs/" + job.id;
         } catch (e) {
@@ -261,7 +338,7 @@
       },
     },
     h("h2", { id: "invite" }, "Invite guests"),
-    h("p", { class: "muted small" }, "Each guest gets a card with a QR code that lets them vote once."),
+    h("p", { class: "muted small" }, "Each guest gets a card with a QR code that lets them vote once; guests already invited get the card they have."),
     h("label", { for: "guests" }, "Guest names", h("span", { class: "hint" }, "One per line")), names,
     h("label", { for: "csv" }, "Or load a CSV file", h("span", { class: "hint" }, "The “name” column, or else the first")), file,
     count, h("button", { type: "submit" }, "Make invite cards"), error);

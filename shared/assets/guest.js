@@ -22,6 +22,21 @@
     return choices.map((id) => (poll.options.find((o) => o.id === id) || { text: id }).text).join(", ");
   }
 
+  // The results, when the poll shows them to guests (always, or once closed): appended to
+  // `into` below what is there. A poll that keeps them until the close answers 403: nothing.
+  async function results(poll, into) {
+    let r;
+    try {
+      r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
+    } catch (e) {
+      return;
+    }
+    const list = h("ul", { class: "results", "aria-label": "Results" },
+      r.options.map((o) => h("li", null, h("span", null, o.text), " ", h("strong", null, String(o.votes)))));
+    into.append(h("h2", null, r.status === "closed" ? "Final results" : "Results so far"), list,
+      h("p", { class: "muted small" }, `${r.total} ${r.total === 1 ? "vote" : "votes"} in all.`));
+  }
+
   // After the vote, and whenever the invite is opened again: what was chosen, and that the
   // invite cannot vote a second time.
   function voted(invite, ballot, justNow) {
@@ -33,7 +48,8 @@
         : `${invite.guest_name} voted${ballot ? " on " + when(ballot.voted_at) : ""}.`),
       h("p", { class: "muted" }, poll.question),
       ballot ? h("p", null, justNow ? "You chose " : "The choice was ", h("span", { class: "pick" }, texts(poll, ballot.choices))) : null,
-      h("p", { class: "muted small" }, "Each invite counts once, so it cannot vote again.")));
+      h("p", { class: "muted small" }, "Each guest counts once, so this invite cannot vote again.")));
+    results(poll, view);
   }
 
   async function vote(invite, choices) {
@@ -52,7 +68,10 @@
   function render(invite) {
     const poll = invite.poll;
     if (invite.used) return voted(invite, invite.ballot, false);
-    if (poll.status !== "open") return message("Voting has closed", `“${poll.question}” no longer takes votes.`);
+    if (poll.status !== "open") {
+      message("Voting has closed", `“${poll.question}” no longer takes votes.`);
+      return results(poll, view);
+    }
     show(view, h("p", { class: "muted" }, `Hello ${invite.guest_name}, you are invited to vote.`),
       choiceForm(poll, (choices) => vote(invite, choices)));
   }
@@ -62,6 +81,12 @@
     try {
       invite = await api("GET", "/v1/invites/" + encodeURIComponent(token), { auth: false });
     } catch (e) {
+      if (e.type && e.type.endsWith("/invite-revoked")) {
+        return message("This invite was withdrawn", "The organiser replaced or withdrew this card; ask them for your current one.");
+      }
+      if (e.type && e.type.endsWith("/poll-deleted")) {
+        return message("This poll is gone", "The organiser deleted the poll this invite was for.");
+      }
       if (e.status === 404 || e.status === 400) {
         return message("This invite is not valid", "The link may be incomplete: scan the whole code again, or ask the organiser for a new card.");
       }

@@ -203,6 +203,15 @@ pub struct Config {
     /// private key's PEM, which the auth function reads at cold start (so the key is in no
     /// environment variable); when set, it replaces `TALLY_JWT_PRIVATE_KEY`.
     pub private_key_secret: Option<String>,
+    /// `TALLY_INVITE_KEY_SECRET`: the name or ARN of the Secrets Manager secret holding the key
+    /// guests' invite tokens are derived from (256 bits or more, base64url), which the jobs and
+    /// render functions read at cold start; required on Lambda. Locally a key is generated
+    /// into the data folder. The key is never stored in the table, so nothing there lets
+    /// anyone recompute a token.
+    pub invite_key_secret: Option<String>,
+    /// `TALLY_INVITE_KEY`: the invite key itself (base64url), for emulators and tests that
+    /// must not write to the data folder; on Lambda the secret is used instead.
+    pub invite_key: Option<String>,
     /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
     pub bucket: String,
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
@@ -344,6 +353,12 @@ impl Config {
         Ok(Self {
             private_key_secret: lookup("TALLY_JWT_PRIVATE_KEY_SECRET")
                 .filter(|v| !v.trim().is_empty()),
+            invite_key_secret: lookup("TALLY_INVITE_KEY_SECRET")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
+            invite_key: lookup("TALLY_INVITE_KEY")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
             table: text("TALLY_TABLE", "tally")?,
             issuer: text("TALLY_JWT_ISSUER", "tally")?,
             audience: text("TALLY_JWT_AUDIENCE", "tally-api")?,

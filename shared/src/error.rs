@@ -65,6 +65,15 @@ pub enum AppError {
     /// 410: the file's 24 hours are over.
     #[error("gone")]
     Gone,
+    /// 410: the invite card was revoked or replaced by a reissued one.
+    #[error("invite revoked")]
+    InviteRevoked,
+    /// 410: the invite's poll was deleted.
+    #[error("poll deleted")]
+    PollDeleted,
+    /// 409: the poll's guest list would go over its cap.
+    #[error("guest list full")]
+    GuestListFull { cap: u64 },
     /// 412: `If-Match` does not name the current version.
     #[error("precondition failed")]
     PreconditionFailed,
@@ -192,6 +201,28 @@ impl AppError {
                 "Gone",
                 "The file was available for 24 hours after the job finished; run the job again."
                     .into(),
+            ),
+            Self::InviteRevoked => (
+                S::GONE,
+                "invite-revoked",
+                "Invite revoked",
+                "This invite card was withdrawn by the poll's organiser; ask them for a new one."
+                    .into(),
+            ),
+            Self::PollDeleted => (
+                S::GONE,
+                "poll-deleted",
+                "Poll deleted",
+                "The poll this invite was for has been deleted.".into(),
+            ),
+            Self::GuestListFull { cap } => (
+                S::CONFLICT,
+                "guest-list-full",
+                "Guest list full",
+                format!(
+                    "A poll has at most {cap} guests; the guests before this request's \
+                     overflow were added (see the list)."
+                ),
             ),
             Self::PreconditionFailed => (
                 S::PRECONDITION_FAILED,

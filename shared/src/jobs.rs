@@ -9,14 +9,15 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
-use crate::domain::{Guest, Job, JobId, JobKind, OptionId, Poll, QrFormat, Tally};
+use crate::domain::{Card, Job, JobId, JobKind, OptionId, Poll, QrFormat, Tally};
 use crate::ports::RenderMessage;
 
 /// What a job is asked to make.
 #[derive(Debug, Clone, Copy)]
 pub enum JobRequest<'a> {
-    /// An invite card for each guest (validated with [`Guest::parse_all`]), then their ZIP.
-    Invites(&'a [Guest]),
+    /// A card for each guest's live token (the guests read from the poll's list), then their
+    /// ZIP. The same cards make the same tokens in any job, so a lost ZIP can be rebuilt.
+    Invites(&'a [Card]),
     /// The poll's share QR code.
     Qr(QrFormat),
     /// A chart of the poll's counts as read with the request.
@@ -33,11 +34,9 @@ impl JobRequest<'_> {
     }
 }
 
-/// Why a job could not be planned: both are failures of the server, not of the request.
+/// Why a job could not be planned: a failure of the server, not of the request.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("no randomness for the job's secret: {0}")]
-    Random(String),
     #[error("more guests than a job counts: {0}")]
     TooMany(usize),
 }
@@ -99,7 +98,7 @@ impl JobPlan {
             ),
         };
         let chunk_size = chunk_size.max(1);
-        let chunks: Vec<(u32, &[Guest])> = match request {
+        let chunks: Vec<(u32, &[Card])> = match request {
             JobRequest::Invites(guests) => guests
                 .chunks(chunk_size)
                 .enumerate()
@@ -108,8 +107,6 @@ impl JobPlan {
             // One file is one chunk, with no guests.
             JobRequest::Qr(_) | JobRequest::Chart(_) => vec![(0, &[][..])],
         };
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| PlanError::Random(e.to_string()))?;
         let job = Job {
             id: JobId::new(),
             kind,
@@ -126,7 +123,6 @@ impl JobPlan {
             completed_at: None,
             object_key: None,
             error: None,
-            secret: crate::auth::password::base64_url(&secret),
         };
         let messages = chunks
             .into_iter()
@@ -187,9 +183,11 @@ impl<'a> FileInputs<'a> {
 mod tests {
     use super::*;
 
-    fn guests(n: usize) -> Vec<Guest> {
+    fn guests(n: usize) -> Vec<Card> {
         (0..n)
-            .map(|i| Guest {
+            .map(|i| Card {
+                guest: crate::domain::GuestId::from_stored(format!("guest-{i:016}")),
+                generation: 0,
                 name: format!("Guest {i}"),
                 email: None,
             })
@@ -230,7 +228,7 @@ mod tests {
                 (job.id, 2, 200, 50)
             ]
         );
-        let sent: Vec<Guest> = plan
+        let sent: Vec<Card> = plan
             .messages
             .iter()
             .flat_map(|m| m.guests.clone())
@@ -241,7 +239,6 @@ mod tests {
                 .iter()
                 .all(|m| m.request_id.as_deref() == Some("req"))
         );
-        assert_eq!(job.secret.len(), 43, "256 random bits in base64url");
 
         let small = JobPlan::chunked(
             &poll,
@@ -280,8 +277,8 @@ mod tests {
         }
     }
 
-    /// The same request has the same fingerprint (and a new job id and secret); any change in
-    /// what the file depends on makes another.
+    /// The same request has the same fingerprint (and a new job id); any change in what the
+    /// file depends on makes another, a reissued guest's card included.
     #[test]
     fn the_fingerprint_follows_the_request() {
         let poll = crate::domain::poll::tests::poll(OffsetDateTime::now_utc());
@@ -294,8 +291,11 @@ mod tests {
         let a = plan(&poll, JobRequest::Invites(&ten));
         let b = plan(&poll, JobRequest::Invites(&ten));
         assert_eq!(a.fingerprint, b.fingerprint);
-        assert_ne!((a.job.id, &a.job.secret), (b.job.id, &b.job.secret));
+        assert_ne!(a.job.id, b.job.id);
+        let mut reissued = ten.clone();
+        reissued[3].generation = 1;
         let others = [
+            plan(&poll, JobRequest::Invites(&reissued)).fingerprint,
             plan(&poll, JobRequest::Invites(&ten[..9])).fingerprint,
             plan(&poll, JobRequest::Qr(QrFormat::Png)).fingerprint,
             plan(&poll, JobRequest::Qr(QrFormat::Svg)).fingerprint,
@@ -306,6 +306,6 @@ mod tests {
         all.push(&a.fingerprint);
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 6, "{all:?}");
+        assert_eq!(all.len(), 7, "{all:?}");
     }
 }

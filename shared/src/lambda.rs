@@ -15,6 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::{KeyMaterial, TokenIssuer};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, KeySource};
+#[cfg(feature = "secrets-manager")]
+use crate::domain::InviteKey;
 use crate::dynamo::DynamoStore;
 use crate::http::Platform;
 use crate::http::gate::Gate;
@@ -148,6 +150,43 @@ impl Aws<'_> {
             &config.audience,
             config.access_token_ttl,
         )?)
+    }
+
+    /// The key guests' invite tokens are derived from, for the jobs and render functions:
+    /// read from Secrets Manager once, at cold start, when `TALLY_INVITE_KEY_SECRET` names the
+    /// secret (required on Lambda), else `TALLY_INVITE_KEY`, else loaded from (or generated
+    /// into) the data folder.
+    #[cfg(feature = "secrets-manager")]
+    pub async fn invite_key(&self) -> Result<InviteKey, Error> {
+        let config = &self.env.config;
+        let Some(secret) = &config.invite_key_secret else {
+            if let Some(text) = &config.invite_key {
+                return Ok(InviteKey::from_text(text)?);
+            }
+            if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+                return Err(ConfigError {
+                    var: "TALLY_INVITE_KEY_SECRET",
+                    reason: format!("is required by the {} function on Lambda", self.env.name),
+                }
+                .into());
+            }
+            return Ok(InviteKey::load_or_generate(&config.data_dir)?);
+        };
+        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "read the invite key from secret {secret}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let text = out
+            .secret_string
+            .ok_or_else(|| format!("the secret {secret} has no SecretString (the key)"))?;
+        Ok(InviteKey::from_text(&text)?)
     }
 
     /// The dead-letter queue the render function moves unreadable messages to.

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Ballot, Email, FamilyId, Guest, Invite, InviteHash, Job, JobId, Poll, PollId, Tally, User,
-    UserId, Voter,
+    Ballot, Card, Email, FamilyId, Guest, GuestCounts, GuestId, Invite, InviteHash, Job, JobId,
+    NewGuest, Poll, PollId, Tally, User, UserId, Voter,
 };
 
 /// Why a storage call failed. Conditions that are part of the domain (a taken email, a stale
@@ -273,9 +273,6 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         in_flight: u32,
     ) -> StoreResult<JobCreated>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
-    /// Stores a chunk's invites. Idempotent: a redelivered chunk writes the same items.
-    /// One `BatchWriteItem` per 25 invites.
-    async fn put_invites(&self, invites: &[Invite]) -> StoreResult<()>;
     /// Counts chunk `chunk` of the job once, with its done and failed units: `true` when
     /// counted now, `false` when it had been counted before (a redelivery).
     async fn record_chunk(
@@ -331,7 +328,89 @@ pub trait InviteStore: Send + Sync + std::fmt::Debug {
         poll: PollId,
         voter: &Voter,
     ) -> StoreResult<(Option<Poll>, Option<Ballot>)>;
+    /// Records that the guest read this invite (its first read only: callers check
+    /// [`Invite::opened`]): the invite, the guest's first opening and the list's count, in one
+    /// transaction; one more call when the guest had opened another card of theirs before.
+    async fn mark_opened(&self, invite: &Invite, now: OffsetDateTime) -> StoreResult<()>;
 }
+
+/// What adding guests to a list did: each guest given is either added or was there already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestsAdded {
+    pub added: Vec<GuestId>,
+    pub existing: Vec<GuestId>,
+}
+
+/// A guest to add with the hash of its first token (generation 0), which only the caller can
+/// compute (it holds the invite key).
+#[derive(Debug, Clone)]
+pub struct GuestToAdd {
+    pub guest: NewGuest,
+    pub invite: InviteHash,
+}
+
+/// How adding guests ended.
+#[derive(Debug, Clone)]
+pub enum AddOutcome {
+    /// All of them are on the list now.
+    Done(GuestsAdded),
+    /// The list would go over `cap`: the guests named in `so_far` were added before the
+    /// write that would have crossed it, and no other.
+    OverCap { so_far: GuestsAdded },
+}
+
+/// A poll's guest list: the jobs function's side (the organiser adds, lists, revokes and
+/// reissues, and renders cards for guests).
+#[async_trait]
+pub trait GuestStore: Send + Sync + std::fmt::Debug {
+    /// Adds the guests not on `poll`'s list yet, each with its first invite, keeping the list
+    /// at most `cap` long. One transaction per [`GUESTS_PER_WRITE`] guests (one more for a
+    /// batch where some were there already, or raced in by a concurrent request).
+    async fn add_guests(
+        &self,
+        poll: PollId,
+        guests: &[GuestToAdd],
+        now: OffsetDateTime,
+        cap: u64,
+    ) -> StoreResult<AddOutcome>;
+    /// A page of the list in id order after `after`: one query. The next page's start, when
+    /// there is one.
+    async fn guests_page(
+        &self,
+        poll: PollId,
+        after: Option<&GuestId>,
+        limit: u16,
+    ) -> StoreResult<(Vec<Guest>, Option<GuestId>)>;
+    /// The list's counts and which of `guests` (at most [`GUESTS_PER_READ`]) have a ballot, in
+    /// one read.
+    async fn guest_status(
+        &self,
+        poll: PollId,
+        guests: &[GuestId],
+    ) -> StoreResult<(GuestCounts, std::collections::HashSet<GuestId>)>;
+    /// The named guests that are on the list: one read per 100.
+    async fn guests(&self, poll: PollId, ids: &[GuestId]) -> StoreResult<Vec<Guest>>;
+    /// The whole list: one query per megabyte (about 4,000 guests).
+    async fn all_guests(&self, poll: PollId) -> StoreResult<Vec<Guest>>;
+    /// Kills the guest's live card (`live`), and with `next` issues the guest's next one
+    /// (generation + 1) in the same transaction: `false` when the guest changed since it was
+    /// read (a concurrent revoke or reissue), then nothing is written.
+    async fn revoke(
+        &self,
+        guest: &Guest,
+        live: &InviteHash,
+        next: Option<&InviteHash>,
+    ) -> StoreResult<bool>;
+    /// Records the time of a card job for the list's "new guests" (one call).
+    async fn mark_cards(&self, poll: PollId, at: OffsetDateTime) -> StoreResult<()>;
+}
+
+/// Guests written per transaction: each is two items (the guest and its invite) and the
+/// list's counter is one more, under DynamoDB's 100 items a transaction.
+pub const GUESTS_PER_WRITE: usize = 49;
+/// Guests whose ballots one status read looks up, besides the list's counts (100 keys a
+/// `BatchGetItem`).
+pub const GUESTS_PER_READ: usize = 99;
 
 /// Fixed-window request counters, shared by every instance of every function.
 #[async_trait]
@@ -404,8 +483,10 @@ pub struct RenderMessage {
     pub chunk: u32,
     /// Index of the chunk's first guest in the job.
     pub start: u32,
+    /// The chunk's cards (an invites job); a message queued before guest lists, whose guests
+    /// had no ids, fails to parse and is dead-lettered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub guests: Vec<Guest>,
+    pub guests: Vec<Card>,
     /// The API request that made the job, so one id finds the whole story in the logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,

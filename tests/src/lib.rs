@@ -290,7 +290,11 @@ impl TestApp {
                 // Keys come through configuration, as on Lambda, so nothing is written to disk.
                 let keys = KeyMaterial::generate().unwrap_or_else(|e| panic!("{e}"));
                 let private = keys.private_pem.unwrap_or_default();
+                let invite_key = tally::domain::InviteKey::generate()
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .to_text();
                 let vars = [
+                    ("TALLY_INVITE_KEY", invite_key.as_str()),
                     ("TALLY_RATE_LIMIT_VOTES", "100/60"),
                     ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
                     ("TALLY_RENDER_JOBS_IN_FLIGHT", "100"),

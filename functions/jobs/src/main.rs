@@ -11,8 +11,11 @@ async fn main() -> Result<(), Error> {
     let aws = env.aws().await;
     let store = aws.dynamo().await;
     let (blobs, queue) = (Arc::new(aws.blobs()), Arc::new(aws.render_queue()?));
+    // Read once, at cold start, from Secrets Manager: the table holds only token hashes.
+    let invite_key = aws.invite_key().await?;
     let state = JobsState::new(
         store.clone(),
+        invite_key,
         blobs,
         queue,
         env.gate(store)?,

@@ -16,6 +16,8 @@ async fn main() -> Result<(), Error> {
         dead_letters: Arc::new(aws.dead_letters()?),
         clock: Arc::new(SystemClock),
         public_base_url: env.config.public_base_url.clone(),
+        // Read once, at cold start, from Secrets Manager: cards print tokens derived from it.
+        invite_key: aws.invite_key().await?,
         max_receives: env.config.render_max_receives,
         metrics: env.config.metrics,
     };

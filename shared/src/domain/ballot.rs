@@ -5,21 +5,26 @@ use std::fmt;
 use time::OffsetDateTime;
 
 pub use super::poll::Choices;
-use super::{InviteHash, OptionId, PollId, UserId};
+use super::{GuestId, InviteHash, OptionId, PollId, UserId};
 
 /// Who casts a ballot: a signed-in user, or a guest's invite (by the hash of its token).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Voter {
     User(UserId),
+    /// An invite made before polls had guest lists: one ballot per card.
     Invite(InviteHash),
+    /// A guest of the poll's list, whichever of their cards they vote with.
+    Guest(GuestId),
 }
 
 impl fmt::Display for Voter {
-    /// The stable text form used inside storage keys: `u:<user id>` or `i:<token hash>`.
+    /// The stable text form used inside storage keys: `u:<user id>`, `i:<token hash>` or
+    /// `g:<guest id>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::User(id) => write!(f, "u:{id}"),
             Self::Invite(hash) => write!(f, "i:{hash}"),
+            Self::Guest(guest) => write!(f, "g:{guest}"),
         }
     }
 }

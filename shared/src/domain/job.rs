@@ -2,12 +2,11 @@
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use super::{Email, FieldErrors, JobId, PollId, UserId};
+use super::{GuestId, JobId, PollId, UserId, Voter};
 
 /// How long a finished file can be downloaded, and how long the same request answers with
 /// the same job.
@@ -79,9 +78,6 @@ pub struct Job {
     pub completed_at: Option<OffsetDateTime>,
     pub object_key: Option<String>,
     pub error: Option<String>,
-    /// The key from which the job's invite tokens are derived (base64url, 256 bits). Never
-    /// leaves the server; it makes a redelivered chunk produce the very same tokens.
-    pub secret: String,
 }
 
 /// How long a job may run before it counts as failed although no worker said so. A render
@@ -176,22 +172,6 @@ impl Job {
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at().is_some_and(|t| now >= t)
     }
-
-    /// The invite token of the guest at `index`: HMAC-SHA256 of (job, index) under the job's
-    /// secret. Unguessable without the secret, and the same on every redelivery.
-    pub fn invite_token(&self, index: u32) -> InviteToken {
-        let message = [self.id.to_string().as_bytes(), &index.to_be_bytes()].concat();
-        InviteToken(
-            match <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()) {
-                Ok(mut mac) => {
-                    mac.update(&message);
-                    base64_url(&mac.finalize().into_bytes())
-                }
-                // HMAC takes keys of any length, so this arm never runs; a keyed hash stands in.
-                Err(_) => base64_url(&Sha256::digest([self.secret.as_bytes(), &message].concat())),
-            },
-        )
-    }
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -255,59 +235,32 @@ impl fmt::Display for InviteHash {
     }
 }
 
-/// A guest to invite.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Guest {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-}
-
-impl Guest {
-    /// Validates a list of guests, naming each bad entry by its position.
-    pub fn parse_all(raw: Vec<Guest>) -> Result<Vec<Guest>, FieldErrors> {
-        let mut errors = FieldErrors::new();
-        if raw.is_empty() || raw.len() > GUESTS_MAX {
-            errors.add(
-                "guests",
-                format!(
-                    "must hold between 1 and {GUESTS_MAX} guests (got {})",
-                    raw.len()
-                ),
-            );
-            return Err(errors);
-        }
-        let mut guests = Vec::with_capacity(raw.len());
-        for (i, guest) in raw.into_iter().enumerate() {
-            let name = guest.name.trim().to_owned();
-            if name.is_empty() || name.chars().count() > GUEST_NAME_MAX_CHARS {
-                errors.add(
-                    format!("guests[{i}].name"),
-                    format!("must be 1 to {GUEST_NAME_MAX_CHARS} characters"),
-                );
-            }
-            let email = match guest.email.as_deref().map(Email::parse) {
-                None => None,
-                Some(Ok(email)) => Some(email.to_string()),
-                Some(Err(message)) => {
-                    errors.add(format!("guests[{i}].email"), message);
-                    None
-                }
-            };
-            guests.push(Guest { name, email });
-        }
-        errors.into_result().map(|()| guests)
-    }
-}
-
 /// An invite: one ballot in one poll for one guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
     pub token_hash: InviteHash,
     pub poll_id: PollId,
-    pub job_id: JobId,
-    pub index: u32,
     pub guest_name: String,
+    /// The guest it belongs to; `None` for an invite made by a job before polls had guest
+    /// lists, which votes as its token (one ballot per card).
+    pub guest: Option<GuestId>,
+    /// The guest's generation this card is (see [`super::guest::Guest::generation`]).
+    pub generation: u32,
+    /// Revoked (or replaced by a reissue): the card answers 410 and cannot vote.
+    pub revoked: bool,
+    /// The guest read this invite before (so reading it again records nothing).
+    pub opened: bool,
+}
+
+impl Invite {
+    /// Who votes with this invite: the guest, whichever of their cards they hold, so that a
+    /// reissued card cannot cast a second ballot; an invite without a guest votes as itself.
+    pub fn voter(&self) -> Voter {
+        match &self.guest {
+            Some(guest) => Voter::Guest(guest.clone()),
+            None => Voter::Invite(self.token_hash.clone()),
+        }
+    }
 }
 
 /// A fingerprint of a job request (owner, poll, kind and inputs), so that the same request
@@ -358,26 +311,7 @@ pub(crate) mod tests {
             completed_at: None,
             object_key: None,
             error: None,
-            secret: "s3cret".into(),
         }
-    }
-
-    #[test]
-    fn tokens_are_stable_per_guest_and_distinct_across_guests_and_jobs() {
-        let a = job();
-        let b = job();
-        assert_eq!(a.invite_token(7), a.invite_token(7));
-        assert_ne!(a.invite_token(7), a.invite_token(8));
-        assert_ne!(a.invite_token(7), b.invite_token(7));
-        assert_eq!(a.invite_token(0).as_str().len(), 43);
-        let token = a.invite_token(0);
-        assert_ne!(token.hash().as_str(), token.as_str());
-        assert_eq!(token.hash(), InviteToken::new(token.to_string()).hash());
-        assert_eq!(token.hash().as_str().len(), 43, "SHA-256 in base64url");
-        assert!(
-            !format!("{token:?}").contains(token.as_str()),
-            "never in a log line"
-        );
     }
 
     #[test]
@@ -454,23 +388,5 @@ pub(crate) mod tests {
             (j.status_at(late), j.error_at(late)),
             (JobStatus::Done, None)
         );
-    }
-
-    #[test]
-    fn guests_are_validated_by_position() {
-        let raw = vec![
-            Guest {
-                name: " Ann ".into(),
-                email: None,
-            },
-            Guest {
-                name: "".into(),
-                email: Some("nope".into()),
-            },
-        ];
-        let errors = Guest::parse_all(raw).err().unwrap_or_default();
-        let fields: Vec<_> = errors.fields().collect();
-        assert_eq!(fields, ["guests[1].email", "guests[1].name"]);
-        assert!(Guest::parse_all(vec![]).is_err());
     }
 }

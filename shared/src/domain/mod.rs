@@ -3,6 +3,7 @@
 //! are plain functions over them.
 
 pub mod ballot;
+pub mod guest;
 pub mod ids;
 pub mod job;
 pub mod poll;
@@ -10,10 +11,9 @@ pub mod user;
 pub mod validation;
 
 pub use ballot::{Ballot, Choices, Voter};
+pub use guest::{Card, Guest, GuestCounts, GuestId, GuestInput, GuestStatus, InviteKey, NewGuest};
 pub use ids::{FamilyId, JobId, OptionId, PollId, UserId};
-pub use job::{
-    Guest, Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat,
-};
+pub use job::{Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat};
 pub use poll::{
     NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
 };

@@ -90,6 +90,12 @@ impl Poll {
             || self.status_at(now) == PollStatus::Closed
     }
 
+    /// Whether the poll's guests (voters with an invite) may see its results at `now`: under
+    /// the same rule as users who do not own it.
+    pub fn results_visible_to_guests(&self, now: OffsetDateTime) -> bool {
+        self.results == ResultsVisibility::Always || self.status_at(now) == PollStatus::Closed
+    }
+
     /// The entity tag of this version: strong, opaque to clients.
     pub fn etag(&self) -> String {
         format!("\"v{}\"", self.version)

@@ -1,11 +1,13 @@
 //! [`InviteStore`] for [`DynamoStore`]: the reads a guest's routes make of an invite.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoStore;
+use super::items::unix_ms;
 use super::items::{BallotItem, InviteItem, PollItem};
 use super::keys::Key;
-use super::ops::from_item;
+use super::ops::{from_item, num, updating};
 use crate::domain::{Ballot, Invite, InviteHash, Poll, PollId, Voter};
 use crate::ports::{InviteStore, StoreResult};
 
@@ -53,5 +55,53 @@ impl InviteStore for DynamoStore {
             }
         }
         Ok((found_poll, found_ballot))
+    }
+
+    async fn mark_opened(&self, invite: &Invite, now: time::OffsetDateTime) -> StoreResult<()> {
+        let card = self
+            .update_in_transaction(&Key::Invite(invite.token_hash.to_string()))
+            .update_expression("SET opened = :true")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":true", AttributeValue::Bool(true));
+        let Some(guest) = &invite.guest else {
+            // An invite from before guest lists has no guest to count.
+            return self.mark_card_opened(invite).await;
+        };
+        let first = self
+            .update_in_transaction(&Key::Guest(invite.poll_id, guest.clone()))
+            .update_expression("SET opened_ms = :now")
+            .condition_expression("attribute_exists(PK) AND attribute_not_exists(opened_ms)")
+            .expression_attribute_values(":now", num(unix_ms(now)));
+        let count = self
+            .update_in_transaction(&Key::GuestList(invite.poll_id))
+            .update_expression("ADD opened :one")
+            .expression_attribute_values(":one", num(1));
+        let items = vec![updating(card)?, updating(first)?, updating(count)?];
+        match self
+            .transact_through_conflicts(|| Ok(items.clone()))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            // The guest opened another card of theirs before (or is gone): only this card is
+            // marked, so that reading it again records nothing.
+            Err(c) if c.condition_failed(1) && !c.condition_failed(0) => {
+                self.mark_card_opened(invite).await
+            }
+            // The card itself is gone (its poll was deleted): nothing to record.
+            Err(c) if c.condition_failed(0) => Ok(()),
+            Err(c) => Err(c.unavailable("open invite")),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Marks only the card opened (one `UpdateItem`); a card that is gone stays gone.
+    async fn mark_card_opened(&self, invite: &Invite) -> StoreResult<()> {
+        let update = self
+            .update(&Key::Invite(invite.token_hash.to_string()))
+            .update_expression("SET opened = :true")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":true", AttributeValue::Bool(true));
+        self.update_if(update).await.map(|_| ())
     }
 }

@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use super::keys::{Key, owner_index};
 use crate::domain::{
-    Ballot, OptionId, Poll, PollId, PollOption, PollStatus, ResultsVisibility, User, UserId,
-    Visibility, Voter,
+    Ballot, Guest, GuestCounts, GuestId, Invite, InviteHash, NewGuest, OptionId, Poll, PollId,
+    PollOption, PollStatus, ResultsVisibility, User, UserId, Visibility, Voter,
 };
 use crate::ports::RefreshRecord;
 
@@ -308,7 +308,6 @@ pub struct JobItem {
     pub object_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    pub secret: String,
     /// Kept a month: long after its file expires, the job still answers 410 for it.
     pub ttl: i64,
 }
@@ -337,7 +336,6 @@ impl JobItem {
             completed_at: job.completed_at,
             object_key: job.object_key.clone(),
             error: job.error.clone(),
-            secret: job.secret.clone(),
             ttl: job.created_at.unix_timestamp() + JOB_RETENTION_SECONDS,
         }
     }
@@ -359,7 +357,6 @@ impl JobItem {
             completed_at: self.completed_at,
             object_key: self.object_key,
             error: self.error,
-            secret: self.secret,
         }
     }
 }
@@ -399,6 +396,8 @@ pub struct JobChunkItem {
     pub ttl: i64,
 }
 
+/// One card of a guest, under its token's hash. Invites that jobs made before guest lists
+/// carry `job_id` and `index` instead of `guest_id` and are read as they were.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InviteItem {
     #[serde(rename = "PK")]
@@ -406,31 +405,123 @@ pub struct InviteItem {
     #[serde(rename = "SK")]
     pub sk: String,
     pub poll_id: PollId,
-    pub job_id: crate::domain::JobId,
-    pub index: u32,
     pub guest_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_id: Option<GuestId>,
+    #[serde(default)]
+    pub generation: u32,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub opened: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<crate::domain::JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 impl InviteItem {
-    pub fn new(invite: &crate::domain::Invite) -> Self {
+    pub fn new(invite: &Invite) -> Self {
         let key = Key::Invite(invite.token_hash.to_string());
         Self {
             pk: key.pk(),
-            sk: key.sk().into(),
+            sk: key.sk().into_owned(),
             poll_id: invite.poll_id,
-            job_id: invite.job_id,
-            index: invite.index,
             guest_name: invite.guest_name.clone(),
+            guest_id: invite.guest.clone(),
+            generation: invite.generation,
+            revoked: invite.revoked,
+            opened: invite.opened,
+            job_id: None,
+            index: None,
         }
     }
 
-    pub fn into_invite(self, token_hash: crate::domain::InviteHash) -> crate::domain::Invite {
-        crate::domain::Invite {
+    pub fn into_invite(self, token_hash: InviteHash) -> Invite {
+        Invite {
             token_hash,
             poll_id: self.poll_id,
-            job_id: self.job_id,
-            index: self.index,
             guest_name: self.guest_name,
+            guest: self.guest_id,
+            generation: self.generation,
+            revoked: self.revoked,
+            opened: self.opened,
+        }
+    }
+}
+
+/// A guest of a poll's list.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GuestItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub id: GuestId,
+    pub poll_id: PollId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub generation: u32,
+    pub revoked: bool,
+    /// Epoch milliseconds of the first read of an invite of theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_ms: Option<i64>,
+    pub added_ms: i64,
+}
+
+impl GuestItem {
+    pub fn new(poll: PollId, guest: &NewGuest, now: OffsetDateTime) -> Self {
+        let key = Key::Guest(poll, guest.id.clone());
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into_owned(),
+            id: guest.id.clone(),
+            poll_id: poll,
+            name: guest.name.clone(),
+            email: guest.email.clone(),
+            reference: guest.reference.clone(),
+            generation: 0,
+            revoked: false,
+            opened_ms: None,
+            added_ms: unix_ms(now),
+        }
+    }
+
+    pub fn into_guest(self) -> Guest {
+        Guest {
+            id: self.id,
+            poll_id: self.poll_id,
+            name: self.name,
+            email: self.email,
+            reference: self.reference,
+            generation: self.generation,
+            revoked: self.revoked,
+            opened_at: self.opened_ms.map(from_unix_ms),
+            added_at: from_unix_ms(self.added_ms),
+        }
+    }
+}
+
+/// A poll's guest-list counts. Written only by `ADD` and `SET`, so it needs no creation.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GuestListItem {
+    #[serde(default)]
+    pub guests: u64,
+    #[serde(default)]
+    pub opened: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cards_ms: Option<i64>,
+}
+
+impl GuestListItem {
+    pub fn into_counts(self) -> GuestCounts {
+        GuestCounts {
+            guests: self.guests,
+            opened: self.opened,
+            last_cards_at: self.last_cards_ms.map(from_unix_ms),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! [`JobStore`] for [`DynamoStore`]: render jobs, the request markers that make starting one
-//! idempotent, the chunk markers that count each chunk once, the finishing lease, and writing
-//! the invites.
+//! idempotent, the chunk markers that count each chunk once, and the finishing lease.
 
 use std::collections::HashMap;
 
@@ -9,11 +8,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::{InviteItem, JobChunkItem, JobItem, JobRequestItem, unix_ms};
+use super::items::{JobChunkItem, JobItem, JobRequestItem, unix_ms};
 use super::keys::{Key, TTL, in_flight_job, in_flight_marker};
 use super::ops::{NEW_ITEM, internal, num, to_item, updating};
 use crate::domain::job::{FILE_LIFETIME, JOB_DEADLINE};
-use crate::domain::{Invite, Job, JobId, UserId};
+use crate::domain::{Job, JobId, UserId};
 use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
 
 /// The condition of every write to a job's outcome: the job exists and has not completed.
@@ -104,14 +103,6 @@ impl JobStore for DynamoStore {
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let item: Option<JobItem> = self.get(&Key::Job(id)).await?;
         Ok(item.map(JobItem::into_job))
-    }
-
-    async fn put_invites(&self, invites: &[Invite]) -> StoreResult<()> {
-        let items = invites
-            .iter()
-            .map(|invite| to_item(&InviteItem::new(invite)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        self.batch_put(items).await
     }
 
     async fn record_chunk(

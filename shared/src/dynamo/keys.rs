@@ -2,11 +2,12 @@
 //! partition key `PK` and sort key `SK`; polls also carry the `GSI1` keys that list them by
 //! owner. Each shape below is one variant, and [`Key::parse`] reads them back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::domain::{FamilyId, JobId, PollId, UserId, Voter};
+use crate::domain::{FamilyId, GuestId, JobId, PollId, UserId, Voter};
 
 pub const PK: &str = "PK";
 pub const SK: &str = "SK";
@@ -46,8 +47,14 @@ pub enum Key {
     JobChunk(JobId, u32),
     /// `JOBREQ#<fingerprint>` / `JOBREQ`: the job a request made, for 24 hours.
     JobRequest(String),
-    /// `INVITE#<sha256 of token>` / `INVITE`: a guest's invite.
+    /// `INVITE#<sha256 of token>` / `INVITE`: one card of a guest (a token and its state).
     Invite(String),
+    /// `GUEST#<poll>` / `G#<guest>`: a guest of the poll's list. One partition per poll, so
+    /// the list is read in pages by one strongly consistent query.
+    Guest(PollId, GuestId),
+    /// `GUEST#<poll>` / `LIST`: the list's counts (guests, opened) and the time of its last
+    /// card job, which tells the guests added since.
+    GuestList(PollId),
     /// `RATE#<scope>#<window start>` / `RATE`: requests counted in one rate-limit window.
     Rate(String, i64),
     /// `RATE#<scope>` / `BACKOFF`: failures counted against a scope, and when the last was.
@@ -77,14 +84,17 @@ impl Key {
             Self::JobChunk(id, n) => format!("JOB#{id}#K{n}"),
             Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
             Self::Invite(hash) => format!("INVITE#{hash}"),
+            Self::Guest(poll, _) | Self::GuestList(poll) => format!("GUEST#{poll}"),
             Self::Rate(scope, window) => format!("RATE#{scope}#{window}"),
             Self::Backoff(scope) => format!("RATE#{scope}"),
             Self::InFlight(user) => format!("INFLIGHT#{user}"),
         }
     }
 
-    pub fn sk(&self) -> &'static str {
-        match self {
+    /// The sort key: fixed per item kind, except a guest's, which names the guest (a poll's
+    /// guests share its partition).
+    pub fn sk(&self) -> Cow<'static, str> {
+        let fixed = match self {
             Self::User(_) => "USER",
             Self::Email(_) => "EMAIL",
             Self::Refresh(_) => "REFRESH",
@@ -98,17 +108,20 @@ impl Key {
             Self::JobChunk(..) => "CHUNK",
             Self::JobRequest(_) => "JOBREQ",
             Self::Invite(_) => "INVITE",
+            Self::Guest(_, guest) => return Cow::Owned(format!("G#{guest}")),
+            Self::GuestList(_) => "LIST",
             Self::Rate(..) => "RATE",
             Self::Backoff(_) => "BACKOFF",
             Self::InFlight(_) => "INFLIGHT",
-        }
+        };
+        Cow::Borrowed(fixed)
     }
 
     /// The key as the SDK wants it for `GetItem`, `DeleteItem`, `UpdateItem`.
     pub fn item_key(&self) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (PK.to_owned(), AttributeValue::S(self.pk())),
-            (SK.to_owned(), AttributeValue::S(self.sk().to_owned())),
+            (SK.to_owned(), AttributeValue::S(self.sk().into_owned())),
         ])
     }
 
@@ -148,6 +161,10 @@ impl Key {
             ("JOBREQ", "JOBREQ") => Self::JobRequest(rest.to_owned()),
             ("INVITE", "INVITE") => Self::Invite(rest.to_owned()),
             ("RATE", "BACKOFF") => Self::Backoff(rest.to_owned()),
+            ("GUEST", "LIST") => Self::GuestList(rest.parse().ok()?),
+            ("GUEST", sk) if sk.starts_with("G#") => {
+                Self::Guest(rest.parse().ok()?, GuestId::parse(&sk[2..])?)
+            }
             ("INFLIGHT", "INFLIGHT") => Self::InFlight(rest.parse().ok()?),
             ("RATE", "RATE") => {
                 let (scope, window) = rest.rsplit_once('#')?;
@@ -155,7 +172,7 @@ impl Key {
             }
             _ => return None,
         };
-        (key.pk() == pk).then_some(key)
+        (key.pk() == pk && key.sk() == sk).then_some(key)
     }
 }
 
@@ -221,13 +238,19 @@ mod tests {
             Key::JobChunk(JobId::new(), 42),
             Key::JobRequest("ZmluZ2VycHJpbnQ".into()),
             Key::Invite("dG9rZW4taGFzaA".into()),
+            Key::Guest(poll, GuestId::from_stored("AAAAAAAAAAAAAAAAAAAAAA")),
+            Key::GuestList(poll),
+            Key::ballot(
+                poll,
+                &Voter::Guest(GuestId::from_stored("AAAAAAAAAAAAAAAAAAAAAA")),
+            ),
             Key::Rate("login-ip#203.0.113.9".into(), 1_795_845_600),
             Key::Backoff("login#ann@example.com#203.0.113.9".into()),
             Key::InFlight(UserId::new()),
         ];
         for key in keys {
             assert_eq!(
-                Key::parse(&key.pk(), key.sk()),
+                Key::parse(&key.pk(), &key.sk()),
                 Some(key.clone()),
                 "{key:?}"
             );

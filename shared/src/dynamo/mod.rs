@@ -2,11 +2,13 @@
 //! It runs unchanged against DynamoDB, the embedded engine of the dev server and tests, and
 //! moto. Only this module and its children know attribute names and SDK types.
 //!
-//! One module per port (`users`, `sessions`, `polls`, `ballots`, `tallies`, `jobs`, `limits`), all built
+//! One module per port (`users`, `sessions`, `polls`, `ballots`, `tallies`, `jobs`, `guests`,
+//! `invites`, `limits`), all built
 //! from the shared operations of `ops` (reads, transactions, retries, cancellation reasons,
 //! SDK errors); `keys` spells every key and `items` every stored shape.
 
 mod ballots;
+mod guests;
 mod invites;
 pub mod items;
 mod jobs;

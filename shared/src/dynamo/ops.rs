@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::builders::{DeleteBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put, PutRequest,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,11 +30,6 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 /// How often a transaction is retried when DynamoDB cancels it for a conflict with another
 /// transaction on one of its items (a ballot's counter shard, a job's counters).
 pub(super) const CONFLICT_RETRIES: u32 = 6;
-
-/// `BatchWriteItem` takes at most 25 requests.
-const BATCH_WRITE: usize = 25;
-/// Rounds of retrying items DynamoDB left unprocessed (throttling) before giving up.
-const UNPROCESSED_RETRIES: u32 = 8;
 
 /// The condition of a write that creates its item: nothing may stand under its key yet.
 pub(super) const NEW_ITEM: &str = "attribute_not_exists(PK)";
@@ -115,53 +110,6 @@ impl DynamoStore {
                 )),
             })
             .collect()
-    }
-
-    /// Writes the items (unconditionally, replacing what stands under their keys) with one
-    /// `BatchWriteItem` per 25, sending again, with backoff, what DynamoDB left unprocessed.
-    pub(super) async fn batch_put(&self, items: Vec<Item>) -> StoreResult<()> {
-        for batch in items.chunks(BATCH_WRITE) {
-            let mut requests = batch
-                .iter()
-                .map(|item| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map_err(internal)?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            let mut round = 0;
-            while !requests.is_empty() {
-                if round > UNPROCESSED_RETRIES {
-                    return Err(StoreError::Unavailable(
-                        "batch writes stayed unprocessed".into(),
-                    ));
-                }
-                if round > 0 {
-                    tokio::time::sleep(conflict_backoff(round)).await;
-                }
-                let touches = touching(
-                    "BatchWriteItem",
-                    "BatchWriteItem",
-                    requests
-                        .iter()
-                        .filter_map(|r| r.put_request().map(PutRequest::item)),
-                );
-                let write = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&*self.table, requests);
-                let out = self.send(touches, write.send()).await?;
-                requests = out
-                    .unprocessed_items
-                    .unwrap_or_default()
-                    .remove(&*self.table)
-                    .unwrap_or_default();
-                round += 1;
-            }
-        }
-        Ok(())
     }
 
     /// Runs one `TransactWriteItems`. The outer error is a failed request; the inner one a

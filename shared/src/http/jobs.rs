@@ -12,18 +12,28 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, Caller, NoIdempotencyKey, parse_id};
+use super::extract::{ApiJson, ApiQuery, Caller, NoIdempotencyKey, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
-use super::views::JobView;
+use super::views::{
+    AddedGuestView, GuestCountsView, GuestPageView, GuestView, GuestsAddedView, JobView,
+};
 use super::{BodyLimit, RequestId};
+use crate::domain::guest::GUESTS_PER_POLL_MAX;
+use crate::domain::job::GUESTS_MAX;
 use crate::domain::job::OVERDUE;
-use crate::domain::{FieldErrors, Guest, Job, JobStatus, Poll, QrFormat, Tally, UserId};
+use crate::domain::{
+    Card, FieldErrors, Guest, GuestId, GuestInput, InviteKey, Job, JobStatus, NewGuest, Poll,
+    PollStatus, QrFormat, Tally, UserId, Visibility,
+};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::jobs::{JobPlan, JobRequest};
-use crate::ports::{BallotStore, BlobStore, JobCreated, JobStore, PollStore, RenderQueue};
+use crate::ports::{
+    AddOutcome, BallotStore, BlobStore, GUESTS_PER_READ, GuestStore, GuestToAdd, GuestsAdded,
+    JobCreated, JobStore, PollStore, RenderQueue,
+};
 
 /// How long a download link (a presigned S3 URL) is valid: minutes, because
 /// `GET /v1/jobs/{id}/download` signs a fresh one on every use.
@@ -32,12 +42,16 @@ pub const DOWNLOAD_LINK_SECONDS: u64 = 300;
 /// The largest guest list body accepted, in bytes.
 pub const INVITES_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// What the jobs function holds: polls and tallies (read only), jobs, the file store it signs
-/// downloads from, and the render queue it starts work on.
+/// What the jobs function holds: polls and tallies (read only), the polls' guest lists, jobs,
+/// the file store it signs downloads from, the render queue it starts work on, and the key
+/// guests' tokens are derived from (to store their hashes; the tokens themselves are printed
+/// by the render function, which holds the same key).
 #[derive(Debug, Clone)]
 pub struct JobsState {
     pub polls: Arc<dyn PollStore>,
     pub ballots: Arc<dyn BallotStore>,
+    pub guests: Arc<dyn GuestStore>,
+    pub invite_key: InviteKey,
     pub jobs: Arc<dyn JobStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn RenderQueue>,
@@ -50,9 +64,11 @@ pub struct JobsState {
 gated!(JobsState);
 
 impl JobsState {
-    /// The state over one store that keeps polls, tallies and jobs.
-    pub fn new<S: PollStore + BallotStore + JobStore + 'static>(
+    /// The state over one store that keeps polls, tallies, guests and jobs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<S: PollStore + BallotStore + GuestStore + JobStore + 'static>(
         store: Arc<S>,
+        invite_key: InviteKey,
         blobs: Arc<dyn BlobStore>,
         queue: Arc<dyn RenderQueue>,
         gate: Gate,
@@ -62,6 +78,8 @@ impl JobsState {
         Self {
             polls: store.clone(),
             ballots: store.clone(),
+            guests: store.clone(),
+            invite_key,
             jobs: store,
             blobs,
             queue,
@@ -79,9 +97,14 @@ pub fn routes(state: JobsState) -> OpenApiRouter {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(invite_guests))
+                .routes(routes!(add_guests))
                 .layer(axum::extract::DefaultBodyLimit::max(INVITES_BODY_LIMIT))
                 .layer(axum::Extension(BodyLimit(INVITES_BODY_LIMIT))),
         )
+        .routes(routes!(list_guests))
+        .routes(routes!(revoke_guest))
+        .routes(routes!(reissue_guest))
+        .routes(routes!(guest_cards))
         .routes(routes!(share_qr))
         .routes(routes!(results_chart))
         .routes(routes!(read))
@@ -94,13 +117,14 @@ pub fn routes(state: JobsState) -> OpenApiRouter {
 struct InviteBody {
     /// 1 to 10,000 guests.
     #[schema(min_items = 1, max_items = 10000, example = json!([{"name": "Ann"}, {"name": "Bo", "email": "bo@example.com"}]))]
-    guests: Vec<GuestInput>,
+    guests: Vec<GuestEntry>,
 }
 
 /// A guest to invite.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GuestInput {
+#[schema(as = GuestInput)]
+struct GuestEntry {
     /// Printed on the card; 1 to 100 characters once trimmed, not blank.
     #[schema(
         max_length = 100,
@@ -111,6 +135,22 @@ struct GuestInput {
     #[serde(default)]
     #[schema(format = Email, max_length = 254)]
     email: Option<String>,
+    /// The organiser's own id for the guest (a row of their list): a guest with the same
+    /// `ref` is the same guest whatever their name. Without it, the same name (case and
+    /// spacing aside) and email are the same guest.
+    #[serde(default, rename = "ref")]
+    #[schema(max_length = 100)]
+    reference: Option<String>,
+}
+
+impl From<GuestEntry> for GuestInput {
+    fn from(g: GuestEntry) -> Self {
+        Self {
+            name: g.name,
+            email: g.email,
+            reference: g.reference,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -263,12 +303,18 @@ fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
         .into_response())
 }
 
-/// Invites guests: one invite and one card each, then one ZIP of all cards.
+/// Invites guests: adds the ones not on the poll's guest list yet, then renders a card for
+/// every guest named (a guest already on the list gets a card of their live invite, the one
+/// they may hold already), then one ZIP of all cards.
+///
+/// The guest-list way in (`POST /v1/polls/{id}/guests`, then `POST /v1/polls/{id}/cards`) does
+/// the same in two steps; this route stays for the clients of the first version of the API.
 #[utoipa::path(post, path = "/v1/polls/{id}/invites", operation_id = "createInviteJob", tag = "jobs", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = InviteBody,
     responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll is closed (`poll-closed`), or its guest list would go over its cap (`guest-list-full`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn invite_guests(
     State(state): State<JobsState>,
@@ -281,23 +327,405 @@ async fn invite_guests(
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<Response> {
     let poll = owned_poll(&state, user, &id).await?;
-    let guests = Guest::parse_all(
-        body.guests
-            .into_iter()
-            .map(|g| Guest {
-                name: g.name,
-                email: g.email,
-            })
-            .collect(),
-    )?;
+    still_open(&state, &poll)?;
+    let guests = NewGuest::parse_all(poll.id, body.guests.into_iter().map(Into::into).collect())?;
+    let added = add_to_list(&state, &poll, &guests).await?;
+    // The new guests' cards are generation 0; the others' are read from the list.
+    let fresh: std::collections::HashSet<&GuestId> = added.added.iter().collect();
+    let known: std::collections::HashMap<GuestId, Guest> = state
+        .guests
+        .guests(poll.id, &added.existing)
+        .await?
+        .into_iter()
+        .map(|g| (g.id.clone(), g))
+        .collect();
+    let cards: Vec<Card> = guests
+        .iter()
+        .filter_map(|g| match known.get(&g.id) {
+            Some(listed) => Some(listed.card()),
+            None => fresh.contains(&g.id).then(|| Card {
+                guest: g.id.clone(),
+                generation: 0,
+                name: g.name.clone(),
+                email: g.email.clone(),
+            }),
+        })
+        .collect();
+    cards_job(&state, &poll, &cards, request_id).await
+}
+
+/// Refuses new guests and new cards on a closed poll: their cards could never vote.
+fn still_open(state: &JobsState, poll: &Poll) -> ApiResult<()> {
+    if poll.status_at(state.gate.now()) == PollStatus::Closed {
+        return Err(AppError::PollClosed);
+    }
+    Ok(())
+}
+
+/// Puts `guests` on the poll's list with their first invites (the token hashes computed here,
+/// under the invite key): one transaction per 49 guests.
+async fn add_to_list(
+    state: &JobsState,
+    poll: &Poll,
+    guests: &[NewGuest],
+) -> ApiResult<GuestsAdded> {
+    let to_add: Vec<GuestToAdd> = guests
+        .iter()
+        .map(|g| GuestToAdd {
+            invite: state.invite_key.token(poll.id, &g.id, 0).hash(),
+            guest: g.clone(),
+        })
+        .collect();
+    match state
+        .guests
+        .add_guests(poll.id, &to_add, state.gate.now(), GUESTS_PER_POLL_MAX)
+        .await?
+    {
+        AddOutcome::Done(added) => Ok(added),
+        AddOutcome::OverCap { .. } => Err(AppError::GuestListFull {
+            cap: GUESTS_PER_POLL_MAX,
+        }),
+    }
+}
+
+/// Starts the job rendering `cards`, in the order given.
+async fn cards_job(
+    state: &JobsState,
+    poll: &Poll,
+    cards: &[Card],
+    request_id: Option<axum::Extension<RequestId>>,
+) -> ApiResult<Response> {
     let plan = JobPlan::new(
-        &poll,
-        JobRequest::Invites(&guests),
+        poll,
+        JobRequest::Invites(cards),
         state.gate.now(),
         request_id.map(|r| r.0.0),
     )
     .map_err(AppError::internal)?;
-    start(&state, plan).await
+    start(state, plan).await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GuestsBody {
+    /// 1 to 10,000 guests; a poll has at most 50,000.
+    #[schema(min_items = 1, max_items = 10000, example = json!([{"name": "Ann", "ref": "row-1"}, {"name": "Bo", "email": "bo@example.com"}]))]
+    guests: Vec<GuestEntry>,
+}
+
+/// Adds guests to the poll's list, each with one invite. A guest already on the list (the same
+/// `ref`, or without one the same name and email) is not added again; the answer says which
+/// guests were added and which were there.
+#[utoipa::path(post, path = "/v1/polls/{id}/guests", operation_id = "addGuests", tag = "guests", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = GuestsBody,
+    responses((status = 200, description = "Each guest given, added or already there", body = GuestsAddedView),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll is closed (`poll-closed`), or the list would go over 50,000 guests (`guest-list-full`; the guests before the overflow are added)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
+async fn add_guests(
+    State(state): State<JobsState>,
+    Writer(user): Writer,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GuestsBody>,
+) -> ApiResult<Response> {
+    let poll = owned_poll(&state, user, &id).await?;
+    still_open(&state, &poll)?;
+    let guests = NewGuest::parse_all(poll.id, body.guests.into_iter().map(Into::into).collect())?;
+    let added = add_to_list(&state, &poll, &guests).await?;
+    let fresh: std::collections::HashSet<&GuestId> = added.added.iter().collect();
+    let view = GuestsAddedView {
+        added: added.added.len(),
+        existing: added.existing.len(),
+        guests: guests
+            .iter()
+            .map(|g| AddedGuestView {
+                id: g.id.to_string(),
+                name: g.name.clone(),
+                added: fresh.contains(&g.id),
+            })
+            .collect(),
+    };
+    Ok(axum::Json(view).into_response())
+}
+
+/// The guest list's page size, by default and at most (one status read covers a page).
+const GUEST_PAGE_DEFAULT: u16 = 50;
+const GUEST_PAGE_MAX: u16 = 99;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct GuestListQuery {
+    /// Guests per page, 1 to 99 (default 50).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 99)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of the poll's guests with each one's status, and the counts of the whole list:
+/// three storage reads, whatever the list's size.
+#[utoipa::path(get, path = "/v1/polls/{id}/guests", operation_id = "listGuests", tag = "guests", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), GuestListQuery),
+    responses((status = 200, description = "A page of guests", body = GuestPageView),
+        (status = 400, description = "A bad `limit` or `cursor`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+async fn list_guests(
+    State(state): State<JobsState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<GuestListQuery>,
+) -> ApiResult<Response> {
+    let limit = match query.limit.as_deref() {
+        None => GUEST_PAGE_DEFAULT,
+        Some(raw) => raw
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=GUEST_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                AppError::BadParameter(format!(
+                    "limit must be a whole number from 1 to {GUEST_PAGE_MAX}"
+                ))
+            })?,
+    };
+    let cursor =
+        match query.cursor.as_deref() {
+            None => None,
+            Some(raw) => Some(GuestId::parse(raw).ok_or_else(|| {
+                AppError::BadParameter("cursor is not one this API returned".into())
+            })?),
+        };
+    let (poll, tally) = match state.ballots.poll_with_tally(parse_id(&id)?).await? {
+        Some((poll, tally)) => (Some(poll), tally),
+        None => (None, Tally::default()),
+    };
+    let poll = owned(poll, user)?;
+    let (page, next) = state
+        .guests
+        .guests_page(poll.id, cursor.as_ref(), limit.min(GUESTS_PER_READ as u16))
+        .await?;
+    let ids: Vec<GuestId> = page.iter().map(|g| g.id.clone()).collect();
+    let (counts, voted) = state.guests.guest_status(poll.id, &ids).await?;
+    let view = GuestPageView {
+        guests: page
+            .iter()
+            .map(|g| GuestView::new(g, voted.contains(&g.id)))
+            .collect(),
+        counts: GuestCountsView {
+            invited: counts.guests,
+            opened: counts.opened,
+            voted: (poll.visibility == Visibility::Invite).then_some(tally.ballots),
+        },
+        next_cursor: next.map(|g| g.to_string()),
+    };
+    let mut response = axum::Json(view).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The guest `raw` of the owner's poll `id`: 404 for a guest of another poll.
+async fn owned_guest(
+    state: &JobsState,
+    user: UserId,
+    id: &str,
+    raw: &str,
+) -> ApiResult<(Poll, Guest)> {
+    let poll = owned_poll(state, user, id).await?;
+    let guest_id = GuestId::parse(raw).ok_or(AppError::NotFound)?;
+    let guest = state
+        .guests
+        .guests(poll.id, std::slice::from_ref(&guest_id))
+        .await?
+        .pop()
+        .ok_or(AppError::NotFound)?;
+    Ok((poll, guest))
+}
+
+/// Revokes the guest's card at once: its token answers 410 `invite-revoked` from then on. A
+/// ballot the guest cast already stays counted and theirs.
+#[utoipa::path(post, path = "/v1/polls/{id}/guests/{guest}/revoke", operation_id = "revokeGuest", tag = "guests", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("guest" = String, Path, description = "The guest id")),
+    responses((status = 200, description = "The guest, revoked", body = GuestView),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll or guest", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The guest changed meanwhile (`conflict`): read the list again", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+async fn revoke_guest(
+    State(state): State<JobsState>,
+    Writer(user): Writer,
+    Path((id, guest)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (poll, mut guest) = owned_guest(&state, user, &id, &guest).await?;
+    if !guest.revoked {
+        let live = state
+            .invite_key
+            .token(poll.id, &guest.id, guest.generation)
+            .hash();
+        if !state.guests.revoke(&guest, &live, None).await? {
+            return Err(AppError::Conflict);
+        }
+        guest.revoked = true;
+    }
+    guest_answer(&state, &poll, &guest).await
+}
+
+/// Revokes the guest's card and issues them a new one (the next generation): render it with
+/// `POST /v1/polls/{id}/cards`. A guest who voted keeps their one ballot; the new card cannot
+/// cast a second.
+#[utoipa::path(post, path = "/v1/polls/{id}/guests/{guest}/reissue", operation_id = "reissueGuest", tag = "guests", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), ("guest" = String, Path, description = "The guest id")),
+    responses((status = 200, description = "The guest, with their new generation", body = GuestView),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll or guest", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll is closed (`poll-closed`), or the guest changed meanwhile (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+async fn reissue_guest(
+    State(state): State<JobsState>,
+    Writer(user): Writer,
+    Path((id, guest)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (poll, mut guest) = owned_guest(&state, user, &id, &guest).await?;
+    still_open(&state, &poll)?;
+    let key = &state.invite_key;
+    let live = key.token(poll.id, &guest.id, guest.generation).hash();
+    let next = key.token(poll.id, &guest.id, guest.generation + 1).hash();
+    if !state.guests.revoke(&guest, &live, Some(&next)).await? {
+        return Err(AppError::Conflict);
+    }
+    guest.generation += 1;
+    guest.revoked = false;
+    guest_answer(&state, &poll, &guest).await
+}
+
+/// One guest's view, with whether they voted (one read).
+async fn guest_answer(state: &JobsState, poll: &Poll, guest: &Guest) -> ApiResult<Response> {
+    let (_, voted) = state
+        .guests
+        .guest_status(poll.id, std::slice::from_ref(&guest.id))
+        .await?;
+    Ok(axum::Json(GuestView::new(guest, voted.contains(&guest.id))).into_response())
+}
+
+/// Which guests a card job renders.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum CardGuests {
+    /// `"all"` (every guest not revoked) or `"new"` (those added since the last job for
+    /// `all` or `new`).
+    Which(String),
+    /// The ids of the guests (1 to 10,000).
+    Ids(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CardsBody {
+    #[schema(example = json!("new"))]
+    guests: CardGuests,
+}
+
+/// Renders cards for guests of the list: each card carries the guest's live invite, so the
+/// same guests give the same cards in any job (a lost ZIP can be made again at any time)
+/// unless a guest was reissued. Revoked guests get no card.
+#[utoipa::path(post, path = "/v1/polls/{id}/cards", operation_id = "createCardsJob", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = CardsBody,
+    responses((status = 202, description = "The job (the same one for the same cards within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, BodyErrors, CommonErrors))]
+async fn guest_cards(
+    State(state): State<JobsState>,
+    _: NoIdempotencyKey,
+    Writer(user): Writer,
+    Path(id): Path<String>,
+    request_id: Option<axum::Extension<RequestId>>,
+    ApiJson(body): ApiJson<CardsBody>,
+) -> ApiResult<Response> {
+    let poll = owned_poll(&state, user, &id).await?;
+    still_open(&state, &poll)?;
+    let now = state.gate.now();
+    let (mut guests, mark) = match body.guests {
+        CardGuests::Which(which) if which == "all" => {
+            (state.guests.all_guests(poll.id).await?, true)
+        }
+        CardGuests::Which(which) if which == "new" => {
+            let (counts, _) = state.guests.guest_status(poll.id, &[]).await?;
+            let since = counts.last_cards_at;
+            let all = state.guests.all_guests(poll.id).await?;
+            let new = all
+                .into_iter()
+                .filter(|g| since.is_none_or(|t| g.added_at > t))
+                .collect();
+            (new, true)
+        }
+        CardGuests::Which(_) => {
+            return Err(FieldErrors::single(
+                "guests",
+                "must be \"all\", \"new\" or a list of guest ids",
+            )
+            .into());
+        }
+        CardGuests::Ids(ids) => {
+            if ids.is_empty() || ids.len() > GUESTS_MAX {
+                return Err(FieldErrors::single(
+                    "guests",
+                    format!("must name 1 to {GUESTS_MAX} guests"),
+                )
+                .into());
+            }
+            let mut parsed = Vec::with_capacity(ids.len());
+            let mut errors = FieldErrors::new();
+            for (i, raw) in ids.iter().enumerate() {
+                match GuestId::parse(raw) {
+                    Some(id) if !parsed.contains(&id) => parsed.push(id),
+                    Some(_) => {}
+                    None => errors.add(format!("guests[{i}]"), "is not a guest id"),
+                }
+            }
+            errors.into_result()?;
+            let found = state.guests.guests(poll.id, &parsed).await?;
+            if found.len() < parsed.len() {
+                let known: std::collections::HashSet<&GuestId> =
+                    found.iter().map(|g| &g.id).collect();
+                let mut errors = FieldErrors::new();
+                for (i, id) in parsed.iter().enumerate() {
+                    if !known.contains(id) {
+                        errors.add(format!("guests[{i}]"), "is not a guest of this poll");
+                    }
+                }
+                return Err(errors.into());
+            }
+            (found, false)
+        }
+    };
+    guests.retain(|g| !g.revoked);
+    // In the order they were added, so a list's cards come out as it was typed.
+    guests.sort_by(|a, b| (a.added_at, &a.name, &a.id).cmp(&(b.added_at, &b.name, &b.id)));
+    if guests.is_empty() {
+        return Err(FieldErrors::single("guests", "names no guest to render a card for").into());
+    }
+    if guests.len() > GUESTS_MAX {
+        return Err(FieldErrors::single(
+            "guests",
+            format!(
+                "names {} guests; a job renders at most {GUESTS_MAX}: name them by id",
+                guests.len()
+            ),
+        )
+        .into());
+    }
+    let cards: Vec<Card> = guests.iter().map(Guest::card).collect();
+    let response = cards_job(&state, &poll, &cards, request_id).await?;
+    if mark {
+        state.guests.mark_cards(poll.id, now).await?;
+    }
+    Ok(response)
 }
 
 /// The poll's share QR code, as PNG or SVG.

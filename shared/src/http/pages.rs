@@ -270,8 +270,10 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    /// The budget for one page: its HTML, scripts and styles together.
-    const PAGE_BUDGET: usize = 30 * 1024;
+    /// The budget for one page: its HTML, scripts and styles together. It was 30 KiB until
+    /// the organiser's page got the guest list (table, search, revoke, reissue, turnout),
+    /// which adds about 5 KiB to that page alone; the others stay far below.
+    const PAGE_BUDGET: usize = 36 * 1024;
 
     async fn get(path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut request = Request::get(path);

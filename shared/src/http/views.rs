@@ -243,3 +243,72 @@ impl InviteView {
         }
     }
 }
+
+/// A guest as the organiser's list shows them: who, and where their invite stands (never what
+/// they voted).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GuestView {
+    /// Stable for the same guest of the same poll (derived from `ref`, else name and email).
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub status: crate::domain::GuestStatus,
+    /// Which card is live: 0 at first, one more on each reissue.
+    pub generation: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub added_at: OffsetDateTime,
+}
+
+impl GuestView {
+    pub fn new(guest: &crate::domain::Guest, voted: bool) -> Self {
+        Self {
+            id: guest.id.to_string(),
+            name: guest.name.clone(),
+            email: guest.email.clone(),
+            reference: guest.reference.clone(),
+            status: guest.status(voted),
+            generation: guest.generation,
+            added_at: guest.added_at,
+        }
+    }
+}
+
+/// The whole list in numbers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GuestCountsView {
+    /// Guests on the list (revoked ones included).
+    pub invited: u64,
+    /// Guests who read their invite (page or API) at least once.
+    pub opened: u64,
+    /// Ballots cast in an invite-only poll, where every ballot is a guest's; `null` in a public
+    /// poll, where signed-in users vote too (each guest's `status` still says who voted).
+    pub voted: Option<u64>,
+}
+
+/// A page of the guest list with the list's counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GuestPageView {
+    pub guests: Vec<GuestView>,
+    pub counts: GuestCountsView,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One guest of an adding request, in the order given (repeats merged).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AddedGuestView {
+    pub id: String,
+    pub name: String,
+    /// `true` when this request put the guest on the list, `false` when they were on it.
+    pub added: bool,
+}
+
+/// What adding guests did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GuestsAddedView {
+    pub added: usize,
+    pub existing: usize,
+    pub guests: Vec<AddedGuestView>,
+}

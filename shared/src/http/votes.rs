@@ -14,12 +14,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::cache::PollCache;
-use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
+use super::extract::{ApiJson, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView, no_store};
-use crate::domain::{Ballot, InviteToken, Poll, PollStatus, Visibility, Voter};
+use crate::domain::{Ballot, InviteToken, Poll, PollId, PollStatus, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{BallotStore, CastOutcome, InviteStore, PollStore};
@@ -78,6 +78,26 @@ struct CastBody {
     choices: Vec<String>,
 }
 
+/// The poll, from the instance's cache. A missing poll is 404, except to a guest whose card
+/// was for it: the poll was deleted, and their card says so (410), at the cost of one more
+/// read on that path only.
+async fn cached_poll(
+    state: &VotesState,
+    poll_id: PollId,
+    credential: &VoterCredential,
+) -> ApiResult<Poll> {
+    if let Some(poll) = state.polls.cached(poll_id).await? {
+        return Ok(poll);
+    }
+    if let VoterCredential::Invite(token) = credential
+        && let Some(invite) = state.invites.invite(&token.hash()).await?
+        && invite.poll_id == poll_id
+    {
+        return Err(AppError::PollDeleted);
+    }
+    Err(AppError::NotFound)
+}
+
 /// The voter behind a credential, in `poll`: a user may vote in public polls; an invite in its
 /// own poll, whatever the poll's visibility (one read: the invite).
 async fn voter_in(
@@ -102,7 +122,12 @@ async fn voter_in(
         VoterCredential::Invite(token) => {
             let hash = token.hash();
             match state.invites.invite(&hash).await? {
-                Some(invite) if invite.poll_id == poll.id => Ok(Voter::Invite(hash)),
+                Some(invite) if invite.poll_id == poll.id => {
+                    if invite.revoked {
+                        return Err(AppError::InviteRevoked);
+                    }
+                    Ok(invite.voter())
+                }
                 _ => Err(AppError::Forbidden(
                     "This invite is not valid for this poll.",
                 )),
@@ -128,6 +153,7 @@ async fn voter_in(
         (status = 403, description = "The poll takes ballots by invite only (said to its owner alone), or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or an invite-only one and the caller is not its owner", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "Already voted (`already-voted`), the poll is closed (`poll-closed`), or its options changed meanwhile (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The invite was revoked or replaced (`invite-revoked`), or the poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
     State(state): State<VotesState>,
@@ -136,11 +162,7 @@ async fn cast(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CastBody>,
 ) -> ApiResult<Response> {
-    let poll = state
-        .polls
-        .cached(parse_id(&id)?)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let poll = cached_poll(&state, parse_id(&id)?, &credential).await?;
     let voter = voter_in(&state, &poll, credential).await?;
     let choices = poll.parse_choices(&body.choices)?;
     let now = state.gate.now();
@@ -203,13 +225,14 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
 }
 
 // One storage call: the tally (the poll comes from the instance's cache, read at most once a
-// second).
+// second); a guest's invite is read first (one more).
 /// Counts per option, in one storage read, as far as counting has got: `counted_through` is
 /// the time of the newest ballot counted and `counted_at` when counting last added to them
 /// (counting follows the ballots by about a second). The `ETag` names the counts (not the time
 /// of reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
-/// counted ballot or a change of the poll moves them.
-#[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = [])),
+/// counted ballot or a change of the poll moves them. A guest reads them with their invite
+/// (`Authorization: Invite <token>`) under the same `results` rule as users.
+#[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = []), ("invite" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from a previous read: 304 while the results are unchanged")),
     responses(
@@ -217,25 +240,37 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
             headers(("ETag" = String, description = "The results' version"))),
         (status = 304, description = "Unchanged since the ETag in `If-None-Match`",
             headers(("ETag" = String, description = "The results' version"))),
-        (status = 403, description = "Results are shown after the poll closes", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Results are shown after the poll closes, or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The invite was revoked or replaced (`invite-revoked`), or the poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, CommonErrors))]
 async fn results(
     State(state): State<VotesState>,
-    Caller(user): Caller,
+    credential: VoterCredential,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let poll = state
-        .polls
-        .cached(parse_id(&id)?)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if !poll.is_visible_to(user) {
-        return Err(AppError::NotFound);
-    }
+    let poll_id = parse_id(&id)?;
+    let poll = cached_poll(&state, poll_id, &credential).await?;
+    let user = match credential {
+        VoterCredential::User(user) => Some(user),
+        invite @ VoterCredential::Invite(_) => {
+            // The same checks as the guest's ballot: their poll, a live card.
+            voter_in(&state, &poll, invite).await?;
+            None
+        }
+    };
     let now = state.gate.now();
-    if !poll.results_visible_to(user, now) {
+    let visible = match user {
+        Some(user) => {
+            if !poll.is_visible_to(user) {
+                return Err(AppError::NotFound);
+            }
+            poll.results_visible_to(user, now)
+        }
+        None => poll.results_visible_to_guests(now),
+    };
+    if !visible {
         return Err(AppError::Forbidden(
             "The results of this poll are shown after it closes.",
         ));
@@ -288,13 +323,16 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// What a guest needs to vote: the poll, their name, and whether (and how) the invite was
-/// used. The token is the credential; an unknown one is 404.
-// Two storage reads.
+/// used. The token is the credential; an unknown one is 404, a revoked (or reissued) one 410
+/// `invite-revoked`, and one whose poll was deleted 410 `poll-deleted`.
+// Two storage reads, and on a card's first read one transaction recording that the guest
+// opened it (the organiser's list shows it).
 #[utoipa::path(get, path = "/v1/invites/{token}", operation_id = "getInvite", tag = "votes",
     params(("token" = String, Path, description = "The invite token from the guest's card")),
     responses(
         (status = 200, description = "The invite", body = InviteView),
         (status = 404, description = "No such invite", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The card was revoked or replaced (`invite-revoked`), or its poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
         CommonErrors))]
 async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> ApiResult<Response> {
     if !is_token_shaped(&token) {
@@ -306,14 +344,21 @@ async fn invite(State(state): State<VotesState>, Path(token): Path<String>) -> A
         .invite(&hash)
         .await?
         .ok_or(AppError::NotFound)?;
+    if invite.revoked {
+        return Err(AppError::InviteRevoked);
+    }
     let (poll, ballot) = state
         .invites
-        .poll_and_ballot(invite.poll_id, &Voter::Invite(hash))
+        .poll_and_ballot(invite.poll_id, &invite.voter())
         .await?;
-    let poll = poll.ok_or(AppError::NotFound)?;
+    let poll = poll.ok_or(AppError::PollDeleted)?;
+    let now = state.gate.now();
+    if !invite.opened {
+        state.invites.mark_opened(&invite, now).await?;
+    }
     // The token in the path is the credential: no cache may keep the answer.
     Ok(no_store(
         StatusCode::OK,
-        &InviteView::new(&invite, &poll, ballot.as_ref(), state.gate.now()),
+        &InviteView::new(&invite, &poll, ballot.as_ref(), now),
     ))
 }

@@ -1,17 +1,19 @@
-//! An invites job's chunk: its guests' invites and cards, stored as one segment of the ZIP and
-//! counted once.
+//! An invites job's chunk: its guests' cards, stored as one segment of the ZIP and counted
+//! once. The invites themselves were stored when the guests were added (or reissued); a card
+//! carries the guest's live token, derived again here from the invite key, so any job renders
+//! the same card for the same guest and generation.
 
 use super::segment::{Segment, SegmentCard};
 use super::{WorkError, Worker};
-use crate::domain::{Invite, InviteToken, Job};
+use crate::domain::{InviteToken, Job};
 use crate::objects::ObjectKey;
 use crate::ports::RenderMessage;
 use crate::render;
 
 impl Worker {
-    /// Renders a chunk of invite cards, stores its invites and its segment (every card of
-    /// the chunk in one object), and counts it once. A redelivered chunk makes the same
-    /// tokens and cards and writes the same segment again.
+    /// Renders a chunk of invite cards, stores its segment (every card of the chunk in one
+    /// object), and counts it once. A redelivered chunk makes the same tokens and cards and
+    /// writes the same segment again.
     pub(super) async fn invite_chunk(
         &self,
         job: &Job,
@@ -26,20 +28,22 @@ impl Worker {
             .guests
             .iter()
             .enumerate()
-            .map(|(i, _)| {
+            .map(|(i, card)| {
                 let index = message.start + u32::try_from(i).unwrap_or(u32::MAX);
-                (index, job.invite_token(index))
+                let token = self
+                    .invite_key
+                    .token(job.poll_id, &card.guest, card.generation);
+                (index, token)
             })
             .collect();
         let question = poll.question.clone();
         let guests = message.guests.clone();
-        let tokens = planned.clone();
         let made_at = self.clock.now().unix_timestamp();
         // Rendering and hashing are CPU work: off the async threads, one chunk at a time.
         let segment = tokio::task::spawn_blocking(move || {
             let mut cards = Vec::with_capacity(guests.len());
             let mut pngs = Vec::with_capacity(guests.len());
-            for (guest, (index, token)) in guests.iter().zip(&tokens) {
+            for (guest, (index, token)) in guests.iter().zip(&planned) {
                 let url = format!("{base}/i/{token}");
                 let png = render::invite_card_png(&render::InviteCard {
                     question: &question,
@@ -63,18 +67,6 @@ impl Worker {
         .await
         .map_err(|e| WorkError::Render(e.to_string()))??;
 
-        let invites: Vec<Invite> = planned
-            .iter()
-            .zip(&message.guests)
-            .map(|((index, token), guest)| Invite {
-                token_hash: token.hash(),
-                poll_id: job.poll_id,
-                job_id: job.id,
-                index: *index,
-                guest_name: guest.name.clone(),
-            })
-            .collect();
-        self.store.put_invites(&invites).await?;
         let key = ObjectKey::Segment {
             job: job.id,
             chunk: message.chunk,
@@ -82,7 +74,7 @@ impl Worker {
         self.blobs
             .put(&key.to_string(), segment, key.content_type())
             .await?;
-        let done = u32::try_from(planned.len()).unwrap_or(u32::MAX);
+        let done = u32::try_from(message.guests.len()).unwrap_or(u32::MAX);
         if !self
             .store
             .record_chunk(job.id, message.chunk, done, 0)

@@ -8,8 +8,8 @@
 //! (the invites' ZIP, assembled from the segments, with the file names and manifest of
 //! [`names`]).
 //!
-//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the job's
-//! secret and the guest's index, object keys are fixed by the job and chunk, a chunk is
+//! Every step is safe to repeat (SQS delivers at least once): tokens derive from the invite
+//! key, the guest and their generation, object keys are fixed by the job and chunk, a chunk is
 //! counted by a conditional write that succeeds once, and the final ZIP is built under a lease
 //! that one worker holds at a time.
 
@@ -25,7 +25,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use time::Duration;
 
 use crate::clock::SharedClock;
-use crate::domain::{Job, JobId, JobKind};
+use crate::domain::{InviteKey, Job, JobId, JobKind};
 use crate::objects::ObjectKey;
 use crate::ports::{
     BallotStore, BlobStore, DeadLetters, JobStore, PollStore, RenderMessage, StoreError,
@@ -67,7 +67,7 @@ impl WorkError {
     }
 }
 
-/// What the render function reaches in the table: jobs and their invites, and polls with their
+/// What the render function reaches in the table: jobs, and polls with their
 /// counts (for charts). Never users, sessions or rate windows.
 pub trait RenderStore: JobStore + PollStore + BallotStore {}
 impl<T: JobStore + PollStore + BallotStore> RenderStore for T {}
@@ -81,6 +81,8 @@ pub struct Worker {
     pub clock: SharedClock,
     /// The origin guests open: invite cards encode `<base>/i/<token>`.
     pub public_base_url: String,
+    /// The key guests' tokens are derived from (never in the table).
+    pub invite_key: InviteKey,
     /// Deliveries after which a failing message is given up (the queue's `maxReceiveCount`).
     pub max_receives: u32,
     /// Whether to print CloudWatch Embedded Metric Format lines (render time, job progress).

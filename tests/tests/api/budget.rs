@@ -17,6 +17,9 @@ const BUDGET: &[(&str, u64)] = &[
     // Rate window, poll with its counts, the transaction (request marker, job, the owner's
     // in-flight slot), the daily render quota.
     ("POST /v1/polls/{id}/chart", 4),
+    // The poll with its counts, a page of guests, the list's counts with the page's ballots
+    // (more guests: `guests.rs` measures the guest routes with 1 and 1,000 guests).
+    ("GET /v1/polls/{id}/guests", 3),
 ];
 
 async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u64)> {
@@ -41,6 +44,12 @@ async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u
             // are part of the request's fingerprint.
             "POST /v1/polls/{id}/chart" => {
                 app.post(&format!("/v1/polls/{poll}/chart"))
+                    .bearer(owner)
+                    .send()
+                    .await
+            }
+            "GET /v1/polls/{id}/guests" => {
+                app.get(&format!("/v1/polls/{poll}/guests"))
                     .bearer(owner)
                     .send()
                     .await

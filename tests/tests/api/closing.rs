@@ -33,6 +33,7 @@ fn separate_votes_instance(app: &TestApp) -> Router {
         Arc::new(app.stack.queue.clone()),
         clock,
         &app.stack.keys,
+        &app.stack.invite_key,
     )
     .unwrap_or_else(|e| panic!("{e}"))
     .app(Function::Votes)

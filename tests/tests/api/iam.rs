@@ -209,6 +209,7 @@ async fn per_function(app: &mut TestApp, deployed: &BTreeMap<String, Deployed>) 
         dead_letters: Arc::new(dead.clone()),
         clock: clock.clone(),
         public_base_url: app.config.public_base_url.clone(),
+        invite_key: app.stack.invite_key.clone(),
         max_receives: 5,
         metrics: false,
     };
@@ -233,6 +234,7 @@ async fn per_function(app: &mut TestApp, deployed: &BTreeMap<String, Deployed>) 
             Arc::new(queue.clone()),
             clock.clone(),
             &app.stack.keys,
+            &app.stack.invite_key,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let router = functions.app(function);
@@ -406,7 +408,8 @@ async fn drive_every_route(app: &TestApp) {
         .expect_problem(409, "already-voted");
     ok(app.results(&token, &poll).await, "results");
 
-    // Jobs: invites (the worker writes them), a QR code, a chart; each read and downloaded.
+    // Jobs: invites (the guests and their invites written by the route), a QR code, a chart;
+    // each read and downloaded.
     let invited = app
         .create_poll(
             &token,
@@ -481,6 +484,49 @@ async fn drive_every_route(app: &TestApp) {
         .send()
         .await;
     assert!(refused.status.is_client_error(), "{refused:#?}");
+
+    // The guest list: add, list, revoke, reissue, and cards for a guest.
+    let added = ok(
+        app.post(&format!("/v1/polls/{invited}/guests"))
+            .bearer(&token)
+            .json(json!({ "guests": [{ "name": "Cy" }] }))
+            .send()
+            .await,
+        "add guests",
+    );
+    let cy = added.body["guests"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ok(
+        app.get(&format!("/v1/polls/{invited}/guests"))
+            .bearer(&token)
+            .send()
+            .await,
+        "list guests",
+    );
+    for action in ["revoke", "reissue"] {
+        ok(
+            app.post(&format!("/v1/polls/{invited}/guests/{cy}/{action}"))
+                .bearer(&token)
+                .send()
+                .await,
+            action,
+        );
+    }
+    let cards = ok(
+        app.post(&format!("/v1/polls/{invited}/cards"))
+            .bearer(&token)
+            .json(json!({ "guests": [cy] }))
+            .send()
+            .await,
+        "cards",
+    );
+    let job = cards.body["id"].as_str().unwrap_or_default().to_owned();
+    let done = app
+        .wait_for_job(&token, &job, Duration::from_secs(300))
+        .await;
+    assert_eq!(done.body["status"], "done", "{:#}", done.body);
 
     ok(
         app.post(&format!("/v1/polls/{poll}/close"))

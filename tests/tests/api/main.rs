@@ -8,6 +8,7 @@ mod closing;
 mod count;
 mod crash;
 mod events;
+mod guests;
 mod iam;
 mod jobs;
 mod limits;

@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use serde_json::json;
 use tally::clock::ManualClock;
 use tally::config::Config;
-use tally::domain::Guest;
 use tally::domain::job::CHUNK_SIZE;
+use tally::domain::{Card, GuestInput, NewGuest};
 use tally::jobs::{JobPlan, JobRequest};
 use tally::objects::ObjectKey;
+use tally::ports::GuestToAdd;
 use tally::ports::{BlobStore, StoreError, StoreResult, Upload};
 use tally_tests::{StackOptions, Storage, TestApp};
 
@@ -30,10 +31,32 @@ async fn stored_job(app: &TestApp, poll_id: &str, guests: usize, chunk_size: usi
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("poll {poll_id}"));
-    let guests: Vec<Guest> = (0..guests)
-        .map(|i| Guest {
+    // The guests go on the poll's list as the invites route puts them, so the job's cards (and
+    // so its fingerprint) are the ones that route makes for the same names.
+    let inputs = (0..guests)
+        .map(|i| GuestInput {
             name: format!("Guest {i}"),
-            email: None,
+            ..GuestInput::default()
+        })
+        .collect();
+    let listed = NewGuest::parse_all(poll.id, inputs).unwrap_or_else(|e| panic!("{e:?}"));
+    let to_add: Vec<GuestToAdd> = listed
+        .iter()
+        .map(|g| GuestToAdd {
+            invite: app.stack.invite_key.token(poll.id, &g.id, 0).hash(),
+            guest: g.clone(),
+        })
+        .collect();
+    tally::ports::GuestStore::add_guests(app.store(), poll.id, &to_add, app.now(), 50_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guests: Vec<Card> = listed
+        .iter()
+        .map(|g| Card {
+            guest: g.id.clone(),
+            generation: 0,
+            name: g.name.clone(),
+            email: g.email.clone(),
         })
         .collect();
     let plan = JobPlan::chunked(
@@ -545,8 +568,10 @@ async fn jobs_in_flight_per_user_are_bounded_exactly() {
         .expect_problem(429, "jobs-in-flight");
     let detail = over.body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("2 jobs"), "{detail}");
-    // Refused in the start's one transaction: rate counter, poll, transaction, no more.
-    assert_eq!(app.store().calls() - calls, 3);
+    // Refused in the job's one transaction: before it, the rate counter, the poll, the guests
+    // put on the list (two of the three were there: a transaction refused, then one for the
+    // new guest) and the read of the two already listed; nothing after it.
+    assert_eq!(app.store().calls() - calls, 6);
     // The same request as an accepted one is not a new job: it answers with its job.
     let replay = start_invites(&app, &owner, &poll, 1).await;
     assert_eq!(replay.body["id"], first.as_str());
