@@ -15,6 +15,7 @@ pub(super) const WHITE: u8 = 255;
 pub(super) const BLACK: u8 = 0;
 
 /// An 8-bit grayscale image, row-major, one byte per pixel.
+#[derive(Clone)]
 pub(super) struct Canvas {
     width: u32,
     height: u32,
@@ -51,6 +52,37 @@ impl Canvas {
         }
     }
 
+    /// Darkens the canvas towards `shade` through a coverage mask (`width` bytes per row, 0
+    /// for untouched to 255 for fully `shade`) whose top-left pixel lands on (`x`, `y`).
+    /// Whatever falls outside the canvas is clipped.
+    pub(super) fn blend(&mut self, x: i64, y: i64, width: usize, coverage: &[u8], shade: u8) {
+        if width == 0 {
+            return;
+        }
+        let stride = self.width as usize;
+        for (row, mask) in (0i64..).zip(coverage.chunks_exact(width)) {
+            let Ok(cy) = usize::try_from(y + row) else {
+                continue;
+            };
+            if cy >= self.height as usize {
+                break;
+            }
+            for (col, &alpha) in (0i64..).zip(mask) {
+                let Ok(cx) = usize::try_from(x + col) else {
+                    continue;
+                };
+                if alpha == 0 || cx >= stride {
+                    continue;
+                }
+                if let Some(pixel) = self.pixels.get_mut(cy * stride + cx) {
+                    let (p, a, s) = (u32::from(*pixel), u32::from(alpha), u32::from(shade));
+                    // A mix in integers: (p * (255 - a) + s * a) / 255, rounded.
+                    *pixel = u8::try_from((p * (255 - a) + s * a + 127) / 255).unwrap_or(*pixel);
+                }
+            }
+        }
+    }
+
     /// Encodes the canvas as an 8-bit grayscale PNG.
     ///
     /// The fast deflate mode with the "up" filter suits these images: most rows repeat the row
@@ -68,6 +100,39 @@ impl Canvas {
         )?;
         Ok(png)
     }
+
+    /// Like [`Canvas::encode_png`], with a `pHYs` chunk saying the image is `dpi` pixels per
+    /// inch, so that print dialogs size it right instead of assuming 72 or 96.
+    pub(super) fn encode_png_dpi(&self, dpi: u32) -> Result<Vec<u8>, RenderError> {
+        let png = self.encode_png()?;
+        Ok(with_phys(png, dpi))
+    }
+}
+
+/// The signature (8 bytes) and the IHDR chunk (4 length, 4 type, 13 data, 4 CRC) that begin
+/// every PNG; `pHYs` must come after IHDR and before the image data.
+const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
+
+/// Inserts a `pHYs` chunk (pixels per metre on both axes, unit: metre) after IHDR.
+fn with_phys(mut png: Vec<u8>, dpi: u32) -> Vec<u8> {
+    if png.get(12..16) != Some(b"IHDR".as_slice()) || png.len() < AFTER_IHDR {
+        return png;
+    }
+    // 1 inch = 0.0254 m, rounded to the nearest whole pixel per metre (300 DPI: 11,811).
+    let per_metre = (u64::from(dpi) * 10_000 + 127) / 254;
+    let per_metre = u32::try_from(per_metre).unwrap_or(u32::MAX).to_be_bytes();
+    let mut body = Vec::with_capacity(13);
+    body.extend_from_slice(b"pHYs");
+    body.extend_from_slice(&per_metre);
+    body.extend_from_slice(&per_metre);
+    body.push(1);
+    let crc = crc32fast::hash(&body).to_be_bytes();
+    let mut chunk = Vec::with_capacity(21);
+    chunk.extend_from_slice(&9u32.to_be_bytes());
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(&crc);
+    png.splice(AFTER_IHDR..AFTER_IHDR, chunk);
+    png
 }
 
 #[cfg(test)]

@@ -260,3 +260,18 @@ fn chart_height_is_bounded_and_extreme_counts_do_not_overflow() -> TestResult {
     assert!(many.height() < 2000, "{}", many.height());
     Ok(())
 }
+
+#[test]
+fn a_layout_renders_many_cards_quickly_enough_to_measure() -> TestResult {
+    let layout = CardLayout::new("Where shall we go for the team lunch on Friday?", Some("Acme"));
+    let names = ["Ada Lovelace", "李雷", "محمد عبد الرحمن", "Дмитрий", "प्रिया शर्मा"];
+    let start = std::time::Instant::now();
+    let n = 200;
+    for i in 0..n {
+        let name = names[i % names.len()];
+        let png = layout.png(&CardText { guest_name: name, url: INVITE_URL, short_url: None })?;
+        assert!(png.len() > 1000);
+    }
+    eprintln!("{:.1} µs per card", start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    Ok(())
+}
