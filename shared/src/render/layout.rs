@@ -117,10 +117,14 @@ pub(super) fn set(
 fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(1024));
     let mut pending_space = false;
+    // Set when a character was left out right after a space ("sushi 🍣?"): punctuation that
+    // follows then closes up to the word instead of standing after a gap.
+    let mut gap_from_drop = false;
     // Input is bounded before any work: a card shows a few hundred characters at most.
     for c in text.chars().take(2000) {
         if c.is_whitespace() {
             pending_space = !out.is_empty();
+            gap_from_drop = false;
             continue;
         }
         let keep = match c {
@@ -132,8 +136,13 @@ fn clean(text: &str) -> String {
             _ => fonts::face_for(c, Style::Regular, None).is_some(),
         };
         if !keep {
+            gap_from_drop |= pending_space;
             continue;
         }
+        if gap_from_drop && c.is_ascii_punctuation() {
+            pending_space = false;
+        }
+        gap_from_drop = false;
         if pending_space {
             out.push(' ');
             pending_space = false;
@@ -451,6 +460,8 @@ mod tests {
             1,
         );
         assert_eq!(block.text, "Chef Ana");
+        let block = set("Pizza \u{1F355} or sushi \u{1F363}?", Style::Regular, 30.0, 500.0, 1);
+        assert_eq!(block.text, "Pizza or sushi?");
         assert_eq!(set("\u{1F389}\u{1F389}", Style::Regular, 30.0, 500.0, 1).lines.len(), 0);
     }
 }
