@@ -163,7 +163,12 @@ impl CardLayout {
         let scan = SCAN.set(SCAN_TEXT);
         let hint = HINT.set(HINT_TEXT);
         let mut base = Canvas::new(CARD_WIDTH, CARD_HEIGHT, WHITE);
-        for (band, block) in [(EVENT, &event), (TITLE, &title), (SCAN, &scan), (HINT, &hint)] {
+        for (band, block) in [
+            (EVENT, &event),
+            (TITLE, &title),
+            (SCAN, &scan),
+            (HINT, &hint),
+        ] {
             draw(&mut base, band, block);
         }
         base.fill_rect(
@@ -215,7 +220,11 @@ pub(super) fn qr_place(matrix: &Matrix) -> (u32, u32, u32) {
     let module_px = (QR_AREA / modules.max(1)).max(1);
     let side = modules.saturating_mul(module_px);
     let inset = QR_AREA.saturating_sub(side) / 2;
-    ((CARD_WIDTH - QR_AREA) / 2 + inset, QR_TOP + inset, module_px)
+    (
+        (CARD_WIDTH - QR_AREA) / 2 + inset,
+        QR_TOP + inset,
+        module_px,
+    )
 }
 
 fn draw(canvas: &mut Canvas, band: Band, block: &Block) {
@@ -265,7 +274,9 @@ pub(super) fn address_baselines(address: &[Block]) -> Vec<f32> {
 
 fn draw_address(canvas: &mut Canvas, address: &[Block]) {
     let baselines = address_baselines(address);
-    let lines = address.iter().flat_map(|b| b.lines.iter().map(move |l| (b.size, l)));
+    let lines = address
+        .iter()
+        .flat_map(|b| b.lines.iter().map(move |l| (b.size, l)));
     for ((size, line), y) in lines.zip(baselines) {
         let x = MARGIN + (CONTENT_WIDTH - line.width).max(0.0) / 2.0;
         raster::draw_line(canvas, line, size, x, y, URL.shade);

@@ -126,7 +126,11 @@ mod tests {
     fn every_ideograph_hangul_syllable_and_kana_has_a_glyph() {
         // The subset's cmap once lost half its characters (a format 4 table over 32,779
         // characters); every character of the ranges it was cut to must map.
-        let ranges = ['\u{4E00}'..='\u{9FA5}', '\u{AC00}'..='\u{D7A3}', '\u{3041}'..='\u{3096}'];
+        let ranges = [
+            '\u{4E00}'..='\u{9FA5}',
+            '\u{AC00}'..='\u{D7A3}',
+            '\u{3041}'..='\u{3096}',
+        ];
         for c in ranges.into_iter().flatten() {
             assert!(has(4, c), "U+{:04X}", u32::from(c));
         }
@@ -152,7 +156,10 @@ mod tests {
         assert_eq!(face_for('7', Style::Mono, None), Some(MONO));
         // A mark stays in the face of its base (here bold, though the style asks regular);
         // an emoji has no face and is left out.
-        assert_eq!(face_for('\u{0301}', Style::Regular, Some(SANS_BOLD)), Some(SANS_BOLD));
+        assert_eq!(
+            face_for('\u{0301}', Style::Regular, Some(SANS_BOLD)),
+            Some(SANS_BOLD)
+        );
         assert_eq!(face_for('\u{1F469}', Style::Regular, None), None);
     }
 }

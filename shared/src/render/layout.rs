@@ -64,13 +64,7 @@ struct Piece {
 /// Sets `text` in `style` at `size` pixels into at most `max_lines` lines no wider than
 /// `max_width`. Words wrap whole when they fit on a line, longer ones break between clusters;
 /// when the text does not fit, the last line ends with an ellipsis.
-pub(super) fn set(
-    text: &str,
-    style: Style,
-    size: f32,
-    max_width: f32,
-    max_lines: usize,
-) -> Block {
+pub(super) fn set(text: &str, style: Style, size: f32, max_width: f32, max_lines: usize) -> Block {
     let text = clean(text);
     let mut block = Block {
         text: String::new(),
@@ -83,10 +77,7 @@ pub(super) fn set(
         return block;
     }
     let bidi = BidiInfo::new(&text, None);
-    let base = bidi
-        .paragraphs
-        .first()
-        .map_or_else(Level::ltr, |p| p.level);
+    let base = bidi.paragraphs.first().map_or_else(Level::ltr, |p| p.level);
     let pieces = shape(&text, &bidi.levels, style, size);
     let mut ranges = break_lines(&text, &pieces, max_width);
     let cut = ranges.len() > max_lines;
@@ -416,7 +407,10 @@ mod tests {
         let l = lines(&block);
         assert_eq!(l.len(), 2);
         assert_eq!(l[0], "Wolfgang Amadeus");
-        assert!(l[1].starts_with("Mozart Johann") && l[1].ends_with('…'), "{l:?}");
+        assert!(
+            l[1].starts_with("Mozart Johann") && l[1].ends_with('…'),
+            "{l:?}"
+        );
         assert!(block.lines.iter().all(|line| line.width <= 400.0));
     }
 
@@ -430,7 +424,12 @@ mod tests {
     fn ideographs_break_anywhere_and_long_words_between_clusters() {
         let block = set(&"李雷".repeat(20), Style::Regular, 40.0, 300.0, 3);
         assert_eq!(block.lines.len(), 3);
-        assert!(block.lines.iter().all(|l| l.width <= 300.0 && l.width > 200.0));
+        assert!(
+            block
+                .lines
+                .iter()
+                .all(|l| l.width <= 300.0 && l.width > 200.0)
+        );
         let block = set(&"x".repeat(200), Style::Regular, 20.0, 100.0, 2);
         assert_eq!(block.lines.len(), 2);
     }
@@ -447,7 +446,10 @@ mod tests {
         let joined = set("ببب", Style::Regular, 40.0, 500.0, 1);
         let alone = set("ب", Style::Regular, 40.0, 500.0, 1);
         let ids: Vec<u16> = joined.lines[0].glyphs.iter().map(|g| g.id).collect();
-        assert!(ids.iter().all(|&id| id != alone.lines[0].glyphs[0].id), "{ids:?}");
+        assert!(
+            ids.iter().all(|&id| id != alone.lines[0].glyphs[0].id),
+            "{ids:?}"
+        );
     }
 
     #[test]
@@ -460,8 +462,19 @@ mod tests {
             1,
         );
         assert_eq!(block.text, "Chef Ana");
-        let block = set("Pizza \u{1F355} or sushi \u{1F363}?", Style::Regular, 30.0, 500.0, 1);
+        let block = set(
+            "Pizza \u{1F355} or sushi \u{1F363}?",
+            Style::Regular,
+            30.0,
+            500.0,
+            1,
+        );
         assert_eq!(block.text, "Pizza or sushi?");
-        assert_eq!(set("\u{1F389}\u{1F389}", Style::Regular, 30.0, 500.0, 1).lines.len(), 0);
+        assert_eq!(
+            set("\u{1F389}\u{1F389}", Style::Regular, 30.0, 500.0, 1)
+                .lines
+                .len(),
+            0
+        );
     }
 }

@@ -181,4 +181,3 @@ impl OutlineBuilder for Builder {
         self.last = self.start;
     }
 }
-

@@ -7,11 +7,11 @@
 //! rectangles, which print sharp at any resolution.
 
 use krilla::Document;
-use krilla::geom::{PathBuilder, Point, Rect, Transform};
 use krilla::color::luma;
-use krilla::paint::{Fill, FillRule};
+use krilla::geom::{PathBuilder, Point, Rect, Transform};
 use krilla::num::NormalizedF32;
 use krilla::page::PageSettings;
+use krilla::paint::{Fill, FillRule};
 use krilla::surface::Surface;
 use krilla::text::{Font, GlyphId, KrillaGlyph};
 
@@ -108,13 +108,33 @@ fn cut_marks(surface: &mut Surface<'_>, left: f32, top: f32) {
     let half = MARK_WIDTH / 2.0;
     for c in 0..=COLUMNS {
         let x = left + c as f32 * CARD_W;
-        mark(x - half, top - MARK_GAP, x + half, top - MARK_GAP - vertical);
-        mark(x - half, bottom + MARK_GAP, x + half, bottom + MARK_GAP + vertical);
+        mark(
+            x - half,
+            top - MARK_GAP,
+            x + half,
+            top - MARK_GAP - vertical,
+        );
+        mark(
+            x - half,
+            bottom + MARK_GAP,
+            x + half,
+            bottom + MARK_GAP + vertical,
+        );
     }
     for r in 0..=ROWS {
         let y = top + r as f32 * CARD_H;
-        mark(left - MARK_GAP, y - half, left - MARK_GAP - horizontal, y + half);
-        mark(right + MARK_GAP, y - half, right + MARK_GAP + horizontal, y + half);
+        mark(
+            left - MARK_GAP,
+            y - half,
+            left - MARK_GAP - horizontal,
+            y + half,
+        );
+        mark(
+            right + MARK_GAP,
+            y - half,
+            right + MARK_GAP + horizontal,
+            y + half,
+        );
     }
     if let Some(path) = path.finish() {
         surface.set_fill(Some(fill(0)));

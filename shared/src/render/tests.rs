@@ -269,7 +269,14 @@ fn one_layout_makes_every_guests_card_and_each_scans_to_its_own_url() -> TestRes
         "Where shall we go for the team lunch on Friday?",
         Some("Acme offsite"),
     );
-    let names = ["Ada Lovelace", "李雷", "محمد عبد الرحمن", "Дмитрий", "प्रिया शर्मा", ""];
+    let names = [
+        "Ada Lovelace",
+        "李雷",
+        "محمد عبد الرحمن",
+        "Дмитрий",
+        "प्रिया शर्मा",
+        "",
+    ];
     for (i, name) in names.iter().enumerate() {
         let url = format!("{INVITE_URL}{i}");
         let png = layout.png(&CardText {
@@ -300,7 +307,10 @@ fn cards_say_300_dpi() -> TestResult {
         Ok(u32::from_be_bytes(bytes.try_into()?))
     };
     // 300 dots per inch is 11,811 per metre; unit 1 is the metre.
-    assert_eq!((field(4)?, field(8)?, png.get(at + 12)), (11_811, 11_811, Some(&1)));
+    assert_eq!(
+        (field(4)?, field(8)?, png.get(at + 12)),
+        (11_811, 11_811, Some(&1))
+    );
     // The chunk comes before the image data, as the format requires, and decoders accept it.
     let idat = png.windows(4).position(|w| w == b"IDAT").ok_or("no IDAT")?;
     assert!(at < idat);
@@ -311,20 +321,25 @@ fn cards_say_300_dpi() -> TestResult {
 #[test]
 fn the_code_has_a_quiet_zone_of_four_modules() -> TestResult {
     let name = "Wolfgang Amadeus Mozart Johann Chrysostom";
-    let image = luma(&CardLayout::new(&"Where to? ".repeat(30), Some("Event")).png(
-        &CardText {
+    let image = luma(
+        &CardLayout::new(&"Where to? ".repeat(30), Some("Event")).png(&CardText {
             guest_name: name,
             url: INVITE_URL,
             short_url: None,
-        },
-    )?)?;
+        })?,
+    )?;
     // The dark pixels of the QR band are the code's; its left edge is a finder pattern,
     // seven modules wide, which gives the module size.
     let band = card::QR_TOP..card::QR_TOP + card::QR_AREA;
     let dark = |x: u32, y: u32| image.get_pixel(x, y).0[0] < 128;
-    let rows: Vec<u32> = band.clone().filter(|&y| (0..image.width()).any(|x| dark(x, y))).collect();
+    let rows: Vec<u32> = band
+        .clone()
+        .filter(|&y| (0..image.width()).any(|x| dark(x, y)))
+        .collect();
     let (top, bottom) = (rows[0], rows[rows.len() - 1]);
-    let left = (0..image.width()).find(|&x| dark(x, top)).ok_or("no code")?;
+    let left = (0..image.width())
+        .find(|&x| dark(x, top))
+        .ok_or("no code")?;
     let finder = (left..image.width()).take_while(|&x| dark(x, top)).count() as u32;
     let module = finder / 7;
     assert!(module >= 2, "{module}");
@@ -336,7 +351,10 @@ fn the_code_has_a_quiet_zone_of_four_modules() -> TestResult {
     for y in bottom + 1..=bottom + 4 * module {
         assert!((0..image.width()).all(|x| !dark(x, y)), "row {y}");
     }
-    let right = (0..image.width()).rev().find(|&x| dark(x, top)).ok_or("no code")?;
+    let right = (0..image.width())
+        .rev()
+        .find(|&x| dark(x, top))
+        .ok_or("no code")?;
     assert!(left >= 4 * module && image.width() - 1 - right >= 4 * module);
     assert_eq!(read_qr(&image)?, [INVITE_URL]);
     Ok(())

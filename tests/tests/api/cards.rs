@@ -107,8 +107,8 @@ fn names_in_every_script_read_back_through_ocr() -> TestResult {
             short_url: None,
         })?;
         let card = image::load_from_memory_with_format(&png, ImageFormat::Png)?.to_luma8();
-        let band = image::imageops::crop_imm(&card, 0, NAME_ROWS.0, card.width(), NAME_ROWS.1)
-            .to_image();
+        let band =
+            image::imageops::crop_imm(&card, 0, NAME_ROWS.0, card.width(), NAME_ROWS.1).to_image();
         let path = dir.path().join(format!("name-{i}.png"));
         band.save(&path)?;
         let read = run(Command::new("tesseract")
@@ -130,9 +130,10 @@ fn names_in_every_script_read_back_through_ocr() -> TestResult {
 /// Every QR code `rqrr` finds in the image, decoded.
 fn read_codes(image: &GrayImage) -> Vec<String> {
     let (w, h) = image.dimensions();
-    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
-        image.get_pixel(x as u32, y as u32).0[0]
-    });
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
+            image.get_pixel(x as u32, y as u32).0[0]
+        });
     prepared
         .detect_grids()
         .into_iter()
@@ -201,14 +202,25 @@ fn print_sheets_open_with_their_pages_text_and_codes() -> TestResult {
 
 #[test]
 fn an_empty_sheet_is_one_blank_page() -> TestResult {
-    if !tool_available("pdfinfo", "poppler-utils", "an_empty_sheet_is_one_blank_page") {
+    if !tool_available(
+        "pdfinfo",
+        "poppler-utils",
+        "an_empty_sheet_is_one_blank_page",
+    ) {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("empty.pdf");
-    std::fs::write(&path, pdf_sheets(&[], Paper::A4, &CardLayout::new("q", None))?)?;
+    std::fs::write(
+        &path,
+        pdf_sheets(&[], Paper::A4, &CardLayout::new("q", None))?,
+    )?;
     let info = run(Command::new("pdfinfo").arg(&path))?;
-    assert!(info.lines().any(|l| l.starts_with("Pages:") && l.ends_with(" 1")), "{info}");
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Pages:") && l.ends_with(" 1")),
+        "{info}"
+    );
     Ok(())
 }
 
