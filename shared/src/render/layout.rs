@@ -8,10 +8,22 @@
 //! rasteriser (`raster`) and the PDF writer (`sheet`) both draw, so a card and its sheet show
 //! the same lines.
 
-use rustybuzz::{Direction, UnicodeBuffer};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use rustybuzz::{Direction, Script, ShapePlan, UnicodeBuffer};
 use unicode_bidi::{BidiInfo, Level};
 
 use super::fonts::{self, Style};
+
+thread_local! {
+    /// Shape plans by face, direction and script. Making a plan (collecting and compiling
+    /// the font's features for a script) costs more than shaping a name with it, and a job
+    /// needs only a handful, so each thread keeps the ones it made.
+    static PLANS: RefCell<HashMap<(u8, bool, Script), Rc<ShapePlan>>> =
+        RefCell::new(HashMap::new());
+}
 
 /// The character that ends a line that was cut short.
 const ELLIPSIS: &str = "\u{2026}";
@@ -183,12 +195,25 @@ fn shape_run(
     };
     let mut buffer = UnicodeBuffer::new();
     buffer.push_str(run);
-    buffer.set_direction(if level.is_rtl() {
+    let direction = if level.is_rtl() {
         Direction::RightToLeft
     } else {
         Direction::LeftToRight
+    };
+    buffer.set_direction(direction);
+    buffer.guess_segment_properties();
+    let script = buffer.script();
+    let plan = PLANS.with(|plans| {
+        Rc::clone(
+            plans
+                .borrow_mut()
+                .entry((face_index, level.is_rtl(), script))
+                .or_insert_with(|| {
+                    Rc::new(ShapePlan::new(face, direction, Some(script), None, &[]))
+                }),
+        )
     });
-    let shaped = rustybuzz::shape(face, &[], buffer);
+    let shaped = rustybuzz::shape_with_plan(face, &plan, buffer);
     let scale = size / face.units_per_em().max(1) as f32;
     let first = pieces.len();
     let mut current: Option<Piece> = None;

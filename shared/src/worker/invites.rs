@@ -33,16 +33,19 @@ impl Worker {
         let to_render = planned.clone();
         // Rendering is CPU work: off the async threads, one chunk at a time.
         let cards = tokio::task::spawn_blocking(move || {
+            // What every card of the job shares is set once per chunk.
+            let layout = render::CardLayout::new(&question, None);
             to_render
                 .iter()
                 .map(|(_, name, token)| {
                     let url = format!("{base}/i/{token}");
-                    render::invite_card_png(&render::InviteCard {
-                        question: &question,
-                        guest_name: name,
-                        url: &url,
-                    })
-                    .map_err(|e| WorkError::Render(e.to_string()))
+                    layout
+                        .png(&render::CardText {
+                            guest_name: name,
+                            url: &url,
+                            short_url: None,
+                        })
+                        .map_err(|e| WorkError::Render(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
