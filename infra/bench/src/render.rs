@@ -13,7 +13,7 @@ use serde_json::json;
 use tally::domain::{Card, GuestId, PollId};
 use tally::jobs::{JobPlan, JobRequest};
 use tally::ports::{JobCreated, JobStore, PollStore, RenderQueue};
-use tally::render::{InviteCard, invite_card_png};
+use tally::render::{CardLayout, CardText};
 
 use crate::machine;
 use crate::report::{self, Section};
@@ -35,15 +35,18 @@ fn guest_name(i: usize) -> String {
 
 /// Renders `count` distinct cards on this thread and returns them.
 fn render_cards(from: usize, count: usize) -> Result<Vec<Vec<u8>>, String> {
+    // As the worker does: what the cards share is set once, then each guest's card.
+    let layout = CardLayout::new(QUESTION, None);
     (from..from + count)
         .map(|i| {
             let (name, url) = (guest_name(i), invite_url(i));
-            invite_card_png(&InviteCard {
-                question: QUESTION,
-                guest_name: &name,
-                url: &url,
-            })
-            .map_err(|e| e.to_string())
+            layout
+                .png(&CardText {
+                    guest_name: &name,
+                    url: &url,
+                    short_url: None,
+                })
+                .map_err(|e| e.to_string())
         })
         .collect()
 }
@@ -396,7 +399,7 @@ async fn download(
 pub fn section(r: &RenderResult) -> Section {
     let mut section = Section::new("Rendering", &["what", "figure", "notes"]);
     section.note(format!(
-        "Cards: `tally::render::invite_card_png` (a {}-byte grayscale PNG on average: QR code of \
+        "Cards: `tally::render::CardLayout::png`, one layout per thread (a {}-byte grayscale PNG on average: QR code of \
          a 67-character invite URL, name, question), timed over 300 cards per thread. \
          Medians of {} runs.",
         r.card_bytes, r.runs

@@ -1,89 +1,284 @@
-//! The invite card's layout: the guest's name, the poll question, then the QR code of the
-//! invite URL, on a fixed-size white card.
+//! The invite card: a portrait US business card (2 × 3.5 in, 600 × 1050 px at 300 DPI).
 //!
 //! ```text
 //! +--------------------------------------+  y = 0
-//! |            Guest Name                |  NAME_TOP, one line at 3x
-//! |   The poll question, wrapped over    |  QUESTION_TOP, up to 4 lines at 2x
-//! |   up to four lines, then cut with... |
-//! |          +--------------+            |  QR_TOP: a QR_AREA square, the code centred
-//! |          |   QR code    |            |  in it with its quiet zone
+//! |        Event name (if set)           |  EVENT band, 1 line
+//! |   The poll question, wrapped over    |  TITLE band, up to 3 lines
+//! |   up to three lines, then cut…       |
+//! |   ------------------------------     |  RULE
+//! |        Guest Name, on up to          |  NAME band, up to 2 lines, bold
+//! |        two lines, then cut…          |
+//! |          +--------------+            |  QR band: the code centred with its
+//! |          |   QR code    |            |  four-module quiet zone
 //! |          +--------------+            |
+//! |            Scan to vote              |  SCAN band
+//! |    No camera? Open this address:     |  HINT band
+//! |     tally.example.com/i/            |  URL band, monospaced, up to 2 lines
+//! |     q3Vx_7kPz-2mLw9RtYb4NcHs0a…      |
 //! +--------------------------------------+  CARD_HEIGHT
 //! ```
 //!
-//! The size is fixed whatever the text, so pages and print layouts can reserve the space.
+//! Every band has a fixed place whatever the text, so the code never moves and sheets can
+//! reserve the space. What is the same on every card of a job (event, question, the two
+//! fixed lines) is set and drawn once, in [`CardLayout::new`]; a card costs its name, its
+//! address, its QR code and the PNG encoding.
 
 use super::canvas::{BLACK, Canvas, WHITE};
+use super::fonts::Style;
+use super::layout::{self, Block};
 use super::qr::Matrix;
-use super::{InviteCard, RenderError, text};
+use super::{CardText, RenderError, raster};
 
 pub(super) const CARD_WIDTH: u32 = 600;
-pub(super) const CARD_HEIGHT: u32 = QR_TOP + QR_AREA + MARGIN / 2;
+pub(super) const CARD_HEIGHT: u32 = 1050;
+/// Pixels per inch the card is drawn for (the PNG's `pHYs`, the PDF's scale).
+pub(super) const DPI: u32 = 300;
 
-const MARGIN: u32 = 32;
-const CONTENT_WIDTH: u32 = CARD_WIDTH - 2 * MARGIN;
+const MARGIN: f32 = 40.0;
+const CONTENT_WIDTH: f32 = CARD_WIDTH as f32 - 2.0 * MARGIN;
 
-const NAME_SCALE: u32 = 3;
-const NAME_TOP: u32 = MARGIN;
-const NAME_COLS: usize = (CONTENT_WIDTH / (text::CELL * NAME_SCALE)) as usize;
+/// A horizontal band of text: where it sits, its style and size, its line pitch and count.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Band {
+    pub(super) top: f32,
+    pub(super) size: f32,
+    pub(super) pitch: f32,
+    pub(super) lines: usize,
+    pub(super) style: Style,
+    pub(super) shade: u8,
+}
 
-const QUESTION_SCALE: u32 = 2;
-const QUESTION_TOP: u32 = NAME_TOP + text::CELL * NAME_SCALE + 16;
-const QUESTION_COLS: usize = (CONTENT_WIDTH / (text::CELL * QUESTION_SCALE)) as usize;
-const QUESTION_LINES: usize = 4;
-const QUESTION_LINE_PITCH: u32 = text::CELL * QUESTION_SCALE + 6;
-/// Slightly lighter than the name, so the name reads first.
-const QUESTION_SHADE: u8 = 64;
-
-/// The square the QR code (with its quiet zone) is centred in. 464 px gives a typical invite
-/// URL (version 5, 45 modules with the quiet zone) 10 px modules, which phones read easily
-/// from a screen or a small print.
-const QR_AREA: u32 = 464;
-const QR_TOP: u32 = QUESTION_TOP + QUESTION_LINES as u32 * QUESTION_LINE_PITCH;
-
-pub(super) fn render(card: &InviteCard<'_>) -> Result<Vec<u8>, RenderError> {
-    // The QR code is encoded first: if the URL cannot be encoded, no drawing is wasted.
-    let matrix = Matrix::encode(card.url)?;
-    let mut canvas = Canvas::new(CARD_WIDTH, CARD_HEIGHT, WHITE);
-
-    for line in text::wrap(card.guest_name, NAME_COLS, 1) {
-        text::draw_centred(
-            &mut canvas,
-            MARGIN,
-            CONTENT_WIDTH,
-            NAME_TOP,
-            &line,
-            NAME_SCALE,
-            BLACK,
-        );
-    }
-    let mut y = QUESTION_TOP;
-    for line in text::wrap(card.question, QUESTION_COLS, QUESTION_LINES) {
-        text::draw_centred(
-            &mut canvas,
-            MARGIN,
-            CONTENT_WIDTH,
-            y,
-            &line,
-            QUESTION_SCALE,
-            QUESTION_SHADE,
-        );
-        y += QUESTION_LINE_PITCH;
+impl Band {
+    /// The band's height: its lines' pitch.
+    fn height(&self) -> f32 {
+        self.pitch * self.lines as f32
     }
 
-    // Whole pixels per module keep every module edge sharp, which scanners rely on. The
-    // largest QR code (version 40, 185 modules with the quiet zone) still gets 2 px.
+    /// Sets `text` for this band.
+    pub(super) fn set(&self, text: &str) -> Block {
+        layout::set(text, self.style, self.size, CONTENT_WIDTH, self.lines)
+    }
+
+    /// The first baseline of `block`, which is centred vertically in the band (a line's ink
+    /// is taken as 0.8 em above the baseline and 0.2 em below).
+    pub(super) fn baseline(&self, block: &Block) -> f32 {
+        let lines = block.lines.len().max(1) as f32;
+        let ink = (lines - 1.0) * self.pitch + self.size;
+        self.top + (self.height() - ink) / 2.0 + 0.8 * self.size
+    }
+}
+
+pub(super) const EVENT: Band = Band {
+    top: 40.0,
+    size: 22.0,
+    pitch: 30.0,
+    lines: 1,
+    style: Style::Regular,
+    shade: 96,
+};
+pub(super) const TITLE: Band = Band {
+    top: 76.0,
+    size: 25.0,
+    pitch: 32.0,
+    lines: 3,
+    style: Style::Regular,
+    shade: 48,
+};
+/// The thin rule between the poll and the guest.
+const RULE_TOP: u32 = 186;
+const RULE_SHADE: u8 = 200;
+pub(super) const NAME: Band = Band {
+    top: 204.0,
+    size: 44.0,
+    pitch: 54.0,
+    lines: 2,
+    style: Style::Bold,
+    shade: BLACK,
+};
+/// The square the QR code and its quiet zone are centred in. A typical invite URL (version
+/// 5, 45 modules with the quiet zone) gets 11 px modules: 0.93 mm in print.
+pub(super) const QR_TOP: u32 = 328;
+pub(super) const QR_AREA: u32 = 520;
+pub(super) const SCAN: Band = Band {
+    top: 858.0,
+    size: 32.0,
+    pitch: 42.0,
+    lines: 1,
+    style: Style::Bold,
+    shade: BLACK,
+};
+pub(super) const HINT: Band = Band {
+    top: 902.0,
+    size: 18.0,
+    pitch: 26.0,
+    lines: 1,
+    style: Style::Regular,
+    shade: 96,
+};
+pub(super) const URL: Band = Band {
+    top: 930.0,
+    size: 19.0,
+    pitch: 28.0,
+    lines: 2,
+    style: Style::Mono,
+    shade: 32,
+};
+
+pub(super) const SCAN_TEXT: &str = "Scan to vote";
+pub(super) const HINT_TEXT: &str = "No camera? Open this address:";
+
+/// What is the same on every card of a job, set and drawn once.
+#[derive(Clone)]
+pub struct CardLayout {
+    /// The card with its fixed parts drawn and the guest's parts blank.
+    base: Canvas,
+    pub(super) event: Block,
+    pub(super) title: Block,
+    pub(super) scan: Block,
+    pub(super) hint: Block,
+}
+
+impl std::fmt::Debug for CardLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardLayout")
+            .field("event", &self.event.text)
+            .field("title", &self.title.text)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What differs per guest, set.
+pub(super) struct GuestText {
+    pub(super) name: Block,
+    pub(super) address: Vec<Block>,
+    pub(super) matrix: Matrix,
+}
+
+impl CardLayout {
+    /// Sets the poll's title (its question) and the organiser's event name, if any, with the
+    /// card's fixed lines. Any text is accepted: it is cleaned, wrapped and cut to its band.
+    pub fn new(poll_title: &str, event_name: Option<&str>) -> Self {
+        let event = EVENT.set(event_name.unwrap_or(""));
+        let title = TITLE.set(poll_title);
+        let scan = SCAN.set(SCAN_TEXT);
+        let hint = HINT.set(HINT_TEXT);
+        let mut base = Canvas::new(CARD_WIDTH, CARD_HEIGHT, WHITE);
+        for (band, block) in [
+            (EVENT, &event),
+            (TITLE, &title),
+            (SCAN, &scan),
+            (HINT, &hint),
+        ] {
+            draw(&mut base, band, block);
+        }
+        base.fill_rect(
+            MARGIN as u32 + 60,
+            RULE_TOP,
+            CONTENT_WIDTH as u32 - 120,
+            2,
+            RULE_SHADE,
+        );
+        Self {
+            base,
+            event,
+            title,
+            scan,
+            hint,
+        }
+    }
+
+    /// Sets one guest's parts: the name, the address to type, and the QR code of the URL.
+    pub(super) fn guest(&self, card: &CardText<'_>) -> Result<GuestText, RenderError> {
+        let matrix = Matrix::encode(card.url)?;
+        let name = NAME.set(card.guest_name);
+        let shown = card.short_url.unwrap_or(card.url);
+        Ok(GuestText {
+            name,
+            address: address_lines(shown),
+            matrix,
+        })
+    }
+
+    /// One guest's card as a PNG (8-bit grayscale, 300 DPI).
+    pub fn png(&self, card: &CardText<'_>) -> Result<Vec<u8>, RenderError> {
+        // The QR code is encoded first: if the URL cannot be encoded, no drawing is wasted.
+        let guest = self.guest(card)?;
+        let mut canvas = self.base.clone();
+        draw(&mut canvas, NAME, &guest.name);
+        draw_address(&mut canvas, &guest.address);
+        let (x, y, module_px) = qr_place(&guest.matrix);
+        guest.matrix.draw(&mut canvas, x, y, module_px);
+        canvas.encode_png_dpi(DPI)
+    }
+}
+
+/// Where the code goes and its module size: whole pixels per module keep every module edge
+/// sharp, which scanners rely on. The largest QR code (version 40, 185 modules with the quiet
+/// zone) still gets 2 px.
+pub(super) fn qr_place(matrix: &Matrix) -> (u32, u32, u32) {
     let modules = matrix.size_with_quiet_zone();
     let module_px = (QR_AREA / modules.max(1)).max(1);
     let side = modules.saturating_mul(module_px);
     let inset = QR_AREA.saturating_sub(side) / 2;
-    matrix.draw(
-        &mut canvas,
+    (
         (CARD_WIDTH - QR_AREA) / 2 + inset,
         QR_TOP + inset,
         module_px,
-    );
+    )
+}
 
-    canvas.encode_png()
+fn draw(canvas: &mut Canvas, band: Band, block: &Block) {
+    raster::draw_centred(
+        canvas,
+        block,
+        MARGIN,
+        CONTENT_WIDTH,
+        band.baseline(block),
+        band.pitch,
+        band.shade,
+    );
+}
+
+/// The address a guest can type, without its scheme, on up to two lines: broken after its
+/// last `/` when both halves fit on a line each (host and path above, the code below, which
+/// is easier to copy), else wherever the line is full.
+pub(super) fn address_lines(url: &str) -> Vec<Block> {
+    let shown = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    if let Some(cut) = shown.rfind('/').map(|i| i + 1)
+        && cut < shown.len()
+    {
+        let (head, tail) = shown.split_at(cut);
+        let head = layout::set(head, URL.style, URL.size, CONTENT_WIDTH, 1);
+        let tail = layout::set(tail, URL.style, URL.size, CONTENT_WIDTH, 1);
+        let fits = |b: &Block| b.lines.len() == 1 && !b.cut;
+        if fits(&head) && fits(&tail) {
+            return vec![head, tail];
+        }
+    }
+    vec![URL.set(shown)]
+}
+
+/// The baselines of the address's lines, centred in the URL band as one block.
+pub(super) fn address_baselines(address: &[Block]) -> Vec<f32> {
+    let lines: usize = address.iter().map(|b| b.lines.len()).sum();
+    let probe = Block {
+        lines: vec![layout::Line::default(); lines],
+        ..Block::default()
+    };
+    let first = URL.baseline(&probe);
+    (0..lines).map(|i| first + i as f32 * URL.pitch).collect()
+}
+
+fn draw_address(canvas: &mut Canvas, address: &[Block]) {
+    let baselines = address_baselines(address);
+    let lines = address
+        .iter()
+        .flat_map(|b| b.lines.iter().map(move |l| (b.size, l)));
+    for ((size, line), y) in lines.zip(baselines) {
+        let x = MARGIN + (CONTENT_WIDTH - line.width).max(0.0) / 2.0;
+        raster::draw_line(canvas, line, size, x, y, URL.shade);
+    }
 }

@@ -115,6 +115,29 @@ impl Matrix {
         }
     }
 
+    /// The dark modules as horizontal runs: (row, first column, length), without the quiet
+    /// zone, for vector output.
+    pub(super) fn dark_runs(&self) -> Vec<(u32, u32, u32)> {
+        let mut runs = Vec::new();
+        for (row, modules) in (0u32..).zip(self.colors.chunks(self.width.max(1))) {
+            let mut col = 0usize;
+            while col < modules.len() {
+                if modules.get(col) != Some(&Color::Dark) {
+                    col += 1;
+                    continue;
+                }
+                let start = col;
+                while modules.get(col) == Some(&Color::Dark) {
+                    col += 1;
+                }
+                let first = u32::try_from(start).unwrap_or(u32::MAX);
+                let length = u32::try_from(col - start).unwrap_or(u32::MAX);
+                runs.push((row, first, length));
+            }
+        }
+        runs
+    }
+
     /// The code as an SVG document at least `min_px` wide, quiet zone included. The SVG
     /// renderer draws every dark module as part of one path, which browsers scale crisply.
     pub(super) fn svg(&self, min_px: u32) -> String {

@@ -80,13 +80,15 @@ fn invite_card_draws_the_name_and_question_above_the_code() -> TestResult {
         guest_name: "Grace",
         url: INVITE_URL,
     })?)?;
-    // The text sits in the top 150 rows, above the QR area; the code itself is identical.
-    assert_eq!(dark_pixels(&blank, 0, 150), 0);
-    assert!(dark_pixels(&full, 0, 150) > 200);
-    let rest = card::CARD_HEIGHT - 150;
+    // The question and the name sit above the QR band; below it, the code and the fixed
+    // lines are the same whatever the text.
+    let top = card::QR_TOP;
+    assert_eq!(dark_pixels(&blank, 0, top), 0);
+    assert!(dark_pixels(&full, 0, top) > 200);
+    let rest = card::CARD_HEIGHT - top;
     assert_eq!(
-        dark_pixels(&blank, 150, rest),
-        dark_pixels(&full, 150, rest)
+        dark_pixels(&blank, top, rest),
+        dark_pixels(&full, top, rest)
     );
     Ok(())
 }
@@ -258,5 +260,102 @@ fn chart_height_is_bounded_and_extreme_counts_do_not_overflow() -> TestResult {
     )?)?;
     assert_eq!(many.dimensions(), capped.dimensions());
     assert!(many.height() < 2000, "{}", many.height());
+    Ok(())
+}
+
+#[test]
+fn one_layout_makes_every_guests_card_and_each_scans_to_its_own_url() -> TestResult {
+    let layout = CardLayout::new(
+        "Where shall we go for the team lunch on Friday?",
+        Some("Acme offsite"),
+    );
+    let names = [
+        "Ada Lovelace",
+        "李雷",
+        "محمد عبد الرحمن",
+        "Дмитрий",
+        "प्रिया शर्मा",
+        "",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let url = format!("{INVITE_URL}{i}");
+        let png = layout.png(&CardText {
+            guest_name: name,
+            url: &url,
+            short_url: None,
+        })?;
+        let image = luma(&png)?;
+        assert_eq!(image.dimensions(), (card::CARD_WIDTH, card::CARD_HEIGHT));
+        assert_eq!(read_qr(&image)?, [url.as_str()], "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn cards_say_300_dpi() -> TestResult {
+    let png = invite_card_png(&InviteCard {
+        question: "q",
+        guest_name: "n",
+        url: INVITE_URL,
+    })?;
+    let at = png
+        .windows(4)
+        .position(|w| w == b"pHYs")
+        .ok_or("no pHYs chunk")?;
+    let field = |offset: usize| -> Result<u32, Box<dyn Error>> {
+        let bytes = png.get(at + offset..at + offset + 4).ok_or("short pHYs")?;
+        Ok(u32::from_be_bytes(bytes.try_into()?))
+    };
+    // 300 dots per inch is 11,811 per metre; unit 1 is the metre.
+    assert_eq!(
+        (field(4)?, field(8)?, png.get(at + 12)),
+        (11_811, 11_811, Some(&1))
+    );
+    // The chunk comes before the image data, as the format requires, and decoders accept it.
+    let idat = png.windows(4).position(|w| w == b"IDAT").ok_or("no IDAT")?;
+    assert!(at < idat);
+    luma(&png)?;
+    Ok(())
+}
+
+#[test]
+fn the_code_has_a_quiet_zone_of_four_modules() -> TestResult {
+    let name = "Wolfgang Amadeus Mozart Johann Chrysostom";
+    let image = luma(
+        &CardLayout::new(&"Where to? ".repeat(30), Some("Event")).png(&CardText {
+            guest_name: name,
+            url: INVITE_URL,
+            short_url: None,
+        })?,
+    )?;
+    // The dark pixels of the QR band are the code's; its left edge is a finder pattern,
+    // seven modules wide, which gives the module size.
+    let band = card::QR_TOP..card::QR_TOP + card::QR_AREA;
+    let dark = |x: u32, y: u32| image.get_pixel(x, y).0[0] < 128;
+    let rows: Vec<u32> = band
+        .clone()
+        .filter(|&y| (0..image.width()).any(|x| dark(x, y)))
+        .collect();
+    let (top, bottom) = (rows[0], rows[rows.len() - 1]);
+    let left = (0..image.width())
+        .find(|&x| dark(x, top))
+        .ok_or("no code")?;
+    let finder = (left..image.width()).take_while(|&x| dark(x, top)).count() as u32;
+    let module = finder / 7;
+    assert!(module >= 2, "{module}");
+    // Four modules of white above and below the code, across the whole card (no text), and
+    // on either side of it.
+    for y in top - 4 * module..top {
+        assert!((0..image.width()).all(|x| !dark(x, y)), "row {y}");
+    }
+    for y in bottom + 1..=bottom + 4 * module {
+        assert!((0..image.width()).all(|x| !dark(x, y)), "row {y}");
+    }
+    let right = (0..image.width())
+        .rev()
+        .find(|&x| dark(x, top))
+        .ok_or("no code")?;
+    assert!(left >= 4 * module && image.width() - 1 - right >= 4 * module);
+    assert_eq!(read_qr(&image)?, [INVITE_URL]);
     Ok(())
 }

@@ -189,20 +189,6 @@ pub(super) fn draw(canvas: &mut Canvas, x: u32, y: u32, line: &[char], scale: u3
     }
 }
 
-/// Draws a line centred horizontally between `x` and `x + width`.
-pub(super) fn draw_centred(
-    canvas: &mut Canvas,
-    x: u32,
-    width: u32,
-    y: u32,
-    line: &[char],
-    scale: u32,
-    shade: u8,
-) {
-    let offset = width.saturating_sub(width_px(line, scale)) / 2;
-    draw(canvas, x.saturating_add(offset), y, line, scale, shade);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

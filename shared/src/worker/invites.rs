@@ -41,16 +41,19 @@ impl Worker {
         let made_at = self.clock.now().unix_timestamp();
         // Rendering and hashing are CPU work: off the async threads, one chunk at a time.
         let segment = tokio::task::spawn_blocking(move || {
+            // What every card of the job shares is set once per chunk.
+            let layout = render::CardLayout::new(&question, None);
             let mut cards = Vec::with_capacity(guests.len());
             let mut pngs = Vec::with_capacity(guests.len());
             for (guest, (index, token)) in guests.iter().zip(&planned) {
                 let url = format!("{base}/i/{token}");
-                let png = render::invite_card_png(&render::InviteCard {
-                    question: &question,
-                    guest_name: &guest.name,
-                    url: &url,
-                })
-                .map_err(|e| WorkError::Render(e.to_string()))?;
+                let png = layout
+                    .png(&render::CardText {
+                        guest_name: &guest.name,
+                        url: &url,
+                        short_url: None,
+                    })
+                    .map_err(|e| WorkError::Render(e.to_string()))?;
                 cards.push(SegmentCard {
                     index: *index,
                     name: guest.name.clone(),

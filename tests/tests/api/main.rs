@@ -4,6 +4,7 @@
 
 mod auth;
 mod budget;
+mod cards;
 mod closing;
 mod count;
 mod crash;
