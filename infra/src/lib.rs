@@ -92,7 +92,19 @@ impl LocalDynamo {
                     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
                 let path = path.to_str().ok_or("the data path is not valid UTF-8")?;
-                dynoxide::Database::new(path).map_err(|e| format!("open {path}: {e}"))?
+                let db = dynoxide::Database::new(path).map_err(|e| format!("open {path}: {e}"))?;
+                // The engine opens its file in WAL mode with SQLite's default `synchronous =
+                // FULL`, which syncs the log to the disk on every commit: a few milliseconds
+                // each here, under the engine's one lock, so the disk capped every write the
+                // dev server made. `disable_bulk_loading` is the engine's own way back to its
+                // normal settings, `synchronous = NORMAL` with the cache, temp-store and mmap
+                // defaults: in WAL mode a commit is then written to the log (the OS holds it)
+                // and synced at checkpoints. A process killed with `kill -9` loses nothing
+                // committed (the kernel still writes what it was given); a power cut or OS
+                // crash may lose the last moments of writes, which a dev server can afford.
+                db.disable_bulk_loading()
+                    .map_err(|e| format!("set {path} to synchronous = NORMAL: {e}"))?;
+                db
             }
             None => dynoxide::Database::memory().map_err(|e| e.to_string())?,
         };
