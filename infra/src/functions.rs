@@ -11,6 +11,7 @@ use tally::clock::SharedClock;
 use tally::config::Config;
 use tally::dynamo::DynamoStore;
 use tally::http::auth::AuthState;
+use tally::http::cache::PollCache;
 use tally::http::gate::Gate;
 use tally::http::jobs::JobsState;
 use tally::http::polls::PollsState;
@@ -71,7 +72,12 @@ impl Functions {
         clock: SharedClock,
         keys: &KeyMaterial,
     ) -> Result<Self, String> {
-        let gate = Gate::new(config, keys, store.clone(), clock)?;
+        let gate = Gate::new(config, keys, store.clone(), clock.clone())?;
+        // One cache of polls for the polls and votes functions: the owner's writes go through
+        // it and forget what they change, so in one process a close is seen at once (on
+        // Lambda, each votes instance's cache is its own and a close reaches it within
+        // `POLL_CACHE_TTL`).
+        let polls = PollCache::new(store.clone(), clock);
         let issuer = TokenIssuer::new(
             keys,
             &config.issuer,
@@ -86,10 +92,10 @@ impl Functions {
                 gate.clone(),
             ),
             polls: PollsState {
-                polls: store.clone(),
+                polls: Arc::new(polls.clone()),
                 gate: gate.clone(),
             },
-            votes: VotesState::new(store.clone(), gate.clone()),
+            votes: VotesState::with_polls(polls, store.clone(), gate.clone()),
             jobs: JobsState::new(
                 store,
                 blobs,

@@ -14,15 +14,18 @@ use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Region, StalledStreamProtectionConfig};
 use axum::Router;
+pub mod count;
 pub mod functions;
 pub mod queue;
 pub mod s3;
 pub mod sqs;
+pub mod streams;
 
 pub use functions::{Function, Functions};
 pub use queue::{LocalDeadLetters, LocalQueue, QueueOptions};
 pub use s3::LocalS3;
 pub use sqs::SqsPoller;
+pub use streams::{StreamOptions, StreamPoller, StreamTarget};
 use tally::auth::KeyMaterial;
 use tally::clock::SharedClock;
 use tally::config::Config;
@@ -198,6 +201,9 @@ pub struct StackOptions {
     pub s3_addr: SocketAddr,
     pub clock: SharedClock,
     pub queue: QueueOptions,
+    /// The count function's event source mapping (its positions folder is set by
+    /// [`Stack::start`] for on-disk storage).
+    pub stream: StreamOptions,
     pub wrap_worker_blobs: Option<BlobWrapper>,
 }
 
@@ -223,6 +229,7 @@ impl StackOptions {
                 max_receives: 5,
                 concurrency: 2,
             },
+            stream: StreamOptions::local(),
             wrap_worker_blobs: None,
         }
     }
@@ -239,6 +246,8 @@ pub struct Stack {
     pub queue: LocalQueue,
     pub worker: Worker,
     pub keys: KeyMaterial,
+    /// The DynamoDB (and DynamoDB Streams) endpoint the stack talks to.
+    pub dynamo_endpoint: String,
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
     pub s3: Option<LocalS3>,
@@ -247,6 +256,8 @@ pub struct Stack {
     pub sqs: Option<SqsPoller>,
     /// That queue's URL, for functions run elsewhere (`TALLY_RENDER_QUEUE_URL`).
     pub sqs_url: Option<String>,
+    /// The table's stream → the count function, as the event source mapping runs it on AWS.
+    pub streams: StreamPoller,
     /// The temporary folder of an in-memory stack's S3 engine, removed on drop.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -354,6 +365,20 @@ impl Stack {
             _ => (Arc::new(queue.clone()) as Arc<dyn RenderQueue>, None),
         };
         let (sqs, sqs_url) = sqs.unzip();
+        // Counting is another function on AWS too: its own store handle, and positions kept
+        // beside the engine's file so a restart resumes where the last run stood.
+        let mut stream_options = options.stream.clone();
+        if let Storage::Dir(dir) = &storage {
+            stream_options.positions = Some(dir.join("streams"));
+        }
+        let streams = count::start(
+            &dynamo_endpoint,
+            DynamoStore::new(store.client().clone(), config.table.clone()),
+            config,
+            options.clock.clone(),
+            stream_options,
+        )
+        .await?;
         let functions = Functions::new(
             config,
             Arc::new(store.clone()),
@@ -371,12 +396,20 @@ impl Stack {
             queue,
             worker,
             keys,
+            dynamo_endpoint,
             dynamo,
             s3,
             sqs,
             sqs_url,
+            streams,
             _scratch: scratch,
         })
+    }
+
+    /// Waits until every record on the table's stream written before the call is counted
+    /// (tests and the bench read settled results this way, never after a fixed sleep).
+    pub async fn settle(&self, limit: Duration) -> Result<(), String> {
+        self.streams.drained(limit).await
     }
 
     /// Stops the engines and waits for them to close their files.
@@ -390,9 +423,10 @@ impl Stack {
             dynamo,
             s3,
             sqs,
+            streams,
             ..
         } = self;
-        drop((app, functions, store, queue, worker, sqs));
+        drop((app, functions, store, queue, worker, sqs, streams));
         if let Some(dynamo) = dynamo {
             dynamo.shutdown().await;
         }

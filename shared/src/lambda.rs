@@ -1,12 +1,13 @@
 //! The generic runners the Lambda binaries call. A function's `main.rs` loads its [`Env`] once
 //! per cold start, builds the state its own routes (or its event handler) need from it, and
-//! hands them to [`run_http`] or [`run_sqs`]. Nothing here chooses a function at run time:
+//! hands them to [`run_http`], [`run_sqs`] or [`run_stream`]. Nothing here chooses a function at run time:
 //! each binary names exactly the routes and ports it uses, so the linker keeps only those.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lambda_events::event::dynamodb::{TimeWindowEvent, TimeWindowEventResponse};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use utoipa_axum::router::OpenApiRouter;
@@ -183,6 +184,27 @@ where
         let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         Ok::<_, std::convert::Infallible>(handler(event.payload, deadline).await)
     }))
+    .await
+}
+
+/// Runs a DynamoDB stream consumer (the count function): each invocation's tumbling-window
+/// event goes to `handler`, whose error fails the invocation so that Lambda delivers the
+/// batch again (with the mapping's retry, bisect and on-failure settings).
+pub async fn run_stream<H, F, E>(handler: H) -> Result<(), Error>
+where
+    H: Fn(TimeWindowEvent) -> F,
+    F: Future<Output = Result<TimeWindowEventResponse, E>>,
+    E: std::fmt::Display,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<TimeWindowEvent>| async move {
+            handler(event.payload).await.map_err(|e| {
+                tracing::error!(error = %e, "stream batch failed");
+                Error::from(e.to_string())
+            })
+        },
+    ))
     .await
 }
 

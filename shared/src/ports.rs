@@ -119,7 +119,7 @@ pub enum PollCreated {
 
 #[async_trait]
 pub trait PollStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new poll with its counters (one transaction); with `request`, in the same
+    /// Stores a new poll with its (empty) tally (one transaction); with `request`, in the same
     /// transaction the key's claim, unless an unexpired claim of the same owner and key
     /// stands: then nothing is written and that claim's poll is returned.
     async fn create_poll(
@@ -136,45 +136,113 @@ pub trait PollStore: Send + Sync + std::fmt::Debug {
         limit: u16,
         after: Option<&PollCursor>,
     ) -> StoreResult<Page<Poll>>;
-    /// Replaces `previous` by `next` (one transaction) if the stored poll still has
-    /// `previous.version` and owner; when `options_changed`, only while no ballot exists
-    /// (`HasBallots`). The write-time ballot guards follow the poll's status and deadline.
+    /// Replaces `previous` by `next` if the stored poll still has `previous.version` and owner:
+    /// one conditional put that no ballot contends with. When `options_changed`, one
+    /// transaction with the tally instead, which holds only while no votes instance has taken
+    /// a ballot on the poll ([`BallotStore::lock_options`]; `HasBallots` otherwise).
     async fn update_poll(
         &self,
         previous: &Poll,
         next: &Poll,
         options_changed: bool,
     ) -> StoreResult<()>;
-    /// Deletes the poll and its counters if it still has `previous.version` and owner.
+    /// Deletes the poll and its tally if it still has `previous.version` and owner.
     async fn delete_poll(&self, previous: &Poll) -> StoreResult<()>;
 }
 
 /// What happened to a ballot.
 #[derive(Debug, Clone)]
 pub enum CastOutcome {
-    /// Recorded and counted.
+    /// Recorded; the count function counts it from the table's stream.
     Recorded,
     /// This voter already has a ballot in this poll: here it is.
     AlreadyVoted(Ballot),
-    /// The poll closed (by its owner or its deadline) before the write.
-    PollClosed,
-    /// The poll was deleted, or its options replaced, between the read and the write.
-    PollChanged,
 }
 
 #[async_trait]
 pub trait BallotStore: Send + Sync + std::fmt::Debug {
-    /// Records the ballot and counts it, in one transaction that holds only if this voter has
-    /// no ballot yet and the poll is still open with the option list the ballot was checked
-    /// against (`poll.options_rev`) at `now`. Never read-then-write.
-    async fn cast(
-        &self,
-        poll: &Poll,
-        ballot: &Ballot,
-        now: OffsetDateTime,
-    ) -> StoreResult<CastOutcome>;
-    /// The poll and its exact counts: one read, whatever the number of ballots.
+    /// Records the ballot: one conditional put that holds only if this voter has no ballot in
+    /// the poll yet (never read-then-write). The poll's rules are the caller's to check, against
+    /// a cached poll; every ballot stored is counted.
+    async fn cast(&self, ballot: &Ballot) -> StoreResult<CastOutcome>;
+    /// Freezes the poll's options at `options_rev` before its first ballot: `true` when the
+    /// tally holds that revision (and now refuses option changes), `false` when the options
+    /// changed since the caller read the poll. Idempotent; a votes instance calls it once per
+    /// poll and revision, so an option change and a first ballot never both succeed.
+    async fn lock_options(&self, poll: PollId, options_rev: u32) -> StoreResult<bool>;
+    /// This voter's ballot in the poll, if any (for a replay once the poll has closed).
+    async fn ballot(&self, poll: PollId, voter: &Voter) -> StoreResult<Option<Ballot>>;
+    /// The poll's counts as far as the count function got: one read.
+    async fn tally(&self, poll: PollId) -> StoreResult<Tally>;
+    /// The poll and its counts, in one read (a chart job needs both).
     async fn poll_with_tally(&self, id: PollId) -> StoreResult<Option<(Poll, Tally)>>;
+}
+
+/// A stream sequence number, zero-padded so that two of them compare as strings the way
+/// they compare as numbers (DynamoDB's are decimal strings of up to 40 digits).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    /// Width of the padded form: the longest sequence number DynamoDB Streams issues.
+    pub const WIDTH: usize = 40;
+
+    /// Parses a stream record's sequence number: decimal digits only, at most 40.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok =
+            !raw.is_empty() && raw.len() <= Self::WIDTH && raw.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| Self(format!("{raw:0>width$}", width = Self::WIDTH)))
+    }
+
+    /// The padded form, as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where counting stands for one poll on one stream shard: the last sequence number counted,
+/// the newest `voted_at` among the ballots counted there, and when that count was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub last: SequenceNumber,
+    pub newest_vote: OffsetDateTime,
+    pub written: OffsetDateTime,
+}
+
+/// What one batch adds to a poll's tally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TallyDelta {
+    pub ballots: u64,
+    pub per_option: std::collections::BTreeMap<crate::domain::OptionId, u64>,
+}
+
+/// The outcome of [`TallyStore::add`].
+#[derive(Debug, Clone)]
+pub enum Added {
+    /// Counted; these other shards' checkpoints (as they stood) are older than the stream's
+    /// retention and may be pruned by the next write.
+    Counted { stale: Vec<String> },
+    /// Not counted: the poll's checkpoint for this shard was already at or past the batch's
+    /// first record (a redelivery or an overlapping batch). Here is where it stands.
+    Behind(SequenceNumber),
+}
+
+/// The count function's side of the tally (`dynamo/tallies.rs`).
+#[async_trait]
+pub trait TallyStore: Send + Sync + std::fmt::Debug {
+    /// Adds `delta` to the poll's tally and sets the checkpoint of `shard` to `at`, in one
+    /// conditional update that holds only while the stored checkpoint of that shard is absent
+    /// or below `first` (the batch's first record for this poll), so a batch counts once.
+    /// Removes the checkpoints of the shards in `prune` in the same write.
+    async fn add(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        at: &Checkpoint,
+        delta: &TallyDelta,
+        prune: &[String],
+    ) -> StoreResult<Added>;
 }
 
 /// Whether a job request made a new job or found the one the same request made earlier.

@@ -84,6 +84,10 @@ pub fn announce_skip(test: &str) {
     );
 }
 
+/// How long counting may take to catch up before a test fails: generous, for moto and a debug
+/// build under the races on two cores; a settled stream answers within milliseconds.
+pub const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A running API over an in-memory engine, with a clock tests can move.
 #[derive(Debug)]
 pub struct TestApp {
@@ -426,6 +430,22 @@ impl TestApp {
             .bearer(token)
             .send()
             .await
+    }
+
+    /// Waits until every ballot accepted so far has been counted: the stack's stream poller
+    /// has read the whole stream and the count function acknowledged it. Panics after
+    /// [`SETTLE_PATIENCE`] (a stalled count is a failure, not something to wait out).
+    pub async fn settle(&self) {
+        self.stack
+            .settle(SETTLE_PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("results did not settle: {e}"));
+    }
+
+    /// The results once every ballot accepted before the call is counted ([`Self::settle`]).
+    pub async fn settled_results(&self, token: &str, poll: &str) -> Reply {
+        self.settle().await;
+        self.results(token, poll).await
     }
 }
 

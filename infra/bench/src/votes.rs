@@ -24,6 +24,10 @@ const OPTIONS: [&str; 4] = ["o1", "o2", "o3", "o4"];
 const REQUEST_LIMIT: Duration = Duration::from_secs(60);
 /// A run that takes longer than this is stopped (the rest of its requests are not sent).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// How long counting may take to catch up after the last reply before the bench fails.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+/// How often the lag watcher reads the results during a run: the lag's resolution.
+const WATCH_EVERY: Duration = Duration::from_millis(5);
 
 /// The workload of one level.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +65,8 @@ struct Run {
     errors: usize,
     client: hdrhistogram::Histogram<u64>,
     server: hdrhistogram::Histogram<u64>,
+    /// 201 → counted, per accepted ballot.
+    lag: hdrhistogram::Histogram<u64>,
     first_error: Option<String>,
 }
 
@@ -76,6 +82,9 @@ pub struct LevelResult {
     pub max_ms: f64,
     pub server_p50_ms: f64,
     pub server_p99_ms: f64,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
     pub errors: usize,
     pub first_error: Option<String>,
     pub ballots: usize,
@@ -203,6 +212,7 @@ async fn one_run(
     let work = Arc::new(work);
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
+    let watcher = Watcher::start(client.clone(), base, owner, &poll);
     let started = Instant::now();
     let deadline = started + RUN_LIMIT;
     let mut clients = Vec::with_capacity(level.clients);
@@ -221,10 +231,14 @@ async fn one_run(
     let mut outcomes = vec![None; work.len()];
     let mut histogram = report::histogram()?;
     let mut first_error = None;
+    let mut accepted_at = Vec::new();
     for handle in clients {
         let (seen, latencies, error) = handle.await.map_err(|e| e.to_string())??;
-        for (index, outcome) in seen {
+        for (index, outcome, at) in seen {
             outcomes[index] = Some(outcome);
+            if outcome == Outcome::Cast {
+                accepted_at.push(at);
+            }
         }
         histogram.add(&latencies).map_err(|e| e.to_string())?;
         if first_error.is_none() {
@@ -250,6 +264,11 @@ async fn one_run(
         .zip(&outcomes)
         .filter(|(w, o)| w.duplicate && **o == Some(Outcome::Cast))
         .count();
+    // Counting runs behind the 201s: wait for the stream to drain (never a fixed sleep),
+    // then for the watcher to have seen the last count, before checking and measuring.
+    stack.settle(SETTLE_LIMIT).await?;
+    let seen = watcher.stop_at(cast as u64, SETTLE_LIMIT).await?;
+    let lag = lags(&mut accepted_at, &seen)?;
     check_exact(stack, &client, base, owner, &poll, &work, &outcomes, &users).await?;
     Ok(Run {
         elapsed,
@@ -260,12 +279,82 @@ async fn one_run(
         errors,
         client: histogram,
         server: report::histogram()?,
+        lag,
         first_error,
     })
 }
 
+/// Reads the poll's results through the API every few milliseconds during a run and keeps
+/// each time the total grew: when the k-th ballot was counted.
+struct Watcher {
+    stop: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<Result<Vec<(Instant, u64)>, String>>,
+}
+
+impl Watcher {
+    fn start(client: HttpClient, base: &str, owner: &str, poll: &str) -> Self {
+        let url = format!("{base}/v1/polls/{poll}/results");
+        let owner = owner.to_owned();
+        let (stop, mut until) = tokio::sync::watch::channel(u64::MAX);
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<(Instant, u64)> = Vec::new();
+            loop {
+                let reply = stack::send(
+                    &client,
+                    stack::request(Method::GET, &url, Some(&owner), None)?,
+                    REQUEST_LIMIT,
+                )
+                .await?
+                .expect(200, "read the results while voting")?;
+                let at = Instant::now();
+                let total = reply.json()["total"].as_u64().unwrap_or(0);
+                if seen.last().is_none_or(|(_, last)| total > *last) {
+                    seen.push((at, total));
+                }
+                if total >= *until.borrow_and_update() {
+                    return Ok(seen);
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops once the total reaches `total` and answers what was seen.
+    async fn stop_at(self, total: u64, limit: Duration) -> Result<Vec<(Instant, u64)>, String> {
+        let _ = self.stop.send(total);
+        tokio::time::timeout(limit, self.task)
+            .await
+            .map_err(|_| format!("votes: the results did not reach {total} within {limit:?}"))?
+            .map_err(|e| e.to_string())?
+    }
+}
+
+/// The 201 → counted lag of each accepted ballot: the k-th 201 (in the order the replies
+/// came) against the first reading whose total reached k. Counting does not keep the replies'
+/// order exactly, so this pairs by rank, which is what a client reading results sees.
+fn lags(
+    accepted_at: &mut [Instant],
+    seen: &[(Instant, u64)],
+) -> Result<hdrhistogram::Histogram<u64>, String> {
+    accepted_at.sort_unstable();
+    let mut lag = report::histogram()?;
+    let mut reading = 0;
+    for (k, at) in accepted_at.iter().enumerate() {
+        let k = k as u64 + 1;
+        while reading < seen.len() && seen[reading].1 < k {
+            reading += 1;
+        }
+        let Some((counted, _)) = seen.get(reading) else {
+            return Err(format!("votes: ballot {k} was never seen counted"));
+        };
+        report::record(&mut lag, counted.saturating_duration_since(*at));
+    }
+    Ok(lag)
+}
+
 type ClientResult = (
-    Vec<(usize, Outcome)>,
+    Vec<(usize, Outcome, Instant)>,
     hdrhistogram::Histogram<u64>,
     Option<String>,
 );
@@ -338,14 +427,14 @@ async fn client_loop(
                 Outcome::Error
             }
         };
-        seen.push((index, outcome));
+        seen.push((index, outcome, Instant::now()));
     }
     Ok((seen, latencies, first_error))
 }
 
 /// Ballots and counts must be exact: every voter who got a 201 has exactly one ballot item,
-/// nobody else has one, each voter got at most one 201, and the results (a different read
-/// path: the counter shards) add up to the ballots and to the choices that were accepted.
+/// nobody else has one, each voter got at most one 201, and the settled results (a different
+/// path: counted from the stream) add up to the ballots and to the choices that were accepted.
 #[expect(
     clippy::too_many_arguments,
     reason = "one check over everything a run produced"
@@ -497,6 +586,9 @@ fn summarise(level: Level, runs: &[Run]) -> LevelResult {
         max_ms: per_run(&|r| ms(r.client.max())),
         server_p50_ms: per_run(&|r| ms(r.server.value_at_quantile(0.5))),
         server_p99_ms: per_run(&|r| ms(r.server.value_at_quantile(0.99))),
+        lag_p50_ms: per_run(&|r| ms(r.lag.value_at_quantile(0.5))),
+        lag_p99_ms: per_run(&|r| ms(r.lag.value_at_quantile(0.99))),
+        lag_max_ms: per_run(&|r| ms(r.lag.max())),
         errors: runs.iter().map(|r| r.errors).sum(),
         first_error: runs.iter().find_map(|r| r.first_error.clone()),
         ballots: runs.first().map_or(0, |r| r.cast),
@@ -519,6 +611,7 @@ pub fn section(results: &[LevelResult]) -> Section {
             "p99 ms",
             "max ms",
             "server p50 / p99 ms",
+            "201→counted p50 / p99 / max ms",
             "errors",
             "exact",
         ],
@@ -532,8 +625,11 @@ pub fn section(results: &[LevelResult]) -> Section {
          it wins the race, the first ballot gets the 409 instead). \
          Latency is per request, send to last body byte; \"server\" is the router's own time \
          for the same requests. Figures are medians over runs; errors are summed over runs. \
-         After every run the ballot items (scanned from the engine), the 201 replies and the \
-         results must agree exactly, or the bench fails.",
+         Counts come from the table's stream (the dev server's poller → the count function): \
+         \"201→counted\" pairs the k-th 201 reply with the first results read (every 5 ms, \
+         through the API, during the run) whose total reached k. After every run the stream is \
+         drained, and the ballot items (scanned from the engine), the 201 replies and the \
+         settled results must agree exactly, or the bench fails.",
     );
     for r in results {
         section.row(vec![
@@ -549,6 +645,12 @@ pub fn section(results: &[LevelResult]) -> Section {
                 "{} / {}",
                 report::ms(r.server_p50_ms),
                 report::ms(r.server_p99_ms)
+            ),
+            format!(
+                "{} / {} / {}",
+                report::ms(r.lag_p50_ms),
+                report::ms(r.lag_p99_ms),
+                report::ms(r.lag_max_ms)
             ),
             r.errors.to_string(),
             format!(

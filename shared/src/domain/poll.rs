@@ -141,11 +141,16 @@ impl Choices {
     }
 }
 
-/// The counts of a poll: ballots in total and votes per option.
+/// The counts of a poll: ballots in total and votes per option, as far as counting (from the
+/// table's stream) has got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     pub ballots: u64,
     pub per_option: BTreeMap<OptionId, u64>,
+    /// The `voted_at` of the newest ballot counted; `None` before the first.
+    pub counted_through: Option<OffsetDateTime>,
+    /// When the count function last added to these counts; `None` before the first.
+    pub counted_at: Option<OffsetDateTime>,
 }
 
 /// A validated request to create a poll.

@@ -1,8 +1,6 @@
 //! Stored item shapes, converted with `serde_dynamo`. Attribute names live here and in
 //! `keys.rs` only; the rest of the crate sees domain types.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -178,45 +176,64 @@ impl PollItem {
     }
 }
 
-/// One shard of a poll's counts, carrying copies of the poll's write-time guards (open,
-/// deadline, option revision) so that a ballot's transaction can check them on the item it
-/// updates anyway, instead of on the poll item, which every ballot would then contend for.
+/// A poll's counts, as the count function keeps them: created with the poll (holding its
+/// `options_rev`), then grown by `ADD` from the table's stream. Besides these fields the item
+/// holds one number per option ([`vote_attribute`]) and one checkpoint per stream shard
+/// ([`checkpoint_attribute`]), attributes of their own because `ADD` creates a missing top-level
+/// number but cannot create a path inside a map.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct CounterItem {
+pub struct TallyItem {
     #[serde(rename = "PK")]
     pub pk: String,
     #[serde(rename = "SK")]
     pub sk: String,
-    pub open: bool,
-    /// Epoch milliseconds; `i64::MAX` when the poll has no deadline, so the guard is a plain
-    /// comparison.
-    pub deadline_ms: i64,
+    /// The option list the counts are for; changes only while `locked` is unset.
     pub options_rev: u32,
     pub ballots: u64,
-    pub votes: BTreeMap<String, u64>,
 }
 
-pub fn deadline_ms(poll: &Poll) -> i64 {
-    poll.closes_at.map_or(i64::MAX, unix_ms)
-}
-
-impl CounterItem {
-    pub fn new(poll: &Poll, shard: u8) -> Self {
-        let key = Key::Counter(poll.id, shard);
+impl TallyItem {
+    pub fn new(poll: &Poll) -> Self {
+        let key = Key::Tally(poll.id);
         Self {
             pk: key.pk(),
             sk: key.sk().into(),
-            open: poll.status == PollStatus::Open,
-            deadline_ms: deadline_ms(poll),
             options_rev: poll.options_rev,
             ballots: 0,
-            votes: zero_votes(poll),
         }
     }
 }
 
-pub fn zero_votes(poll: &Poll) -> BTreeMap<String, u64> {
-    poll.options.iter().map(|o| (o.id.to_string(), 0)).collect()
+/// The tally's attributes that are not in [`TallyItem`].
+pub mod tally {
+    /// The number of ballots counted.
+    pub const BALLOTS: &str = "ballots";
+    pub const OPTIONS_REV: &str = "options_rev";
+    /// Set (to `true`) by the first ballot a votes instance accepts: from then on the options
+    /// cannot change (see `BallotStore::lock_options`).
+    pub const LOCKED: &str = "locked";
+    const VOTE: &str = "v#";
+    const CHECKPOINT: &str = "cp#";
+
+    /// The attribute counting the votes for one option.
+    pub fn vote_attribute(option: &str) -> String {
+        format!("{VOTE}{option}")
+    }
+
+    /// The option a vote attribute counts, if it is one.
+    pub fn option_of(attribute: &str) -> Option<&str> {
+        attribute.strip_prefix(VOTE)
+    }
+
+    /// The attribute holding the checkpoint of one stream shard.
+    pub fn checkpoint_attribute(shard: &str) -> String {
+        format!("{CHECKPOINT}{shard}")
+    }
+
+    /// The shard a checkpoint attribute belongs to, if it is one.
+    pub fn shard_of(attribute: &str) -> Option<&str> {
+        attribute.strip_prefix(CHECKPOINT)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

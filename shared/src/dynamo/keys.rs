@@ -17,12 +17,6 @@ pub const GSI1_SK: &str = "GSI1SK";
 /// read that cares filters on its own expiry field too.
 pub const TTL: &str = "ttl";
 
-/// How many counter items a poll's votes are spread over. Each lives under its own partition
-/// key, so one viral poll's writes land on `COUNTER_SHARDS` partitions instead of one, and
-/// concurrent ballots rarely touch the same item (which would make their transactions
-/// conflict). Results read all of them in one `BatchGetItem`.
-pub const COUNTER_SHARDS: u8 = 10;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     /// `USER#<id>` / `USER`: the profile.
@@ -41,8 +35,9 @@ pub enum Key {
     PollRequest(UserId, String),
     /// `POLL#<id>` / `POLL`: the poll.
     Poll(PollId),
-    /// `POLL#<id>#C<n>` / `COUNTER`: shard `n` of the poll's counts and write-time guards.
-    Counter(PollId, u8),
+    /// `TALLY#<id>` / `TALLY`: the poll's counts, written by the count function from the
+    /// table's stream, with one checkpoint per stream shard.
+    Tally(PollId),
     /// `BALLOT#<poll>#<voter>` / `BALLOT`: one voter's ballot; its existence is the guard.
     Ballot(PollId, String),
     /// `JOB#<id>` / `JOB`: a render job and its progress counters.
@@ -74,7 +69,7 @@ impl Key {
             Self::Sessions(user) => format!("SESSIONS#{user}"),
             Self::PollRequest(user, key) => format!("POLLREQ#{user}#{key}"),
             Self::Poll(id) => format!("POLL#{id}"),
-            Self::Counter(id, n) => format!("POLL#{id}#C{n}"),
+            Self::Tally(id) => format!("TALLY#{id}"),
             Self::Ballot(poll, voter) => format!("BALLOT#{poll}#{voter}"),
             Self::Job(id) => format!("JOB#{id}"),
             Self::JobChunk(id, n) => format!("JOB#{id}#K{n}"),
@@ -94,7 +89,7 @@ impl Key {
             Self::Sessions(_) => "SESSIONS",
             Self::PollRequest(..) => "POLLREQ",
             Self::Poll(_) => "POLL",
-            Self::Counter(..) => "COUNTER",
+            Self::Tally(_) => "TALLY",
             Self::Ballot(..) => "BALLOT",
             Self::Job(_) => "JOB",
             Self::JobChunk(..) => "CHUNK",
@@ -136,10 +131,7 @@ impl Key {
                 Self::PollRequest(user.parse().ok()?, key.to_owned())
             }
             ("POLL", "POLL") => Self::Poll(rest.parse().ok()?),
-            ("POLL", "COUNTER") => {
-                let (id, n) = rest.split_once("#C")?;
-                Self::Counter(id.parse().ok()?, n.parse().ok()?)
-            }
+            ("TALLY", "TALLY") => Self::Tally(rest.parse().ok()?),
             ("BALLOT", "BALLOT") => {
                 let (poll, voter) = rest.split_once('#')?;
                 Self::Ballot(poll.parse().ok()?, voter.to_owned())
@@ -195,7 +187,7 @@ pub fn owner_index_start(
 }
 
 /// The prefix of a partition key that IAM's `dynamodb:LeadingKeys` conditions name: the text
-/// up to and including the first `#` (`POLL#` of `POLL#<id>#C3`); a key without one is its
+/// up to and including the first `#` (`BALLOT#` of `BALLOT#<poll>#<voter>`); a key without one is its
 /// own prefix.
 pub fn prefix_of(pk: &str) -> &str {
     pk.find('#').map_or(pk, |i| &pk[..=i])
@@ -217,7 +209,7 @@ mod tests {
             Key::Sessions(UserId::new()),
             Key::PollRequest(UserId::new(), "a2V5LWhhc2g".into()),
             Key::Poll(poll),
-            Key::Counter(poll, 7),
+            Key::Tally(poll),
             Key::ballot(poll, &Voter::User(UserId::new())),
             Key::ballot(poll, &Voter::Invite(InviteHash::from_stored("aGFzaA"))),
             Key::Job(JobId::new()),
@@ -240,7 +232,7 @@ mod tests {
     #[test]
     fn a_prefix_ends_at_the_first_hash() {
         let poll = PollId::new();
-        assert_eq!(prefix_of(&Key::Counter(poll, 3).pk()), "POLL#");
+        assert_eq!(prefix_of(&Key::Tally(poll).pk()), "TALLY#");
         assert_eq!(prefix_of(&Key::Rate("a#b".into(), 1).pk()), "RATE#");
         assert_eq!(prefix_of(&owner_index(UserId::new(), 1, poll).0), "OWNER#");
         assert_eq!(prefix_of("plain"), "plain");

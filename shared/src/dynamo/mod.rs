@@ -2,7 +2,7 @@
 //! It runs unchanged against DynamoDB, the embedded engine of the dev server and tests, and
 //! moto. Only this module and its children know attribute names and SDK types.
 //!
-//! One module per port (`users`, `sessions`, `polls`, `ballots`, `jobs`, `limits`), all built
+//! One module per port (`users`, `sessions`, `polls`, `ballots`, `tallies`, `jobs`, `limits`), all built
 //! from the shared operations of `ops` (reads, transactions, retries, cancellation reasons,
 //! SDK errors); `keys` spells every key and `items` every stored shape.
 
@@ -18,6 +18,7 @@ mod polls;
 mod scripted;
 mod sessions;
 pub mod table;
+mod tallies;
 mod users;
 
 use std::collections::BTreeSet;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aws_sdk_dynamodb::Client;
 
 pub use self::ops::conflict_backoff;
+pub use self::tallies::{STREAM_RETENTION, StreamBallot, stream_ballot};
 
 /// The production store. Cheap to clone: the SDK client, the call counter and the record of
 /// what was touched are shared.

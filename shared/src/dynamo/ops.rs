@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::builders::{DeleteBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, PutRequest,
@@ -57,6 +59,12 @@ impl DynamoStore {
 
     /// Reads one item by key (strongly consistent).
     pub(super) async fn get<T: DeserializeOwned>(&self, key: &Key) -> StoreResult<Option<T>> {
+        self.get_raw(key).await?.map(from_item).transpose()
+    }
+
+    /// Reads one item by key (strongly consistent), as the SDK carries it: for items whose
+    /// attribute names are data (a tally's options and shards).
+    pub(super) async fn get_raw(&self, key: &Key) -> StoreResult<Option<Item>> {
         let get = self
             .client
             .get_item()
@@ -65,7 +73,7 @@ impl DynamoStore {
             .consistent_read(true);
         let touches = touching("GetItem", "GetItem", get.get_key());
         let out = self.send(touches, get.send()).await?;
-        out.item.map(from_item).transpose()
+        Ok(out.item)
     }
 
     /// Reads several items by key in one `BatchGetItem` (strongly consistent), each with its
@@ -264,6 +272,55 @@ impl DynamoStore {
             Ok(_) => Ok(true),
             Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// A `PutItem` of `item`, to be completed by the caller (its condition) and sent with
+    /// [`Self::put_unless_taken`]; a failed condition returns the item that stands there.
+    pub(super) fn put_item(&self, item: Item) -> PutItemFluentBuilder {
+        self.client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+
+    /// Sends a conditional `PutItem` (one call): `Err(old)` when its condition failed, with
+    /// the item that stood under the key when the store returned it.
+    pub(super) async fn put_unless_taken(
+        &self,
+        put: PutItemFluentBuilder,
+    ) -> StoreResult<Result<(), Option<Item>>> {
+        let item = put.get_item().clone().unwrap_or_default();
+        self.count(touching("PutItem", "PutItem", [&item]));
+        match put.send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(SdkError::ServiceError(s)) => match s.into_err() {
+                PutItemError::ConditionalCheckFailedException(e) => Ok(Err(e.item)),
+                other => Err(service_error(&other)),
+            },
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Sends a conditional `UpdateItem` (one call) that asks for the item as it stood when its
+    /// condition fails: `Err(old)` then (`None` when no item stood there).
+    pub(super) async fn update_unless(
+        &self,
+        update: UpdateItemFluentBuilder,
+    ) -> StoreResult<Result<UpdateItemOutput, Option<Item>>> {
+        let update = update
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        self.count(touching("UpdateItem", "UpdateItem", update.get_key()));
+        match update.send().await {
+            Ok(out) => Ok(Ok(out)),
+            Err(SdkError::ServiceError(s)) => match s.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(e) => Ok(Err(e.item)),
+                other => Err(service_error(&other)),
+            },
+            Err(e) => Err(sdk_error(e)),
         }
     }
 }
@@ -477,10 +534,6 @@ pub(super) fn internal(e: impl std::fmt::Display) -> StoreError {
 
 pub(super) fn to_item<T: Serialize>(value: &T) -> StoreResult<Item> {
     serde_dynamo::to_item(value).map_err(internal)
-}
-
-pub(super) fn to_attr<T: Serialize>(value: &T) -> StoreResult<AttributeValue> {
-    serde_dynamo::to_attribute_value(value).map_err(internal)
 }
 
 pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> StoreResult<T> {

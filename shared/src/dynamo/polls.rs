@@ -1,16 +1,18 @@
-//! [`PollStore`] for [`DynamoStore`]: a poll item, its counter shards (created, guarded and
-//! deleted with it in one transaction) and the owner index that lists an owner's polls.
+//! [`PollStore`] for [`DynamoStore`]: a poll item, its tally (created and deleted with it in one
+//! transaction) and the owner index that lists an owner's polls. The owner's writes are plain
+//! writes to the poll item, which no ballot touches; only an option change also conditions on
+//! the tally, which the first ballot locks.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::items::{CounterItem, PollItem, PollRequestItem, deadline_ms, unix_ms, zero_votes};
-use super::keys::{COUNTER_SHARDS, GSI1, Key, owner_index, owner_index_start, prefix_of};
-use super::ops::{NEW_ITEM, deleting, from_item, internal, num, to_attr, to_item, updating};
+use super::items::{PollItem, PollRequestItem, TallyItem, tally, unix_ms};
+use super::keys::{GSI1, Key, owner_index, owner_index_start, prefix_of};
+use super::ops::{NEW_ITEM, deleting, from_item, internal, num, to_item, updating};
 use super::{DynamoStore, Touch};
-use crate::domain::{Poll, PollId, PollStatus, UserId};
+use crate::domain::{Poll, PollId, UserId};
 use time::OffsetDateTime;
 
 use crate::ports::{
@@ -20,44 +22,10 @@ use crate::ports::{
 /// The condition of the owner's writes to a poll: the version they read, and still theirs.
 const UNCHANGED: &str = "version = :version AND owner_id = :owner";
 
-impl DynamoStore {
-    /// Sets the write-time guards of every counter shard to match `poll`, resetting the counts
-    /// (under the condition that none was cast) when the options were replaced.
-    fn counter_guard_updates(
-        &self,
-        poll: &Poll,
-        options_changed: bool,
-    ) -> StoreResult<Vec<TransactWriteItem>> {
-        let mut values = HashMap::from([
-            (
-                ":open".to_owned(),
-                AttributeValue::Bool(poll.status == PollStatus::Open),
-            ),
-            (":deadline".to_owned(), num(deadline_ms(poll))),
-            (":rev".to_owned(), num(poll.options_rev)),
-        ]);
-        let mut expression =
-            "SET #open = :open, deadline_ms = :deadline, options_rev = :rev".to_owned();
-        let mut condition = "attribute_exists(PK)".to_owned();
-        if options_changed {
-            values.insert(":zeroes".into(), to_attr(&zero_votes(poll))?);
-            values.insert(":zero".into(), num(0));
-            expression.push_str(", votes = :zeroes");
-            condition.push_str(" AND ballots = :zero");
-        }
-        (0..COUNTER_SHARDS)
-            .map(|shard| {
-                updating(
-                    self.update_in_transaction(&Key::Counter(poll.id, shard))
-                        .update_expression(&expression)
-                        .condition_expression(&condition)
-                        .expression_attribute_names("#open", "open")
-                        .set_expression_attribute_values(Some(values.clone())),
-                )
-            })
-            .collect()
-    }
+/// The condition on the tally of an option change: no votes instance has taken a ballot.
+const UNLOCKED: &str = "attribute_not_exists(#locked)";
 
+impl DynamoStore {
     /// The conditional replacement of a poll item: same version and owner as `previous`.
     fn poll_put_if_unchanged(
         &self,
@@ -72,6 +40,18 @@ impl DynamoStore {
             .build()
             .map_err(internal)?;
         Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The tally's side of an option change: the new revision, only while unlocked.
+    fn tally_options_update(&self, next: &Poll) -> StoreResult<TransactWriteItem> {
+        updating(
+            self.update_in_transaction(&Key::Tally(next.id))
+                .update_expression("SET #rev = :rev")
+                .condition_expression(UNLOCKED)
+                .expression_attribute_names("#rev", tally::OPTIONS_REV)
+                .expression_attribute_names("#locked", tally::LOCKED)
+                .expression_attribute_values(":rev", num(next.options_rev)),
+        )
     }
 }
 
@@ -121,9 +101,7 @@ impl PollStore for DynamoStore {
             items.push(put);
         }
         items.push(self.put_new(&PollItem::new(poll))?);
-        for shard in 0..COUNTER_SHARDS {
-            items.push(self.put(to_item(&CounterItem::new(poll, shard))?, None)?);
-        }
+        items.push(self.put(to_item(&TallyItem::new(poll))?, None)?);
         // Two requests with one key at once meet on the claim: the loser's transaction is
         // cancelled for the conflict and, tried again, finds the winner's claim.
         match self
@@ -199,23 +177,31 @@ impl PollStore for DynamoStore {
         next: &Poll,
         options_changed: bool,
     ) -> StoreResult<()> {
-        let guards_changed = options_changed
-            || previous.status != next.status
-            || previous.closes_at != next.closes_at;
-        let mut items = vec![self.poll_put_if_unchanged(previous, next)?];
-        if guards_changed {
-            items.extend(self.counter_guard_updates(next, options_changed)?);
+        if !options_changed {
+            // Close, deadline, text: one put of the poll item, which no ballot writes, so the
+            // owner never waits for (or fails against) ballots.
+            let put = self
+                .put_item(to_item(&PollItem::new(next))?)
+                .condition_expression(UNCHANGED)
+                .set_expression_attribute_values(Some(unchanged_values(previous)));
+            return match self.put_unless_taken(put).await? {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StoreError::ConditionFailed),
+            };
         }
+        let items = vec![
+            self.poll_put_if_unchanged(previous, next)?,
+            self.tally_options_update(next)?,
+        ];
+        // The tally is also written by the count function, whose update may meet this
+        // transaction: that conflict is retried, a failed condition is not.
         match self
             .transact_through_conflicts(|| Ok(items.clone()))
             .await?
         {
             Ok(()) => Ok(()),
             Err(c) if c.condition_failed(0) => Err(StoreError::ConditionFailed),
-            // A shard's condition fails only when the options change under a cast ballot.
-            Err(c) if options_changed && c.failed_conditions().any(|i| i > 0) => {
-                Err(StoreError::HasBallots)
-            }
+            Err(c) if c.condition_failed(1) => Err(StoreError::HasBallots),
             Err(c) => Err(c.into_error("poll update")),
         }
     }
@@ -225,12 +211,10 @@ impl PollStore for DynamoStore {
             .delete_in_transaction(&Key::Poll(previous.id))
             .condition_expression(UNCHANGED)
             .set_expression_attribute_values(Some(unchanged_values(previous)));
-        let mut items = vec![deleting(poll)?];
-        for shard in 0..COUNTER_SHARDS {
-            items.push(deleting(
-                self.delete_in_transaction(&Key::Counter(previous.id, shard)),
-            )?);
-        }
+        let items = vec![
+            deleting(poll)?,
+            deleting(self.delete_in_transaction(&Key::Tally(previous.id)))?,
+        ];
         // Ballots stay behind: they are keyed by (poll, voter) and unreachable once the poll
         // is gone, and deleting thousands here would break the fixed call budget.
         match self
@@ -252,19 +236,54 @@ mod tests {
     };
     use super::*;
 
-    /// Closing a poll touches every counter shard, so on a poll taking votes it meets a
-    /// ballot's transaction now and then: it is tried again rather than reported as a stale
-    /// ETag (which re-reading could never fix).
-    #[tokio::test(start_paused = true)]
-    async fn closing_a_busy_poll_gets_through_conflicts() {
-        let (store, seen) = busy_twice();
+    /// Closing a poll is one plain put of the poll item: no transaction, nothing a ballot
+    /// writes, so no conflict to retry.
+    #[tokio::test]
+    async fn closing_a_poll_is_one_put_of_the_poll_item() {
+        let (store, seen) = scripted(vec![(200, "{}".into())]);
         let poll = sample_poll();
         let mut closed = poll.clone();
-        closed.status = PollStatus::Closed;
+        closed.status = crate::domain::PollStatus::Closed;
         closed.version += 1;
         let outcome = store.update_poll(&poll, &closed, false).await;
         assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(sent(&seen), 1);
+        let body = seen.lock().map(|s| s[0].clone()).unwrap_or_default();
+        assert!(
+            !body.contains("TransactItems") && body.contains("POLL#"),
+            "{body}"
+        );
+    }
+
+    /// The options change while the count function writes the tally: the transaction's
+    /// conflict is retried.
+    #[tokio::test(start_paused = true)]
+    async fn an_option_change_gets_through_conflicts_with_counting() {
+        let (store, seen) = busy_twice();
+        let poll = sample_poll();
+        let mut next = poll.clone();
+        next.options_rev += 1;
+        next.version += 1;
+        let outcome = store.update_poll(&poll, &next, true).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
         assert_eq!(sent(&seen), 3);
+    }
+
+    /// The tally's condition (locked by a ballot) fails: the options are frozen.
+    #[tokio::test]
+    async fn an_option_change_after_a_ballot_is_refused() {
+        let (store, _) = scripted(vec![cancelled(&[
+            Reason::None,
+            Reason::ConditionalCheckFailed,
+        ])]);
+        let poll = sample_poll();
+        let mut next = poll.clone();
+        next.options_rev += 1;
+        let outcome = store.update_poll(&poll, &next, true).await;
+        assert!(
+            matches!(outcome, Err(StoreError::HasBallots)),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

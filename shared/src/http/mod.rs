@@ -2,6 +2,7 @@
 //! every error, body limit, panic guard, health) and the extractors handlers use.
 
 pub mod auth;
+pub mod cache;
 pub mod docs;
 pub mod extract;
 pub mod facts;

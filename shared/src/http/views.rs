@@ -126,8 +126,16 @@ pub struct ResultsView {
     pub status: PollStatus,
     pub total: u64,
     pub options: Vec<OptionResult>,
+    /// When these results were read.
     #[serde(with = "time::serde::rfc3339")]
     pub as_of: OffsetDateTime,
+    /// The `voted_at` of the newest ballot counted (null before the first): ballots cast up to
+    /// about then are in the counts. Counting follows the ballots by about a second.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub counted_through: Option<OffsetDateTime>,
+    /// When counting last added to these counts (null before the first ballot is counted).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub counted_at: Option<OffsetDateTime>,
 }
 
 impl ResultsView {
@@ -146,6 +154,8 @@ impl ResultsView {
                 })
                 .collect(),
             as_of: now,
+            counted_through: tally.counted_through,
+            counted_at: tally.counted_at,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The votes function: cast a ballot (exactly once per voter), read results (one read).
+//! The votes function: cast a ballot (one conditional put, exactly once per voter, checked
+//! against the instance's cached poll), read results (the tally: one read).
 
 use std::sync::Arc;
 
@@ -12,20 +13,22 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::cache::PollCache;
 use super::extract::{ApiJson, Caller, IdempotencyKey, VoterCredential, is_token_shaped, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{BallotView, InviteView, ResultsView, no_store};
-use crate::domain::{Ballot, InviteToken, Poll, PollId, Visibility, Voter};
+use crate::domain::{Ballot, InviteToken, Poll, PollStatus, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
 use crate::ports::{BallotStore, CastOutcome, InviteStore, PollStore};
 
-/// What the votes function holds: polls (read only), ballots, and guests' invites.
+/// What the votes function holds: polls (read only, through the instance's cache), ballots,
+/// and guests' invites.
 #[derive(Debug, Clone)]
 pub struct VotesState {
-    pub polls: Arc<dyn PollStore>,
+    pub polls: PollCache,
     pub ballots: Arc<dyn BallotStore>,
     pub invites: Arc<dyn InviteStore>,
     pub gate: Gate,
@@ -33,13 +36,24 @@ pub struct VotesState {
 gated!(VotesState);
 
 impl VotesState {
-    /// The state over one store that keeps polls, ballots and invites.
+    /// The state over one store that keeps polls, ballots and invites, with a cache of its own.
     pub fn new<S: PollStore + BallotStore + InviteStore + 'static>(
         store: Arc<S>,
         gate: Gate,
     ) -> Self {
+        let polls = PollCache::new(store.clone(), gate.clock.clone());
+        Self::with_polls(polls, store, gate)
+    }
+
+    /// The state over `polls`, a cache that another function's state may share (one process
+    /// playing several functions sees the owner's writes in it at once).
+    pub fn with_polls<S: BallotStore + InviteStore + 'static>(
+        polls: PollCache,
+        store: Arc<S>,
+        gate: Gate,
+    ) -> Self {
         Self {
-            polls: store.clone(),
+            polls,
             ballots: store.clone(),
             invites: store,
             gate,
@@ -64,16 +78,15 @@ struct CastBody {
     choices: Vec<String>,
 }
 
-/// The poll and the voter behind a credential: a user may vote in public polls; an invite in
-/// its own poll, whatever the poll's visibility. One storage read either way.
-async fn poll_and_voter(
+/// The voter behind a credential, in `poll`: a user may vote in public polls; an invite in its
+/// own poll, whatever the poll's visibility (one read: the invite).
+async fn voter_in(
     state: &VotesState,
-    poll_id: PollId,
+    poll: &Poll,
     credential: VoterCredential,
-) -> ApiResult<(Poll, Voter)> {
+) -> ApiResult<Voter> {
     match credential {
         VoterCredential::User(user) => {
-            let poll = state.polls.poll(poll_id).await?.ok_or(AppError::NotFound)?;
             // An invite-only poll does not exist for anyone but its owner (and its guests,
             // who come with an invite): a 403 would confirm the id.
             if !poll.is_visible_to(user) {
@@ -84,14 +97,12 @@ async fn poll_and_voter(
                     "This poll takes ballots by invite only.",
                 ));
             }
-            Ok((poll, Voter::User(user)))
+            Ok(Voter::User(user))
         }
         VoterCredential::Invite(token) => {
             let hash = token.hash();
-            let (poll, invite) = state.invites.poll_and_invite(poll_id, &hash).await?;
-            let poll = poll.ok_or(AppError::NotFound)?;
-            match invite {
-                Some(invite) if invite.poll_id == poll.id => Ok((poll, Voter::Invite(hash))),
+            match state.invites.invite(&hash).await? {
+                Some(invite) if invite.poll_id == poll.id => Ok(Voter::Invite(hash)),
                 _ => Err(AppError::Forbidden(
                     "This invite is not valid for this poll.",
                 )),
@@ -100,10 +111,14 @@ async fn poll_and_voter(
     }
 }
 
-// Casting costs two storage calls: the poll read (to check the choices) and one
-// transaction that writes the ballot only if none exists and counts it.
+// Casting costs one storage call on a warm instance: the conditional put of the ballot. A
+// cold cache adds the poll read (once a second per poll), an invite adds its read, and the
+// instance's first ballot on a poll adds the options lock.
 /// Casts the caller's one ballot in a poll: a signed-in user in a public poll, or a guest with
 /// the poll's invite. A retry with the same `Idempotency-Key` gets the first answer again.
+/// Every ballot answered 201 is counted; results show it once counting catches up (about a
+/// second), and say how far it has (`counted_through`). A ballot may be accepted up to a
+/// second after the owner closes the poll (and is then counted), never later.
 #[utoipa::path(post, path = "/v1/polls/{id}/votes", operation_id = "castVote", tag = "votes", security(("bearer" = []), ("invite" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
@@ -112,7 +127,7 @@ async fn poll_and_voter(
         (status = 201, description = "The ballot (or, with the same Idempotency-Key, the first one again)", body = BallotView),
         (status = 403, description = "The poll takes ballots by invite only (said to its owner alone), or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such poll, or an invite-only one and the caller is not its owner", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Already voted (`already-voted`) or the poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Already voted (`already-voted`), the poll is closed (`poll-closed`), or its options changed meanwhile (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
         AuthErrors, BodyErrors, CommonErrors))]
 async fn cast(
     State(state): State<VotesState>,
@@ -121,7 +136,12 @@ async fn cast(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CastBody>,
 ) -> ApiResult<Response> {
-    let (poll, voter) = poll_and_voter(&state, parse_id(&id)?, credential).await?;
+    let poll = state
+        .polls
+        .cached(parse_id(&id)?)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let voter = voter_in(&state, &poll, credential).await?;
     let choices = poll.parse_choices(&body.choices)?;
     let now = state.gate.now();
     let ballot = Ballot {
@@ -131,20 +151,43 @@ async fn cast(
         voted_at: now,
         idempotency_key: key.clone(),
     };
-    match state.ballots.cast(&poll, &ballot, now).await? {
+    if poll.status_at(now) != PollStatus::Open {
+        // A voter retrying a ballot that got in before the close gets it replayed.
+        return match state.ballots.ballot(poll.id, &ballot.voter).await? {
+            Some(first) => already_voted(&ballot, first),
+            None => Err(AppError::PollClosed),
+        };
+    }
+    if !state.polls.options_locked(poll.id, poll.options_rev) {
+        if !state
+            .ballots
+            .lock_options(poll.id, poll.options_rev)
+            .await?
+        {
+            // The options changed since the cached read: the choices named other options.
+            state.polls.forget(poll.id);
+            return Err(AppError::Conflict);
+        }
+        state.polls.mark_locked(poll.id, poll.options_rev);
+    }
+    match state.ballots.cast(&ballot).await? {
         CastOutcome::Recorded => Ok(ballot_created(&ballot, false)),
-        CastOutcome::AlreadyVoted(first) => match (&key, &first.idempotency_key) {
-            (Some(ours), Some(theirs)) if ours == theirs => {
-                if first.choices == ballot.choices {
-                    Ok(ballot_created(&first, true))
-                } else {
-                    Err(AppError::IdempotencyKeyReused)
-                }
+        CastOutcome::AlreadyVoted(first) => already_voted(&ballot, first),
+    }
+}
+
+/// The answer to a second ballot of the same voter: the first one replayed when it carried
+/// the same `Idempotency-Key` (and choices), else 409 `already-voted`.
+fn already_voted(ours: &Ballot, first: Ballot) -> ApiResult<Response> {
+    match (&ours.idempotency_key, &first.idempotency_key) {
+        (Some(a), Some(b)) if a == b => {
+            if first.choices == ours.choices {
+                Ok(ballot_created(&first, true))
+            } else {
+                Err(AppError::IdempotencyKeyReused)
             }
-            _ => Err(AppError::AlreadyVoted),
-        },
-        CastOutcome::PollClosed => Err(AppError::PollClosed),
-        CastOutcome::PollChanged => Err(AppError::Conflict),
+        }
+        _ => Err(AppError::AlreadyVoted),
     }
 }
 
@@ -159,10 +202,13 @@ fn ballot_created(ballot: &Ballot, replayed: bool) -> Response {
     response
 }
 
-// One storage call: the poll and its counter shards in a single batch read.
-/// Exact counts per option, in one storage read. The `ETag` names the counts (not the time of
-/// reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
-/// ballot or a change of the poll moves them.
+// One storage call: the tally (the poll comes from the instance's cache, read at most once a
+// second).
+/// Counts per option, in one storage read, as far as counting has got: `counted_through` is
+/// the time of the newest ballot counted and `counted_at` when counting last added to them
+/// (counting follows the ballots by about a second). The `ETag` names the counts (not the time
+/// of reading), so a client polling for changes sends `If-None-Match` and gets 304 until a
+/// counted ballot or a change of the poll moves them.
 #[utoipa::path(get, path = "/v1/polls/{id}/results", operation_id = "getResults", tag = "votes", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from a previous read: 304 while the results are unchanged")),
@@ -180,9 +226,9 @@ async fn results(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (poll, tally) = state
-        .ballots
-        .poll_with_tally(parse_id(&id)?)
+    let poll = state
+        .polls
+        .cached(parse_id(&id)?)
         .await?
         .ok_or(AppError::NotFound)?;
     if !poll.is_visible_to(user) {
@@ -194,6 +240,7 @@ async fn results(
             "The results of this poll are shown after it closes.",
         ));
     }
+    let tally = state.ballots.tally(poll.id).await?;
     let view = ResultsView::new(&poll, &tally, now);
     let etag = results_etag(poll.version, &view);
     let mut response = if none_match(&headers, &etag) {
@@ -220,7 +267,10 @@ fn results_etag(poll_version: u64, view: &ResultsView) -> String {
         .iter()
         .map(|o| (o.id.as_str(), o.text.as_str(), o.votes))
         .collect();
-    let fingerprint = serde_json::json!([poll_version, view.status, view.total, counts]);
+    let progress = view
+        .counted_through
+        .map(|t| t.unix_timestamp_nanos().to_string());
+    let fingerprint = serde_json::json!([poll_version, view.status, view.total, counts, progress]);
     let digest = Sha256::digest(fingerprint.to_string().as_bytes());
     format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..12]))
 }

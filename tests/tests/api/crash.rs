@@ -1,4 +1,4 @@
-//! The dev server killed with `kill -9` in the middle of a render job, then started again on
+//! The dev server killed with `kill -9` while counting ballots (below) and in the middle of a render job, then started again on
 //! the same data folder, once among the cards and once while the ZIP is being built: the job's
 //! messages were on disk (the durable local queue) and a dead builder's claim lapses, so it
 //! finishes, with every card exactly once. This runs the real `tally-dev` binary as a child
@@ -9,9 +9,12 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -116,6 +119,11 @@ struct DevServer {
 
 impl DevServer {
     async fn start(binary: &Path, data: &Path, run: usize) -> Self {
+        Self::start_with(binary, data, run, &[]).await
+    }
+
+    /// As [`Self::start`], with more environment variables (signing keys, say).
+    async fn start_with(binary: &Path, data: &Path, run: usize, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
         let log = data.join(format!("server-{run}.log"));
@@ -140,6 +148,7 @@ impl DevServer {
                 ("TALLY_RATE_LIMITS", "off"),
                 ("RUST_LOG", "warn"),
             ])
+            .envs(vars.iter().copied())
             .current_dir(data)
             .stdin(Stdio::null())
             .stdout(out)
@@ -493,15 +502,8 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
         assert_eq!(again.json["type"], "/problems/already-voted");
         assert!(tokens.insert(token), "{name} repeats another card's invite");
     }
-    let results = expect(
-        StatusCode::OK,
-        Method::GET,
-        &third.url(&format!("/v1/polls/{poll}/results")),
-        Some(&bearer),
-        None,
-    )
-    .await;
-    assert_eq!(results.json["total"].as_u64(), Some(50));
+    let results = settled_results(&third, &bearer, &poll, 50).await;
+    assert_eq!(results["total"].as_u64(), Some(50), "{results}");
 
     // Every message was processed and deleted; none was dead-lettered. The last file goes
     // just after the job reads as done, hence the short wait.
@@ -512,4 +514,229 @@ async fn a_job_survives_kill_minus_nine_with_every_card_exactly_once() {
     assert_eq!(queued_files(data.path(), "messages"), 0);
     assert_eq!(queued_files(data.path(), "dead"), 0);
     third.kill();
+}
+
+/// Polls a poll's results until their total reaches `expected` (counting runs behind the
+/// 201s by the stream's lag) and returns them; fails after [`JOB_PATIENCE`]. Reaching the
+/// number does not prove that no more will be counted: callers that need exactness vote a
+/// sentinel ballot after the others and wait for it (see below).
+async fn settled_results(server: &DevServer, bearer: &str, poll: &str, expected: u64) -> Value {
+    let url = server.url(&format!("/v1/polls/{poll}/results"));
+    let started = Instant::now();
+    loop {
+        let body = expect(StatusCode::OK, Method::GET, &url, Some(bearer), None)
+            .await
+            .json;
+        let total = body["total"].as_u64().unwrap_or(0);
+        assert!(total <= expected, "counted more than was accepted: {body}");
+        if total == expected {
+            return body;
+        }
+        assert!(
+            started.elapsed() < JOB_PATIENCE,
+            "results did not settle to {expected}: {body}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A ballot by voter `i` with its own `Idempotency-Key`, so that a request whose answer was
+/// lost in the kill can be sent again and get the first answer (or be cast now).
+async fn ballot(
+    base: &str,
+    poll: &str,
+    token: &str,
+    i: usize,
+) -> Result<(StatusCode, Reply), String> {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}/v1/polls/{poll}/votes"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("idempotency-key", format!("ballot-{i}"))
+        .header("content-type", "application/json");
+    let body = json!({ "choices": [CHOICES[i % CHOICES.len()]] }).to_string();
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = client().request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((
+        status,
+        Reply {
+            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            bytes,
+            location: None,
+        },
+    ))
+}
+
+const CHOICES: [&str; 3] = ["o1", "o2", "o3"];
+
+/// Ballots cast in waves at the dev server, which is killed with `kill -9` while the second
+/// wave is being answered and counted, then started again on the same data folder. Requests
+/// whose answers were lost are sent again with their `Idempotency-Key`, as a client would;
+/// the results then settle to exactly the ballots answered 201, option by option: the stream
+/// position saved on disk resumes counting where it stood, and the batch in flight at the
+/// kill, delivered again, is not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_survives_kill_minus_nine_and_loses_or_doubles_nothing() {
+    const FIRST_WAVE: usize = 300;
+    const SECOND_WAVE: usize = 600;
+    const KILL_AFTER: usize = 150;
+    let binary = tokio::task::spawn_blocking(build_dev_server)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // The signing keys come through configuration, so the test can mint voters' tokens
+    // (hundreds of voters without hundreds of Argon2 hashes).
+    let keys = tally::auth::KeyMaterial::generate().unwrap_or_else(|e| panic!("{e}"));
+    let private = keys.private_pem.clone().unwrap_or_default();
+    let vars = [
+        ("TALLY_JWT_PUBLIC_KEY", keys.public_pem.as_str()),
+        ("TALLY_JWT_PRIVATE_KEY", private.as_str()),
+    ];
+    let config = tally::config::Config::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let issuer = tally::auth::TokenIssuer::new(&keys, &config.issuer, &config.audience, 3_600)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mint = || {
+        issuer
+            .issue(
+                tally::domain::UserId::new(),
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let voters: Vec<String> = (0..=FIRST_WAVE + SECOND_WAVE).map(|_| mint()).collect();
+    let owner = format!("Bearer {}", mint());
+
+    let first = DevServer::start_with(&binary, data.path(), 1, &vars).await;
+    let poll = expect(
+        StatusCode::CREATED,
+        Method::POST,
+        &first.url("/v1/polls"),
+        Some(&owner),
+        Some(json!({ "question": "Which colour?", "options": ["Red", "Green", "Blue"] })),
+    )
+    .await
+    .json["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // A wave of ballots, 32 at a time; each answer is kept per voter.
+    let wave = |range: std::ops::Range<usize>, base: String, accepted: Arc<AtomicUsize>| {
+        let (poll, voters) = (poll.clone(), voters.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(range)
+                .map(|i| {
+                    let (base, poll, token, accepted) = (
+                        base.clone(),
+                        poll.clone(),
+                        voters[i].clone(),
+                        accepted.clone(),
+                    );
+                    async move {
+                        let outcome = ballot(&base, &poll, &token, i).await;
+                        if matches!(outcome, Ok((StatusCode::CREATED, _))) {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        (i, outcome.map(|(status, _)| status))
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    let counter = Arc::new(AtomicUsize::new(0));
+    let before = wave(0..FIRST_WAVE, first.base.clone(), counter.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        before
+            .iter()
+            .all(|(_, s)| matches!(s, Ok(StatusCode::CREATED))),
+        "the first wave is accepted whole"
+    );
+
+    let second_counter = Arc::new(AtomicUsize::new(0));
+    let during = wave(
+        FIRST_WAVE..FIRST_WAVE + SECOND_WAVE,
+        first.base.clone(),
+        second_counter.clone(),
+    );
+    let started = Instant::now();
+    while second_counter.load(Ordering::SeqCst) < KILL_AFTER {
+        assert!(started.elapsed() < JOB_PATIENCE, "the second wave stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // How far counting had got just before the kill, for the failure message: if it had
+    // caught up, the kill would prove less.
+    let counted_before_kill = call(
+        Method::GET,
+        &first.url(&format!("/v1/polls/{poll}/results")),
+        Some(&owner),
+        None,
+    )
+    .await
+    .map(|(_, r)| r.json["total"].as_u64().unwrap_or(0))
+    .unwrap_or(0);
+    first.kill();
+    let during = during.await.unwrap_or_else(|e| panic!("{e}"));
+    let positions = data.path().join("tally").join("streams");
+    assert!(
+        std::fs::read_dir(&positions).is_ok_and(|mut d| d.next().is_some()),
+        "the stream position is on disk in {}",
+        positions.display()
+    );
+
+    let second = DevServer::start_with(&binary, data.path(), 2, &vars).await;
+    // A client whose request died with the server sends it again; every voter ends with a
+    // 201 (the first answer replayed, or the ballot cast now), and no other answer is right.
+    let mut lost = 0;
+    for (i, status) in during {
+        match status {
+            Ok(StatusCode::CREATED) => {}
+            Ok(other) => panic!("voter {i} was answered {other} before the kill"),
+            Err(_) => {
+                lost += 1;
+                let (status, reply) = ballot(&second.base, &poll, &voters[i], i)
+                    .await
+                    .unwrap_or_else(|e| panic!("voter {i} again: {e}"));
+                assert_eq!(
+                    status,
+                    StatusCode::CREATED,
+                    "voter {i} again: {}",
+                    reply.json
+                );
+            }
+        }
+    }
+    // A sentinel ballot, cast after every other: once it is counted, everything before it on
+    // the stream has been counted too, so the total then is final.
+    let sentinel = FIRST_WAVE + SECOND_WAVE;
+    let (status, _) = ballot(&second.base, &poll, &voters[sentinel], sentinel)
+        .await
+        .unwrap_or_else(|e| panic!("sentinel: {e}"));
+    assert_eq!(status, StatusCode::CREATED);
+    let accepted = FIRST_WAVE + SECOND_WAVE + 1;
+    let results =
+        settled_results(&second, &owner, &poll, u64::try_from(accepted).unwrap_or(0)).await;
+    let expected = |k: usize| (0..accepted).filter(|i| i % CHOICES.len() == k).count();
+    for k in 0..CHOICES.len() {
+        assert_eq!(
+            results["options"][k]["votes"].as_u64(),
+            u64::try_from(expected(k)).ok(),
+            "option {k} after the kill (counted {counted_before_kill} before it, {lost} answers lost): {results}"
+        );
+    }
+    second.kill();
 }

@@ -38,7 +38,10 @@ async fn ballots_are_limited_per_voter_and_the_next_window_passes() {
     app.vote(&app.mint_token(), &polls[3], &["o1"])
         .await
         .expect(201);
-    assert_eq!(app.results(&owner, &polls[3]).await.body["total"], 1);
+    assert_eq!(
+        app.settled_results(&owner, &polls[3]).await.body["total"],
+        1
+    );
 
     app.clock.advance(time::Duration::seconds(
         i64::try_from(retry_after).unwrap_or(60),

@@ -16,5 +16,6 @@ mod problems;
 mod races;
 mod render;
 mod restart;
+mod streams;
 mod tokens;
 mod votes;

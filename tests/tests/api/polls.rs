@@ -218,7 +218,10 @@ async fn options_change_freely_until_the_first_ballot(app: TestApp) {
         .send()
         .await
         .expect(200);
-    let results = app.results(&ann.access_token, &id).await.expect(200);
+    let results = app
+        .settled_results(&ann.access_token, &id)
+        .await
+        .expect(200);
     assert_eq!(results.body["total"], 1);
     assert_eq!(
         results.body["options"][2],

@@ -412,7 +412,7 @@ async fn a_crash_mid_chunk_then_redelivery_loses_and_duplicates_nothing() {
             .await
             .expect(201);
     }
-    assert_eq!(app.results(&owner, &poll).await.body["total"], 250);
+    assert_eq!(app.settled_results(&owner, &poll).await.body["total"], 250);
 }
 
 /// The sample SQS event in `events/` delivered twice, and twice at once: the chunk counts

@@ -26,7 +26,10 @@ async fn data_and_keys_survive_a_restart() {
         .vote(&ann.access_token, &poll, &["o1"])
         .await
         .expect_problem(409, "already-voted");
-    let results = second.results(&ann.access_token, &poll).await.expect(200);
+    let results = second
+        .settled_results(&ann.access_token, &poll)
+        .await
+        .expect(200);
     assert_eq!(results.body["total"], 1);
     assert_eq!(results.body["options"][1]["votes"], 1);
     second.login("ann@example.com", PASSWORD).await.expect(200);

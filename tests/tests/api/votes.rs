@@ -13,7 +13,10 @@ async fn a_voter_votes_once_and_results_count_it(app: TestApp) {
     app.vote(&ann.access_token, &id, &["o1"])
         .await
         .expect_problem(409, "already-voted");
-    let results = app.results(&ann.access_token, &id).await.expect(200);
+    let results = app
+        .settled_results(&ann.access_token, &id)
+        .await
+        .expect(200);
     assert_eq!(results.body["total"], 1);
     assert_eq!(
         results.body["options"],
@@ -41,7 +44,7 @@ async fn a_retry_with_the_same_idempotency_key_replays_the_first_answer(app: Tes
         .await
         .expect_problem(422, "idempotency-key-reused");
     send("k-2", "o1").await.expect_problem(409, "already-voted");
-    let results = app.results(&voter, &id).await.expect(200);
+    let results = app.settled_results(&voter, &id).await.expect(200);
     assert_eq!(results.body["total"], 1);
 }
 
@@ -68,7 +71,7 @@ async fn invalid_choices_are_refused_and_nothing_is_counted(app: TestApp) {
         .send()
         .await
         .expect_problem(400, "malformed-request");
-    let results = app.results(&voter, &id).await.expect(200);
+    let results = app.settled_results(&voter, &id).await.expect(200);
     assert_eq!(results.body["total"], 0);
     // The voter can still vote properly afterwards.
     app.vote(&voter, &id, &["o1"]).await.expect(201);
@@ -84,7 +87,7 @@ async fn multiple_choice_ballots_count_each_choice_once(app: TestApp) {
         .await
         .expect(201);
     app.vote(&app.mint_token(), id, &["o3"]).await.expect(201);
-    let results = app.results(&ann.access_token, id).await.expect(200);
+    let results = app.settled_results(&ann.access_token, id).await.expect(200);
     assert_eq!(results.body["total"], 2);
     let votes: Vec<_> = results.body["options"]
         .as_array()
@@ -119,7 +122,10 @@ async fn the_deadline_is_checked_when_the_ballot_is_written(app: TestApp) {
         .await
         .expect(200);
     assert_eq!(read.body["status"], "closed");
-    assert_eq!(app.results(&ann.access_token, id).await.body["total"], 1);
+    assert_eq!(
+        app.settled_results(&ann.access_token, id).await.body["total"],
+        1
+    );
 }
 
 async fn results_after_close_are_hidden_from_others_until_then(app: TestApp) {
@@ -139,7 +145,7 @@ async fn results_after_close_are_hidden_from_others_until_then(app: TestApp) {
         .send()
         .await
         .expect(200);
-    let results = app.results(&voter, id).await.expect(200);
+    let results = app.settled_results(&voter, id).await.expect(200);
     assert_eq!(results.body["status"], "closed");
     assert_eq!(results.body["options"][1]["votes"], 1);
 }
@@ -171,7 +177,10 @@ async fn results_take_one_storage_call_and_a_ballot_three_whatever_the_count(app
         );
     }
     let before = calls(&app);
-    let results = app.results(&ann.access_token, &id).await.expect(200);
+    let results = app
+        .settled_results(&ann.access_token, &id)
+        .await
+        .expect(200);
     assert_eq!(calls(&app) - before, 1, "results with 200 ballots");
     assert_eq!(results.body["total"], 200);
 }
@@ -200,6 +209,7 @@ async fn results_carry_an_etag_and_answer_304_until_they_change(app: TestApp) {
     app.vote(&app.mint_token(), &poll, &["o1"])
         .await
         .expect(201);
+    app.settle().await;
     let moved = conditional(etag.clone()).await.expect(200);
     assert_eq!(moved.body["total"], 1);
     assert_ne!(moved.header("etag"), Some(etag.as_str()));
