@@ -88,9 +88,14 @@ pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 /// in-memory engine cannot be reached from a second connection and keeps the slow path.
 fn index_stream_sequence(path: &str) -> Result<(), String> {
     let conn = rusqlite::Connection::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    // The second index serves the per-shard reads (`GetRecords` after a sequence number, a
+    // shard's first and last number): with only the first, SQLite walks every record of
+    // the table through it and fetches each row to test its shard.
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS tally_stream_sequence \
-         ON _stream_records (table_name, CAST(sequence_number AS INTEGER))",
+         ON _stream_records (table_name, CAST(sequence_number AS INTEGER)); \
+         CREATE INDEX IF NOT EXISTS tally_stream_shard_sequence \
+         ON _stream_records (table_name, shard_id, CAST(sequence_number AS INTEGER))",
     )
     .map_err(|e| format!("index the stream records of {path}: {e}"))
 }
