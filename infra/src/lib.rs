@@ -78,6 +78,36 @@ pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
+/// Gives the engine's stream records an index on their sequence number as a number.
+///
+/// With the table's stream on, the engine numbers each write's stream record with
+/// `SELECT MAX(CAST(sequence_number AS INTEGER)) FROM _stream_records WHERE table_name = ?`,
+/// which without an index on that expression reads every record the stream keeps (24 hours
+/// of them): every write got slower as the stream grew, and under sustained load the rate
+/// decayed minute by minute. With this index SQLite reads one entry. It is created once
+/// through a second connection of this process, before the engine serves any request (SQLite's
+/// own locking orders the two connections; the engine's queries do not change, SQLite picks
+/// the index for them), and `IF NOT EXISTS` makes it a no-op on every later start. An
+/// in-memory engine cannot be reached from a second connection and keeps the slow path.
+fn index_stream_sequence(path: &str) -> Result<(), String> {
+    let conn = rusqlite::Connection::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    // The second index serves the per-shard reads (`GetRecords` after a sequence number, a
+    // shard's first and last number): with only the first, SQLite walks every record of
+    // the table through it and fetches each row to test its shard.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS tally_stream_sequence \
+         ON _stream_records (table_name, CAST(sequence_number AS INTEGER)); \
+         CREATE INDEX IF NOT EXISTS tally_stream_shard_sequence \
+         ON _stream_records (table_name, shard_id, CAST(sequence_number AS INTEGER))",
+    )
+    .map_err(|e| format!("index the stream records of {path}: {e}"))
+}
+
+/// The shortest pause between two TTL sweeps of the embedded engine.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A pause after a TTL sweep lasts at least this many times the sweep.
+const SWEEP_SHARE: u32 = 20;
+
 /// The embedded DynamoDB engine, served over HTTP on loopback so that the SDK talks to it
 /// exactly as it talks to AWS, and other processes (functions under `cargo lambda watch`)
 /// can share it. One engine per data file: two processes on one SQLite file corrupt it.
@@ -98,7 +128,20 @@ impl LocalDynamo {
                     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
                 let path = path.to_str().ok_or("the data path is not valid UTF-8")?;
-                dynoxide::Database::new(path).map_err(|e| format!("open {path}: {e}"))?
+                let db = dynoxide::Database::new(path).map_err(|e| format!("open {path}: {e}"))?;
+                // The engine opens its file in WAL mode with SQLite's default `synchronous =
+                // FULL`, which syncs the log to the disk on every commit: a few milliseconds
+                // each here, under the engine's one lock, so the disk capped every write the
+                // dev server made. `disable_bulk_loading` is the engine's own way back to its
+                // normal settings, `synchronous = NORMAL` with the cache, temp-store and mmap
+                // defaults: in WAL mode a commit is then written to the log (the OS holds it)
+                // and synced at checkpoints. A process killed with `kill -9` loses nothing
+                // committed (the kernel still writes what it was given); a power cut or OS
+                // crash may lose the last moments of writes, which a dev server can afford.
+                db.disable_bulk_loading()
+                    .map_err(|e| format!("set {path} to synchronous = NORMAL: {e}"))?;
+                index_stream_sequence(path)?;
+                db
             }
             None => dynoxide::Database::memory().map_err(|e| e.to_string())?,
         };
@@ -122,13 +165,20 @@ impl LocalDynamo {
         });
         // The engine deletes expired items only when asked; DynamoDB does it in the
         // background (up to 48 h late), and no reader relies on it.
+        // A sweep reads and parses every item of the table (not only those with a TTL), so
+        // its cost grows with the table: at a fixed minute, a table that fills with ballots
+        // under sustained load spends an ever larger share of the engine's time sweeping,
+        // and requests queue behind its pages. So the pause after a sweep is at least
+        // `SWEEP_SHARE` times as long as the sweep took: it never takes more than about
+        // 1/`SWEEP_SHARE` of the engine, whatever the table holds.
         let swept = db.clone();
         let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
-                tick.tick().await;
                 let db = swept.clone();
+                let started = std::time::Instant::now();
                 let _ = tokio::task::spawn_blocking(move || db.sweep_ttl()).await;
+                let pause = SWEEP_EVERY.max(started.elapsed() * SWEEP_SHARE);
+                tokio::time::sleep(pause).await;
             }
         });
         Ok(Self {

@@ -13,4 +13,5 @@ pub mod machine;
 pub mod render;
 pub mod report;
 pub mod stack;
+pub mod sustained;
 pub mod votes;

@@ -7,16 +7,21 @@
 //!   --runs N      runs per figure (medians are over these)
 //!   --quick       one run of smaller workloads, to check the bench itself works
 //!   --no-build    cold start: use the release binaries already built
+//!   --sustained S votes: instead of the levels, first ballots without pause for S seconds,
+//!                 reported minute by minute (the last minute against the first)
+//!   --clients N   votes --sustained: concurrent clients (default 100)
+//!   --disk        votes: the engines' data on disk (a temporary folder), as the dev server
+//!                 keeps it, instead of in memory
 //! ```
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tally_bench::report::Section;
-use tally_bench::{coldstart, handlers, machine, render, votes};
+use tally_bench::{coldstart, handlers, machine, render, sustained, votes};
 
-const USAGE: &str =
-    "usage: tally-bench <all|votes|handlers|render|cold-start> [--runs N] [--quick] [--no-build]";
+const USAGE: &str = "usage: tally-bench <all|votes|handlers|render|cold-start> [--runs N] [--quick] \
+     [--no-build] [--sustained SECONDS] [--clients N] [--disk]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -32,6 +37,10 @@ struct Options {
     runs: Option<usize>,
     quick: bool,
     build: bool,
+    /// `--sustained`: how long the votes part loads the stack without pause.
+    sustained: Option<Duration>,
+    clients: usize,
+    disk: bool,
 }
 
 fn main() {
@@ -53,6 +62,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         runs: None,
         quick: false,
         build: true,
+        sustained: None,
+        clients: 100,
+        disk: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -76,6 +88,22 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--runs takes a number from 1 to 100")?;
                 options.runs = Some(n);
             }
+            "--sustained" => {
+                let seconds = args
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|n| (10..=86_400).contains(n))
+                    .ok_or("--sustained takes a number of seconds from 10 to 86400")?;
+                options.sustained = Some(Duration::from_secs(seconds));
+            }
+            "--clients" => {
+                options.clients = args
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or("--clients takes a number from 1 to 10000")?;
+            }
+            "--disk" => options.disk = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -112,6 +140,15 @@ fn bench(options: &Options) -> Result<(), String> {
         let started = Instant::now();
         let load_before = machine::load_average();
         let (name, section) = match part {
+            Part::Votes if options.sustained.is_some() => {
+                let asked = sustained::Sustained {
+                    clients: options.clients,
+                    duration: options.sustained.unwrap_or_default(),
+                    on_disk: options.disk,
+                };
+                let result = runtime()?.block_on(sustained::run(asked))?;
+                ("votes sustained", sustained::section(&result))
+            }
             Part::Votes => {
                 let requests = |n| if options.quick { n / 10 } else { n };
                 let levels = [
@@ -124,7 +161,7 @@ fn bench(options: &Options) -> Result<(), String> {
                         requests: requests(10_000),
                     },
                 ];
-                let results = runtime()?.block_on(votes::run(&levels, runs(5)))?;
+                let results = runtime()?.block_on(votes::run(&levels, runs(5), options.disk))?;
                 ("votes", votes::section(&results))
             }
             Part::Handlers => {

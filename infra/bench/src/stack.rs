@@ -48,6 +48,25 @@ pub async fn start_stack() -> Result<(Stack, Config, TokenIssuer), String> {
     Ok((stack, config, issuer))
 }
 
+/// The whole dev-server stack with its data on disk under `dir`, as the dev server keeps it
+/// (`Storage::Dir`: the engine's SQLite file, the S3 folder, the queue's files, the keys), so
+/// that what a write costs on disk is in the figures.
+pub async fn start_stack_on_disk(
+    dir: &std::path::Path,
+) -> Result<(Stack, Config, TokenIssuer), String> {
+    let dir_text = dir.to_str().ok_or("the data folder is not valid UTF-8")?;
+    let config = Config::from_lookup(|name| match name {
+        "TALLY_RATE_LIMITS" => Some("off".into()),
+        "TALLY_ACCESS_TOKEN_TTL" => Some(TOKEN_TTL.to_string()),
+        "TALLY_DATA_DIR" => Some(dir_text.to_owned()),
+        _ => None,
+    })
+    .map_err(|e| e.to_string())?;
+    let stack = Stack::start(&config, Storage::Dir(dir.to_owned()), dev_server_options()).await?;
+    let issuer = TokenIssuer::new(&stack.keys, &config.issuer, &config.audience, TOKEN_TTL)?;
+    Ok((stack, config, issuer))
+}
+
 /// A token for a user who exists only in the token: what a voter needs, without an Argon2
 /// hash per voter. Returns the user's id with it.
 pub fn mint(issuer: &TokenIssuer) -> Result<(UserId, String), String> {

@@ -93,9 +93,15 @@ pub struct LevelResult {
     pub overtaken: f64,
 }
 
-/// Runs every level `runs` times on one dev-server stack, a fresh poll per run.
-pub async fn run(levels: &[Level], runs: usize) -> Result<Vec<LevelResult>, String> {
-    let (stack, _config, issuer) = stack::start_stack().await?;
+/// Runs every level `runs` times on one dev-server stack, a fresh poll per run; with
+/// `on_disk`, the stack keeps its data in a temporary folder as the dev server does.
+pub async fn run(levels: &[Level], runs: usize, on_disk: bool) -> Result<Vec<LevelResult>, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let (stack, _config, issuer) = if on_disk {
+        stack::start_stack_on_disk(scratch.path()).await?
+    } else {
+        stack::start_stack().await?
+    };
     // Server-side time per request (from the router receiving it to the response head), so
     // that the report can tell time spent in Tally from time spent queueing for a socket or
     // a core.
