@@ -63,6 +63,24 @@ def serialised(app):
     return wrapped
 
 
+def forget_spent_iterators() -> None:
+    """moto keeps every shard iterator it ever handed out (about 2 KB each, one per
+    GetRecords), so a stream poller asking every few milliseconds grows the server by
+    gigabytes an hour. The poller uses each iterator once (a failed read gets a fresh one from
+    GetShardIterator), so a spent iterator is dropped once its records are read."""
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    original = DynamoDBStreamsBackend.get_records
+
+    def get_records(self, iterator_arn, limit):
+        try:
+            return original(self, iterator_arn, limit)
+        finally:
+            self.shard_iterators.pop(iterator_arn, None)
+
+    DynamoDBStreamsBackend.get_records = get_records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -77,6 +95,7 @@ def main() -> None:
         threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     # One access-log line per request would drown the test output.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    forget_spent_iterators()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(args.host, args.port, complete_multipart_root(serialised(app)), threaded=True)
     print(f"ready http://{args.host}:{server.server_port}", flush=True)

@@ -301,6 +301,7 @@ async fn start_job_directly(
             guest: GuestId::from_stored(format!("benchguest{i:012}")),
             generation: 0,
             name: guest_name(i),
+            email: None,
         })
         .collect();
     let now = time::OffsetDateTime::now_utc();

@@ -358,18 +358,7 @@ fn ensure_apt_packages(packages: &[&str]) -> Step {
                 .is_ok_and(|s| s.success())
         })
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut update = tool("apt-get");
-    update.args(["update", "-qq"]);
-    status(update)?;
-    let mut install = tool("apt-get");
-    install
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing);
-    status(install)
+    apt_install(&missing)
 }
 
 /// Installs Debian packages for the programs that are not on `PATH`.
@@ -379,7 +368,12 @@ fn ensure_apt(programs: &[(&str, &str)]) -> Step {
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
         .collect();
-    if missing.is_empty() {
+    apt_install(&missing)
+}
+
+/// `apt-get install` of `packages` (nothing when there are none), after refreshing the lists.
+fn apt_install(packages: &[&str]) -> Step {
+    if packages.is_empty() {
         return Ok(());
     }
     let mut update = tool("apt-get");
@@ -389,7 +383,7 @@ fn ensure_apt(programs: &[(&str, &str)]) -> Step {
     install
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq"])
-        .args(&missing);
+        .args(packages);
     status(install)
 }
 

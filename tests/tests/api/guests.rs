@@ -90,12 +90,10 @@ async fn render(app: &TestApp, owner: &str, path: &str, body: Value) -> HashMap<
     cards_of(&app.download(owner, &id).await)
         .into_iter()
         .map(|(name, url)| {
-            // Card names are `<index>-<slug>.png`: the slug is the guest's name.
-            let slug = name
-                .split_once("-")
-                .map(|(_, rest)| rest.trim_end_matches(".png").to_owned())
-                .unwrap_or(name);
-            (slug, token_of(&url, &base))
+            // Card files are named after their guests (`Ann.png`); the tests name them in
+            // lower case.
+            let guest = name.trim_end_matches(".png").to_lowercase();
+            (guest, token_of(&url, &base))
         })
         .collect()
 }
@@ -118,7 +116,9 @@ async fn guest_vote(app: &TestApp, poll: &str, token: &str, choice: &str) -> Rep
         .await
 }
 
+/// The poll's total once counting has caught up with every ballot cast.
 async fn total(app: &TestApp, owner: &str, poll: &str) -> u64 {
+    app.settle().await;
     app.results(owner, poll).await.expect(200).body["total"]
         .as_u64()
         .unwrap_or(u64::MAX)
@@ -710,6 +710,7 @@ async fn guests_see_results_when_the_poll_allows(app: TestApp) {
         .expect_problem(403, "forbidden");
     let bob_card = token(&app, &now, &bob[0], 0);
     guest_vote(&app, &now, &bob_card, "o2").await.expect(201);
+    app.settle().await;
     let shown = read(now.clone(), bob_card.clone()).await.expect(200);
     assert_eq!(shown.body["total"], 1);
     read(later.clone(), bob_card.clone())

@@ -127,6 +127,27 @@ fn deployed() -> BTreeMap<String, Deployed> {
 /// The table's stream, as the template names it in the count function's policy.
 const STREAM_RESOURCE: &str = "!GetAtt Table.StreamArn";
 
+/// The dev server's stream poller filters records with the pattern the template gives the
+/// event source mapping, so what is counted locally is what AWS would deliver.
+#[test]
+fn the_local_stream_filter_is_the_templates() {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("template.yaml: {e}"));
+    let patterns: Vec<serde_json::Value> = template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- Pattern: "))
+        .map(|p| {
+            serde_json::from_str(p.trim_matches('\''))
+                .unwrap_or_else(|e| panic!("pattern {p}: {e}"))
+        })
+        .collect();
+    let local: serde_json::Value =
+        serde_json::from_str(tally_dev::streams::BALLOT_FILTER).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(patterns, [local]);
+}
+
 /// The actions the event source mapping reads a DynamoDB stream with (Lambda's documented
 /// set for DynamoDB triggers): granted to the count function on the stream only.
 #[test]
