@@ -139,7 +139,7 @@ struct GuestEntry {
     /// `ref` is the same guest whatever their name. Without it, the same name (case and
     /// spacing aside) and email are the same guest.
     #[serde(default, rename = "ref")]
-    #[schema(max_length = 100)]
+    #[schema(min_length = 1, max_length = 100)]
     reference: Option<String>,
 }
 
