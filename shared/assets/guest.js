@@ -24,12 +24,20 @@
 
   // The results, when the poll shows them to guests (always, or once closed): appended to
   // `into` below what is there. A poll that keeps them until the close answers 403: nothing.
-  async function results(poll, into) {
+  // Ballots are counted a moment after they are accepted, so right after voting the results
+  // are read again (every half second, for up to ten seconds) until they include the
+  // guest's own ballot (`counted_through` reaches its `voted_at`).
+  async function results(poll, into, ballot) {
     let r;
-    try {
-      r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
-    } catch (e) {
-      return;
+    for (let tries = 0; ; tries += 1) {
+      try {
+        r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
+      } catch (e) {
+        return;
+      }
+      const counted = !ballot || (r.counted_through && Date.parse(r.counted_through) >= Date.parse(ballot.voted_at));
+      if (counted || tries >= 20) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
     }
     const list = h("ul", { class: "results", "aria-label": "Results" },
       r.options.map((o) => h("li", null, h("span", null, o.text), " ", h("strong", null, String(o.votes)))));
@@ -49,7 +57,7 @@
       h("p", { class: "muted" }, poll.question),
       ballot ? h("p", null, justNow ? "You chose " : "The choice was ", h("span", { class: "pick" }, texts(poll, ballot.choices))) : null,
       h("p", { class: "muted small" }, "Each guest counts once, so this invite cannot vote again.")));
-    results(poll, view);
+    results(poll, view, justNow ? ballot : null);
   }
 
   async function vote(invite, choices) {
