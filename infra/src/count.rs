@@ -10,6 +10,7 @@ use tally::clock::SharedClock;
 use tally::config::Config;
 use tally::count::Counter;
 use tally::dynamo::DynamoStore;
+use tally::ports::ResultsFeed;
 
 use crate::streams::{StreamOptions, StreamPoller, StreamTarget, local_streams_client};
 
@@ -21,15 +22,17 @@ impl StreamTarget for Counter {
 }
 
 /// Starts reading the stream of `config.table` at `endpoint` into the count function over
-/// `store` (a store handle of its own, as a separate function has on AWS).
+/// `store` (a store handle of its own, as a separate function has on AWS), publishing new
+/// results to `feed`.
 pub async fn start(
     endpoint: &str,
     store: DynamoStore,
     config: &Config,
     clock: SharedClock,
+    feed: Arc<dyn ResultsFeed>,
     options: StreamOptions,
 ) -> Result<StreamPoller, String> {
-    let counter: Arc<dyn StreamTarget> = Arc::new(Counter::new(Arc::new(store), clock));
+    let counter: Arc<dyn StreamTarget> = Arc::new(Counter::new(Arc::new(store), clock, feed));
     StreamPoller::start(
         local_streams_client(endpoint),
         &config.table,

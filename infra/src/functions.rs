@@ -16,8 +16,9 @@ use tally::http::cache::PollCache;
 use tally::http::gate::Gate;
 use tally::http::jobs::JobsState;
 use tally::http::polls::PollsState;
-use tally::http::votes::VotesState;
+use tally::http::votes::{LiveDesk, VotesState};
 use tally::http::{self, Platform};
+use tally::live::LiveKey;
 use tally::ports::{BlobStore, RenderQueue};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -61,6 +62,17 @@ pub struct Functions {
     pub votes: VotesState,
     pub jobs: JobsState,
     pub platform: Platform,
+    /// Where pages may open the live-results WebSocket (their `connect-src`).
+    pub live_realtime_url: String,
+}
+
+/// The keys the functions hold between them: the token key pair (only auth signs), the invite
+/// key (jobs), the live key (votes).
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    pub jwt: &'a KeyMaterial,
+    pub invite: &'a InviteKey,
+    pub live: &'a LiveKey,
 }
 
 impl Functions {
@@ -71,9 +83,13 @@ impl Functions {
         blobs: Arc<dyn BlobStore>,
         queue: Arc<dyn RenderQueue>,
         clock: SharedClock,
-        keys: &KeyMaterial,
-        invite_key: &InviteKey,
+        keys: Keys<'_>,
     ) -> Result<Self, String> {
+        let Keys {
+            jwt: keys,
+            invite: invite_key,
+            live: live_key,
+        } = keys;
         let gate = Gate::new(config, keys, store.clone(), clock.clone())?;
         // One cache of polls for the polls and votes functions: the owner's writes go through
         // it and forget what they change, so in one process a close is seen at once (on
@@ -97,7 +113,12 @@ impl Functions {
                 polls: Arc::new(polls.clone()),
                 gate: gate.clone(),
             },
-            votes: VotesState::with_polls(polls, store.clone(), gate.clone()),
+            votes: VotesState::with_polls(
+                polls,
+                store.clone(),
+                LiveDesk::new(live_key.clone(), config),
+                gate.clone(),
+            ),
             jobs: JobsState::new(
                 store,
                 invite_key.clone(),
@@ -108,6 +129,7 @@ impl Functions {
                 config.render_jobs_in_flight,
             ),
             platform: Platform::new("dev", config),
+            live_realtime_url: config.live_realtime_url.clone(),
         })
     }
 
@@ -118,7 +140,7 @@ impl Functions {
             Function::Polls => http::polls::routes(self.polls.clone()),
             Function::Votes => http::votes::routes(self.votes.clone()),
             Function::Jobs => http::jobs::routes(self.jobs.clone()),
-            Function::Pages => http::pages::routes(),
+            Function::Pages => http::pages::routes(&self.live_realtime_url),
         }
     }
 

@@ -17,13 +17,16 @@ use axum::Router;
 pub mod count;
 pub mod counting;
 pub mod functions;
+pub mod live;
 pub mod queue;
 pub mod s3;
 pub mod sqs;
 pub mod streams;
+pub mod watcher;
 
 pub use counting::{BlobCalls, BlobCounts, CountingBlobs};
 pub use functions::{Function, Functions};
+pub use live::{LiveHub, LiveLimits};
 pub use queue::{LocalDeadLetters, LocalQueue, QueueOptions};
 pub use s3::LocalS3;
 pub use sqs::SqsPoller;
@@ -34,6 +37,7 @@ use tally::config::Config;
 use tally::domain::InviteKey;
 use tally::dynamo::DynamoStore;
 use tally::dynamo::table::ensure_table;
+use tally::live::LiveKey;
 use tally::ports::{BlobStore, DeadLetters, RenderQueue};
 use tally::s3::S3Blobs;
 use tally::sqs::SqsQueue;
@@ -295,6 +299,12 @@ pub struct Stack {
     /// The key guests' invite tokens are derived from (the jobs and render functions'), in the
     /// data folder on disk, generated afresh in memory.
     pub invite_key: InviteKey,
+    /// The key live-results passes are signed with (the votes function's and the
+    /// authorizer's), kept like the invite key.
+    pub live_key: LiveKey,
+    /// Live results: the count function publishes here, and watchers subscribe over the
+    /// WebSocket on the API's origin.
+    pub live: LiveHub,
     /// The embedded engines, unless the stack uses an external endpoint.
     pub dynamo: Option<LocalDynamo>,
     pub s3: Option<LocalS3>,
@@ -346,6 +356,16 @@ impl Stack {
                 InviteKey::load_or_generate(&config.data_dir)?
             }
         };
+        let live_key = match (&storage, &config.live_key) {
+            (Storage::Memory, _) => LiveKey::generate()?,
+            (_, Some(text)) => LiveKey::from_text(text)?,
+            _ => LiveKey::load_or_generate(&config.data_dir)?,
+        };
+        let live = LiveHub::new(
+            live_key.clone(),
+            options.clock.clone(),
+            LiveLimits::default(),
+        );
         let (dynamo_endpoint, s3_endpoint) = match (&storage, &dynamo, &s3) {
             (Storage::Endpoint(endpoint), ..) => (endpoint.clone(), endpoint.clone()),
             (_, Some(d), Some(s)) => (d.endpoint.clone(), s.endpoint.clone()),
@@ -440,6 +460,7 @@ impl Stack {
                         DynamoStore::new(store.client().clone(), config.table.clone()),
                         config,
                         options.clock.clone(),
+                        Arc::new(live.clone()),
                         stream_options,
                     )
                     .await?,
@@ -453,10 +474,14 @@ impl Stack {
             Arc::new(blobs.clone()),
             render_queue,
             options.clock,
-            &keys,
-            &invite_key,
+            functions::Keys {
+                jwt: &keys,
+                invite: &invite_key,
+                live: &live_key,
+            },
         )?;
-        let app = functions.all();
+        // The WebSocket is AppSync's on AWS, not a function's: it joins the router here only.
+        let app = functions.all().merge(live.router());
         Ok(Self {
             app,
             functions,
@@ -468,6 +493,8 @@ impl Stack {
             keys,
             dynamo_endpoint,
             invite_key,
+            live_key,
+            live,
             dynamo,
             s3,
             sqs,

@@ -28,6 +28,13 @@ async fn run() -> Result<(), String> {
     // Guests' QR codes must open this server unless another public origin is configured.
     if std::env::var("TALLY_PUBLIC_BASE_URL").is_err() {
         config.public_base_url = format!("http://{listen}");
+        // Live results are served on the same origin, so they follow it.
+        if std::env::var("TALLY_LIVE_REALTIME_URL").is_err() {
+            config.live_realtime_url = format!("ws://{listen}{}", tally_dev::live::PATH);
+        }
+        if std::env::var("TALLY_LIVE_HOST").is_err() {
+            config.live_host = listen.to_string();
+        }
     }
     // An external emulator (moto, say) replaces the embedded engines when named.
     let storage = match std::env::var("TALLY_AWS_ENDPOINT") {

@@ -275,14 +275,8 @@
     }));
     const total = h("p", { class: "figures" }, "…");
     const status = h("p", { class: "muted small" });
-    every(3000, async () => {
-      let results;
-      try {
-        results = await api("GET", `/v1/polls/${poll.id}/results`);
-      } catch (e) {
-        status.textContent = problemText(e);
-        return e.status === 0 || e.status >= 500;
-      }
+    const badge = h("span", { class: "live-badge", role: "status" }, "Connecting…");
+    const draw = (results) => {
       const lead = Math.max(...results.options.map((o) => o.votes));
       for (const o of results.options) {
         const row = rows.get(o.id);
@@ -294,11 +288,24 @@
       }
       total.textContent = `${results.total} ${results.total === 1 ? "ballot" : "ballots"}`;
       status.textContent = results.status === "open"
-        ? `Live: updated ${new Date().toLocaleTimeString()}, every 3 seconds.`
+        ? `Updated ${new Date().toLocaleTimeString()}.`
         : "Voting has closed: these are the final results.";
-      return results.status === "open";
-    });
-    return card(h("h2", null, "Results"), total, list, status);
+    };
+    const states = {
+      live: ["● Live", "Votes appear here as they are counted."],
+      polling: ["Reconnecting…", "The live connection dropped: checking every 3 seconds meanwhile."],
+      closed: ["Final", ""],
+    };
+    stops.push(Tally.watchResults(poll.id, {
+      onResults: draw,
+      onState: (s) => {
+        badge.textContent = states[s][0];
+        badge.dataset.state = s;
+        badge.title = states[s][1];
+      },
+      onError: (e) => { status.textContent = problemText(e); },
+    }));
+    return card(h("h2", null, "Results ", badge), total, list, status);
   }
 
   // Names, one per line, or the "name" column of a CSV file (else its first column).

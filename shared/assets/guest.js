@@ -22,27 +22,15 @@
     return choices.map((id) => (poll.options.find((o) => o.id === id) || { text: id }).text).join(", ");
   }
 
-  // The results, when the poll shows them to guests (always, or once closed): appended to
-  // `into` below what is there. A poll that keeps them until the close answers 403: nothing.
-  // Ballots are counted a moment after they are accepted, so right after voting the results
-  // are read again (every half second, for up to ten seconds) until they include the
-  // guest's own ballot (`counted_through` reaches its `voted_at`).
-  async function results(poll, into, ballot) {
-    let r;
-    for (let tries = 0; ; tries += 1) {
-      try {
-        r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
-      } catch (e) {
-        return;
-      }
-      const counted = !ballot || (r.counted_through && Date.parse(r.counted_through) >= Date.parse(ballot.voted_at));
-      if (counted || tries >= 20) break;
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-    const list = h("ul", { class: "results", "aria-label": "Results" },
-      r.options.map((o) => h("li", null, h("span", null, o.text), " ", h("strong", null, String(o.votes)))));
-    into.append(h("h2", null, r.status === "closed" ? "Final results" : "Results so far"), list,
-      h("p", { class: "muted small" }, `${r.total} ${r.total === 1 ? "vote" : "votes"} in all.`));
+  // The results, when the poll shows them to guests (always, or once closed), kept live and
+  // appended to `into` below what is there. While the poll keeps them until the close, the
+  // box stays empty and fills in when the poll closes.
+  let stopResults = () => {};
+  function results(poll, into) {
+    stopResults();
+    const [box, stop] = Tally.liveResults(poll.id, { invite: token });
+    stopResults = stop;
+    into.append(box);
   }
 
   // After the vote, and whenever the invite is opened again: what was chosen, and that the
@@ -57,7 +45,7 @@
       h("p", { class: "muted" }, poll.question),
       ballot ? h("p", null, justNow ? "You chose " : "The choice was ", h("span", { class: "pick" }, texts(poll, ballot.choices))) : null,
       h("p", { class: "muted small" }, "Each guest counts once, so this invite cannot vote again.")));
-    results(poll, view, justNow ? ballot : null);
+    results(poll, view);
   }
 
   async function vote(invite, choices) {

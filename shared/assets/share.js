@@ -30,7 +30,8 @@
         h("p", { class: "mark", "aria-hidden": "true" }, "✓"),
         h("h1", null, "Your vote is counted"),
         h("p", { class: "muted" }, poll.question),
-        h("p", null, "You chose ", h("span", { class: "pick" }, picked))));
+        h("p", null, "You chose ", h("span", { class: "pick" }, picked)),
+        Tally.liveResults(poll.id)[0]));
     } catch (e) {
       if (e.type.endsWith("/already-voted")) return message("You have already voted", "Each account votes once in a poll.");
       if (e.type.endsWith("/poll-closed")) return message("Voting has closed", "The poll closed before your vote arrived.");

@@ -212,6 +212,23 @@ pub struct Config {
     /// `TALLY_INVITE_KEY`: the invite key itself (base64url), for emulators and tests that
     /// must not write to the data folder; on Lambda the secret is used instead.
     pub invite_key: Option<String>,
+    /// `TALLY_LIVE_KEY_SECRET`: the name or ARN of the Secrets Manager secret holding the key
+    /// live-results passes are signed with (256 bits or more, base64url), which the votes
+    /// function (handing passes out) and the live authorizer (checking them) read at cold
+    /// start; required on Lambda by both. Locally a key is generated into the data folder.
+    pub live_key_secret: Option<String>,
+    /// `TALLY_LIVE_KEY`: the live key itself (base64url), for emulators and tests.
+    pub live_key: Option<String>,
+    /// `TALLY_LIVE_REALTIME_URL` (default: the public base URL's origin, as `ws(s)://…`, with
+    /// `/event/realtime`, which the dev server serves): where browsers open the WebSocket of
+    /// live results; on AWS the Events API's real-time endpoint.
+    pub live_realtime_url: String,
+    /// `TALLY_LIVE_HOST` (default: the public base URL's host): the Events API's HTTP host,
+    /// which a subscriber names in its authorization (the protocol's `host` field).
+    pub live_host: String,
+    /// `TALLY_LIVE_PUBLISH_URL`: the Events API's HTTP publish endpoint (`https://…/event`),
+    /// which the count function posts new results to on AWS; unset, it publishes nothing.
+    pub live_publish_url: Option<String>,
     /// `TALLY_BUCKET` (default `tally-files`): the S3 bucket for generated files.
     pub bucket: String,
     /// `TALLY_RENDER_QUEUE_URL`: the SQS render queue; required on Lambda by the functions
@@ -262,6 +279,11 @@ impl Config {
                 }),
                 Some(v) => Ok(v.trim().to_owned()),
             }
+        };
+        let optional = |var: &str| {
+            lookup(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
         };
         let seconds =
             |var: &'static str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
@@ -350,6 +372,9 @@ impl Config {
             }
             (None, None) => KeySource::DataDir(data_dir.clone()),
         };
+        let public_base_url = text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
+            .trim_end_matches('/')
+            .to_owned();
         Ok(Self {
             private_key_secret: lookup("TALLY_JWT_PRIVATE_KEY_SECRET")
                 .filter(|v| !v.trim().is_empty()),
@@ -359,6 +384,17 @@ impl Config {
             invite_key: lookup("TALLY_INVITE_KEY")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            live_key_secret: optional("TALLY_LIVE_KEY_SECRET"),
+            live_key: optional("TALLY_LIVE_KEY"),
+            live_realtime_url: match optional("TALLY_LIVE_REALTIME_URL") {
+                Some(url) => url,
+                None => default_realtime_url(&public_base_url),
+            },
+            live_host: match optional("TALLY_LIVE_HOST") {
+                Some(host) => host,
+                None => host_of(&public_base_url),
+            },
+            live_publish_url: optional("TALLY_LIVE_PUBLISH_URL"),
             table: text("TALLY_TABLE", "tally")?,
             issuer: text("TALLY_JWT_ISSUER", "tally")?,
             audience: text("TALLY_JWT_AUDIENCE", "tally-api")?,
@@ -376,9 +412,7 @@ impl Config {
             render_queue_url: lookup("TALLY_RENDER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
             dead_letter_queue_url: lookup("TALLY_DEAD_LETTER_QUEUE_URL")
                 .filter(|v| !v.trim().is_empty()),
-            public_base_url: text("TALLY_PUBLIC_BASE_URL", "http://127.0.0.1:3000")?
-                .trim_end_matches('/')
-                .to_owned(),
+            public_base_url: public_base_url.clone(),
             render_guests_per_day: u64::try_from(seconds(
                 "TALLY_RENDER_GUESTS_PER_DAY",
                 20_000,
@@ -409,6 +443,27 @@ impl Config {
     }
 }
 
+/// The dev server's live-results WebSocket on the public origin: `http` becomes `ws` and
+/// `https` becomes `wss`, so a page opens it on the origin it was served from.
+fn default_realtime_url(public_base_url: &str) -> String {
+    let origin = match public_base_url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{}", rest.split('/').next().unwrap_or(rest)),
+        None => {
+            let rest = public_base_url
+                .strip_prefix("http://")
+                .unwrap_or(public_base_url);
+            format!("ws://{}", rest.split('/').next().unwrap_or(rest))
+        }
+    };
+    format!("{origin}/event/realtime")
+}
+
+/// The host (and port) of a URL.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +484,31 @@ mod tests {
             ("tally", 900, RateLimits::default())
         );
         assert!(matches!(c.keys, KeySource::DataDir(_)));
+    }
+
+    #[test]
+    fn live_results_default_to_the_public_origin() {
+        let c = config(&[("TALLY_PUBLIC_BASE_URL", "https://vote.example.com/")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.live_realtime_url.as_str(), c.live_host.as_str()),
+            ("wss://vote.example.com/event/realtime", "vote.example.com")
+        );
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.live_realtime_url, "ws://127.0.0.1:3000/event/realtime");
+        let c = config(&[
+            (
+                "TALLY_LIVE_REALTIME_URL",
+                "wss://x.appsync-realtime-api.eu-west-1.amazonaws.com/event/realtime",
+            ),
+            ("TALLY_LIVE_HOST", "x.appsync-api.eu-west-1.amazonaws.com"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.live_host, "x.appsync-api.eu-west-1.amazonaws.com");
+        assert!(
+            c.live_realtime_url
+                .starts_with("wss://x.appsync-realtime-api")
+        );
     }
 
     #[test]

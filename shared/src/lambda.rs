@@ -159,18 +159,61 @@ impl Aws<'_> {
     #[cfg(feature = "secrets-manager")]
     pub async fn invite_key(&self) -> Result<InviteKey, Error> {
         let config = &self.env.config;
-        let Some(secret) = &config.invite_key_secret else {
-            if let Some(text) = &config.invite_key {
-                return Ok(InviteKey::from_text(text)?);
+        let text = self
+            .key_text(
+                config.invite_key_secret.as_deref(),
+                config.invite_key.as_deref(),
+                "TALLY_INVITE_KEY_SECRET",
+                "the invite key",
+            )
+            .await?;
+        Ok(match text {
+            Some(text) => InviteKey::from_text(&text)?,
+            None => InviteKey::load_or_generate(&config.data_dir)?,
+        })
+    }
+
+    /// The key live-results passes are signed with, for the votes function and the live
+    /// authorizer: as [`Self::invite_key`], from `TALLY_LIVE_KEY_SECRET` or `TALLY_LIVE_KEY`.
+    #[cfg(feature = "secrets-manager")]
+    pub async fn live_key(&self) -> Result<crate::live::LiveKey, Error> {
+        let config = &self.env.config;
+        let text = self
+            .key_text(
+                config.live_key_secret.as_deref(),
+                config.live_key.as_deref(),
+                "TALLY_LIVE_KEY_SECRET",
+                "the live key",
+            )
+            .await?;
+        Ok(match text {
+            Some(text) => crate::live::LiveKey::from_text(&text)?,
+            None => crate::live::LiveKey::load_or_generate(&config.data_dir)?,
+        })
+    }
+
+    /// A key's text: from the secret `secret` names, else given as `text`; `None` means the
+    /// data folder's key, which is refused on Lambda (`secret_var` is then required).
+    #[cfg(feature = "secrets-manager")]
+    async fn key_text(
+        &self,
+        secret: Option<&str>,
+        text: Option<&str>,
+        secret_var: &'static str,
+        what: &str,
+    ) -> Result<Option<String>, Error> {
+        let Some(secret) = secret else {
+            if let Some(text) = text {
+                return Ok(Some(text.to_owned()));
             }
             if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
                 return Err(ConfigError {
-                    var: "TALLY_INVITE_KEY_SECRET",
+                    var: secret_var,
                     reason: format!("is required by the {} function on Lambda", self.env.name),
                 }
                 .into());
             }
-            return Ok(InviteKey::load_or_generate(&config.data_dir)?);
+            return Ok(None);
         };
         let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
             .get_secret_value()
@@ -179,14 +222,30 @@ impl Aws<'_> {
             .await
             .map_err(|e| {
                 format!(
-                    "read the invite key from secret {secret}: {}",
+                    "read {what} from secret {secret}: {}",
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                 )
             })?;
         let text = out
             .secret_string
-            .ok_or_else(|| format!("the secret {secret} has no SecretString (the key)"))?;
-        Ok(InviteKey::from_text(&text)?)
+            .ok_or_else(|| format!("the secret {secret} has no SecretString ({what})"))?;
+        Ok(Some(text))
+    }
+
+    /// Where the count function publishes live results: the AppSync Events API named by
+    /// `TALLY_LIVE_PUBLISH_URL`, required on Lambda.
+    #[cfg(feature = "appsync")]
+    pub fn live_feed(&self) -> Result<crate::live::appsync::AppSyncFeed, Error> {
+        let url = self
+            .env
+            .config
+            .live_publish_url
+            .as_deref()
+            .ok_or(ConfigError {
+                var: "TALLY_LIVE_PUBLISH_URL",
+                reason: format!("is required by the {} function", self.env.name),
+            })?;
+        Ok(crate::live::appsync::AppSyncFeed::new(&self.sdk, url)?)
     }
 
     /// The dead-letter queue the render function moves unreadable messages to.
@@ -242,6 +301,28 @@ where
                 tracing::error!(error = %e, "stream batch failed");
                 Error::from(e.to_string())
             })
+        },
+    ))
+    .await
+}
+
+/// Runs the AppSync Events authorizer (the live function): each subscribe or connect request
+/// is answered by [`crate::live::authorizer::authorize`] under `key`, at the time of asking.
+pub async fn run_authorizer(key: crate::live::LiveKey) -> Result<(), Error> {
+    let key = &key;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<crate::live::authorizer::AuthorizerRequest>| async move {
+            let answer = crate::live::authorizer::authorize(
+                key,
+                &event.payload,
+                time::OffsetDateTime::now_utc(),
+            );
+            tracing::info!(
+                operation = %event.payload.request_context.operation,
+                authorized = answer.is_authorized,
+                "live authorization"
+            );
+            Ok::<_, Error>(answer)
         },
     ))
     .await

@@ -27,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod lambda;
+pub mod live;
 pub mod metrics;
 pub mod objects;
 pub mod ports;

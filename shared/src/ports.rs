@@ -220,8 +220,10 @@ pub struct TallyDelta {
 #[derive(Debug, Clone)]
 pub enum Added {
     /// Counted; these other shards' checkpoints (as they stood) are too old to guard anything
-    /// (`dynamo::CHECKPOINT_LIFETIME`) and may be pruned by the next write.
-    Counted { stale: Vec<String> },
+    /// (`dynamo::CHECKPOINT_LIFETIME`) and may be pruned by the next write. `tally` is the
+    /// poll's tally as this update left it (the item as it stood, which the write returns,
+    /// plus what it added), so the count function can publish it without reading it back.
+    Counted { stale: Vec<String>, tally: Tally },
     /// Not counted: the poll's checkpoint for this shard was already at or past the batch's
     /// first record (a redelivery or an overlapping batch). Here is where it stands.
     Behind(SequenceNumber),
@@ -243,6 +245,15 @@ pub trait TallyStore: Send + Sync + std::fmt::Debug {
         delta: &TallyDelta,
         prune: &[String],
     ) -> StoreResult<Added>;
+}
+
+/// Where the count function publishes a poll's new results for live watchers
+/// (`live::appsync` on AWS, the dev server's hub locally). A publish that fails is logged and
+/// dropped: watchers catch up with the next one, or fall back to reading the results, and the
+/// count itself never waits on a watcher.
+#[async_trait]
+pub trait ResultsFeed: Send + Sync + std::fmt::Debug {
+    async fn publish(&self, results: &crate::live::LiveResults) -> Result<(), String>;
 }
 
 /// Whether a job request made a new job or found the one the same request made earlier.

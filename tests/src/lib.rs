@@ -336,7 +336,11 @@ impl TestApp {
         let stack = Stack::start(&config, storage, options)
             .await
             .unwrap_or_else(|e| panic!("start the stack: {e}"));
-        let counter = Counter::new(Arc::new(stack.store.clone()), Arc::new(clock.clone()));
+        let counter = Counter::new(
+            Arc::new(stack.store.clone()),
+            Arc::new(clock.clone()),
+            Arc::new(tally::live::Unwatched),
+        );
         Self {
             stack,
             clock,
@@ -461,6 +465,33 @@ impl TestApp {
     pub async fn results(&self, token: &str, poll: &str) -> Reply {
         self.get(&format!("/v1/polls/{poll}/results"))
             .bearer(token)
+            .send()
+            .await
+    }
+
+    /// Serves the stack on a loopback port (with peer addresses, as the dev server does), for
+    /// what needs a real socket: the live-results WebSocket. The server stops on drop.
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let app = self
+            .stack
+            .app
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Served { addr, task }
+    }
+
+    /// A pass to the poll's live results for the caller behind `authorization` (a full
+    /// `Authorization` header value).
+    pub async fn live_pass(&self, authorization: &str, poll: &str) -> Reply {
+        self.post(&format!("/v1/polls/{poll}/live"))
+            .header("authorization", authorization)
             .send()
             .await
     }
@@ -681,3 +712,28 @@ impl TestApp {
 
 /// The SQS event type the render function receives, for tests that deliver by hand.
 pub use aws_lambda_events::event::sqs::SqsEvent;
+
+/// A stack served on a loopback port ([`TestApp::serve`]).
+#[derive(Debug)]
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// The live-results WebSocket's URL.
+    pub fn live_url(&self) -> String {
+        format!("ws://{}{}", self.addr, tally_dev::live::PATH)
+    }
+
+    /// The `host` a watcher names in its authorization.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -10,7 +10,10 @@ use tally::lambda::{Env, Error, run_stream};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let env = Env::load("count")?;
-    let store = env.aws().await.dynamo().await;
-    let counter = Counter::new(store, Arc::new(SystemClock));
+    let aws = env.aws().await;
+    let store = aws.dynamo().await;
+    // Each batch's new results go to the poll's live watchers, through AppSync.
+    let feed = Arc::new(aws.live_feed()?);
+    let counter = Counter::new(store, Arc::new(SystemClock), feed);
     run_stream(|event| counter.handle(event)).await
 }

@@ -6,5 +6,6 @@ use tally::lambda::{Env, Error, run_http};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let env = Env::load("pages")?;
-    run_http(&env, tally::http::pages::routes()).await
+    let routes = tally::http::pages::routes(&env.config.live_realtime_url);
+    run_http(&env, routes).await
 }

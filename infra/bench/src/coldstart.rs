@@ -269,6 +269,23 @@ fn environment(lambda: Lambda, endpoint: &str, keys: &KeyMaterial) -> Vec<(Strin
             keys.private_pem.clone().unwrap_or_default(),
         ));
     }
+    // On Lambda the keys come from Secrets Manager; here they are given, as for an emulator.
+    if matches!(lambda.binary, "jobs" | "render") {
+        env.push((
+            "TALLY_INVITE_KEY",
+            tally::domain::InviteKey::generate()
+                .map(|k| k.to_text())
+                .unwrap_or_default(),
+        ));
+    }
+    if lambda.binary == "votes" {
+        env.push((
+            "TALLY_LIVE_KEY",
+            tally::live::LiveKey::generate()
+                .map(|k| k.to_text())
+                .unwrap_or_default(),
+        ));
+    }
     if lambda.binary == "jobs" {
         env.push((
             "TALLY_RENDER_QUEUE_URL",

@@ -1,5 +1,6 @@
 //! Tally's benchmarks, behind the `tally-bench` command (`src/main.rs`): votes under load
-//! through the dev server's HTTP stack, in-process handler cost, rendering, and the Lambda
+//! through the dev server's HTTP stack, live results to 1,000 watchers, in-process handler
+//! cost, rendering, and the Lambda
 //! binaries' cold start and size. Each part starts what it needs itself, on loopback only,
 //! and every loop is bounded in count and time.
 //!
@@ -9,6 +10,7 @@
 
 pub mod coldstart;
 pub mod handlers;
+pub mod live;
 pub mod machine;
 pub mod render;
 pub mod report;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p tally-bench -- all      # every part (cold start builds the functions)
-//! cargo run --release -p tally-bench -- votes    # or some: votes, handlers, render, cold-start
+//! cargo run --release -p tally-bench -- votes    # or some: votes, live, handlers, render, cold-start
 //!   --runs N      runs per figure (medians are over these)
 //!   --quick       one run of smaller workloads, to check the bench itself works
 //!   --no-build    cold start: use the release binaries already built
@@ -18,14 +18,15 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tally_bench::report::Section;
-use tally_bench::{coldstart, handlers, machine, render, sustained, votes};
+use tally_bench::{coldstart, handlers, live, machine, render, sustained, votes};
 
-const USAGE: &str = "usage: tally-bench <all|votes|handlers|render|cold-start> [--runs N] [--quick] \
+const USAGE: &str = "usage: tally-bench <all|votes|live|handlers|render|cold-start> [--runs N] [--quick] \
      [--no-build] [--sustained SECONDS] [--clients N] [--disk]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Votes,
+    Live,
     Handlers,
     Render,
     ColdStart,
@@ -69,12 +70,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "all" => {
-                options
-                    .parts
-                    .extend([Part::Votes, Part::Handlers, Part::Render, Part::ColdStart])
-            }
+            "all" => options.parts.extend([
+                Part::Votes,
+                Part::Live,
+                Part::Handlers,
+                Part::Render,
+                Part::ColdStart,
+            ]),
             "votes" => options.parts.push(Part::Votes),
+            "live" => options.parts.push(Part::Live),
             "handlers" => options.parts.push(Part::Handlers),
             "render" => options.parts.push(Part::Render),
             "cold-start" => options.parts.push(Part::ColdStart),
@@ -163,6 +167,15 @@ fn bench(options: &Options) -> Result<(), String> {
                 ];
                 let results = runtime()?.block_on(votes::run(&levels, runs(5), options.disk))?;
                 ("votes", votes::section(&results))
+            }
+            Part::Live => {
+                let asked = live::Asked {
+                    watchers: if options.quick { 100 } else { 1_000 },
+                    ballots: if options.quick { 50 } else { 300 },
+                    rate: 20,
+                };
+                let result = runtime()?.block_on(live::run(asked))?;
+                ("live", live::section(&result))
             }
             Part::Handlers => {
                 let n = runs(7);

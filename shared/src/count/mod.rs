@@ -21,7 +21,10 @@ use time::OffsetDateTime;
 use crate::clock::SharedClock;
 use crate::domain::PollId;
 use crate::dynamo::{StreamBallot, stream_ballot};
-use crate::ports::{Added, Checkpoint, SequenceNumber, StoreError, TallyDelta, TallyStore};
+use crate::live::LiveResults;
+use crate::ports::{
+    Added, Checkpoint, ResultsFeed, SequenceNumber, StoreError, TallyDelta, TallyStore,
+};
 
 /// Polls of one batch updated at once: a batch of a thousand ballots for as many polls should
 /// not wait for a thousand round trips one after another, nor open a thousand connections.
@@ -49,21 +52,27 @@ pub struct Counted {
     pub updates: u64,
 }
 
-/// The count function: the store, the clock, and the names of other shards' checkpoints
-/// found stale on a poll's tally, pruned by that poll's next update.
+/// The count function: the store, the clock, where new results are published for live
+/// watchers (if anywhere), and the names of other shards' checkpoints found stale on a poll's
+/// tally, pruned by that poll's next update.
 #[derive(Debug)]
 pub struct Counter {
     store: Arc<dyn TallyStore>,
     clock: SharedClock,
+    feed: Arc<dyn ResultsFeed>,
     // A std mutex: held for a map operation only, never across an await.
     stale: Mutex<HashMap<PollId, Vec<String>>>,
 }
 
 impl Counter {
-    pub fn new(store: Arc<dyn TallyStore>, clock: SharedClock) -> Self {
+    /// A counter over `store` that publishes each poll's results to `feed` after every batch
+    /// that changed them: one publish per poll per batch, so the event source mapping's
+    /// batching window (1 s on AWS) paces the publishes of each shard.
+    pub fn new(store: Arc<dyn TallyStore>, clock: SharedClock, feed: Arc<dyn ResultsFeed>) -> Self {
         Self {
             store,
             clock,
+            feed,
             stale: Mutex::new(HashMap::new()),
         }
     }
@@ -134,9 +143,10 @@ impl Counter {
                 .add(poll, shard, &first, &at, &delta, &prune)
                 .await;
             match added {
-                Ok(Added::Counted { stale }) => {
+                Ok(Added::Counted { stale, tally }) => {
                     self.put_stale(poll, stale);
                     counted.ballots += delta.ballots;
+                    self.publish(poll, tally).await;
                     return Ok(counted);
                 }
                 Ok(Added::Behind(stored)) => {
@@ -152,6 +162,15 @@ impl Counter {
             }
         }
         Ok(counted)
+    }
+
+    /// Publishes the poll's new results. A failed publish does not fail
+    /// the batch: the ballots are counted, and a redelivery would count nothing new anyway.
+    async fn publish(&self, poll: PollId, tally: crate::domain::Tally) {
+        let results = LiveResults::new(poll, &tally);
+        if let Err(e) = self.feed.publish(&results).await {
+            tracing::warn!(%poll, error = %e, "live results not published");
+        }
     }
 
     fn take_stale(&self, poll: PollId) -> Vec<String> {

@@ -11,12 +11,12 @@
 use std::fmt;
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::job::{GUEST_NAME_MAX_CHARS, GUESTS_MAX, InviteToken};
+use super::secret::{SecretKey, base64_url};
 use super::{Email, FieldErrors, PollId};
 
 /// The most guests one poll may have. A job renders up to [`GUESTS_MAX`] cards; five such
@@ -238,91 +238,44 @@ pub struct GuestCounts {
 /// read once at cold start from Secrets Manager (`TALLY_INVITE_KEY_SECRET`); locally it is
 /// generated into the data folder on first use. Its `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct InviteKey(Vec<u8>);
+pub struct InviteKey(SecretKey);
 
 const INVITE_KEY_FILE: &str = "invite-hmac.key";
+const WHAT: &str = "invite key";
 
 impl InviteKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, String> {
-        let mut key = vec![0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| e.to_string())?;
-        Ok(Self(key))
+        SecretKey::generate().map(Self)
     }
 
     /// A key from its text form (base64url, as the secret holds it): at least 256 bits.
     pub fn from_text(text: &str) -> Result<Self, String> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim().trim_end_matches('='))
-            .map_err(|e| format!("the invite key is not base64url: {e}"))?;
-        if bytes.len() < 32 {
-            return Err(format!(
-                "the invite key has {} bytes; it needs at least 32",
-                bytes.len()
-            ));
-        }
-        Ok(Self(bytes))
+        SecretKey::from_text(text, WHAT).map(Self)
     }
 
     /// The key's text form, for the file or the secret.
     pub fn to_text(&self) -> String {
-        base64_url(&self.0)
+        self.0.to_text()
     }
 
-    /// Loads the key from `dir`, generating and saving it there (readable by its owner only)
-    /// on first use, as the dev server does with its signing key.
+    /// Loads the key from `dir`, generating and saving it there on first use.
     pub fn load_or_generate(dir: &Path) -> Result<Self, String> {
-        let path = dir.join(INVITE_KEY_FILE);
-        if path.exists() {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            return Self::from_text(&text);
-        }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let key = Self::generate()?;
-        write_private(&path, &key.to_text())?;
-        Ok(key)
+        SecretKey::load_or_generate(dir, INVITE_KEY_FILE, WHAT).map(Self)
     }
 
     /// The token of `guest`'s card of `generation` in `poll`. The parts are joined with a
     /// separator none of them contains, so no two triples share a message.
     pub fn token(&self, poll: PollId, guest: &GuestId, generation: u32) -> InviteToken {
         let message = format!("invite\n{poll}\n{guest}\n{generation}");
-        InviteToken::new(match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
-            Ok(mut mac) => {
-                mac.update(message.as_bytes());
-                base64_url(&mac.finalize().into_bytes())
-            }
-            // HMAC takes keys of any length, so this arm never runs; a keyed hash stands in.
-            Err(_) => base64_url(&Sha256::digest([&self.0, message.as_bytes()].concat())),
-        })
+        InviteToken::new(base64_url(&self.0.mac(message.as_bytes())))
     }
-}
-
-/// Creates `path` readable by its owner only (on Unix) and writes `text` into it.
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl fmt::Debug for InviteKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("InviteKey(..)")
     }
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

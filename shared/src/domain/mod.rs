@@ -7,6 +7,7 @@ pub mod guest;
 pub mod ids;
 pub mod job;
 pub mod poll;
+pub mod secret;
 pub mod user;
 pub mod validation;
 

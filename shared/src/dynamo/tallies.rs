@@ -89,7 +89,10 @@ impl TallyStore for DynamoStore {
                     .filter(|(s, c)| *s != shard && at.written - c.written > CHECKPOINT_LIFETIME)
                     .map(|(s, _)| s.to_owned())
                     .collect();
-                Ok(Added::Counted { stale })
+                Ok(Added::Counted {
+                    stale,
+                    tally: after(&old, delta, at),
+                })
             }
             // The condition fails only where a checkpoint stands, so there is an item, and
             // DynamoDB returns it (`ALL_OLD`): no read is needed to learn the checkpoint.
@@ -122,6 +125,19 @@ pub(super) fn tally_of(item: &Item) -> Tally {
         tally.counted_through = tally.counted_through.max(Some(checkpoint.newest_vote));
         tally.counted_at = tally.counted_at.max(Some(checkpoint.written));
     }
+    tally
+}
+
+/// The tally an update left: the item as it stood (`ALL_OLD`, read atomically with the
+/// write) plus what the update added, with its checkpoint.
+fn after(old: &Item, delta: &TallyDelta, at: &Checkpoint) -> Tally {
+    let mut tally = tally_of(old);
+    tally.ballots += delta.ballots;
+    for (option, n) in &delta.per_option {
+        *tally.per_option.entry(option.clone()).or_insert(0) += n;
+    }
+    tally.counted_through = tally.counted_through.max(Some(at.newest_vote));
+    tally.counted_at = tally.counted_at.max(Some(at.written));
     tally
 }
 

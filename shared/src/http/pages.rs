@@ -11,9 +11,9 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
@@ -21,12 +21,28 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 
 /// Scripts and styles come only from files on this origin (no inline script or style, no
-/// `eval`), the scripts talk only to this origin, and no other site may frame the pages.
-/// Navigating to a presigned download URL on the file store's origin is not a fetch, so
-/// `connect-src 'self'` does not block downloads.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
-     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// `eval`), the scripts talk only to this origin and to the live-results WebSocket (the dev
+/// server's own on this origin; on AWS the Events API's real-time endpoint), and no other
+/// site may frame the pages. Navigating to a presigned download URL on the file store's origin
+/// is not a fetch, so `connect-src` does not block downloads.
+pub fn content_security_policy(live_realtime_url: &str) -> String {
+    let live = origin_of(live_realtime_url);
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self' {live}; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of a URL; characters a policy could be broken with are dropped.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("wss", url));
+    let host = rest.split('/').next().unwrap_or_default();
+    format!("{scheme}://{host}")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || ":/.-_[]".contains(*c))
+        .collect()
+}
 
 /// An embedded static file under `/assets/`.
 struct Asset {
@@ -136,19 +152,21 @@ impl Page {
 
 /// The pages function's routes: the pages (which are no part of the API, so they add nothing
 /// to its document) and the API's documentation.
-pub fn routes() -> OpenApiRouter {
-    OpenApiRouter::from(router()).merge(super::docs::routes())
+pub fn routes(live_realtime_url: &str) -> OpenApiRouter {
+    OpenApiRouter::from(router(live_realtime_url)).merge(super::docs::routes())
 }
 
 /// The pages' router, without state: the pages Lambda binary serves it without opening any
 /// storage connection (it has no permissions to), and tests call it directly.
-pub fn router() -> Router {
+pub fn router(live_realtime_url: &str) -> Router {
+    let policy = HeaderValue::from_str(&content_security_policy(live_realtime_url))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
     Router::new()
         .route("/", get(organiser))
         .route("/i/{token}", get(guest))
         .route("/p/{id}", get(share))
         .route("/assets/{file}", get(asset))
-        .layer(map_response(security_headers))
+        .layer(map_response_with_state(policy, security_headers))
 }
 
 async fn organiser(headers: HeaderMap) -> Response {
@@ -235,12 +253,9 @@ fn cached(
 }
 
 /// Added to every response of this router, errors included.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(policy): State<HeaderValue>, mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -272,8 +287,10 @@ mod tests {
 
     /// The budget for one page: its HTML, scripts and styles together. It was 30 KiB until
     /// the organiser's page got the guest list (table, search, revoke, reissue, turnout),
-    /// which adds about 5 KiB to that page alone; the others stay far below.
-    const PAGE_BUDGET: usize = 36 * 1024;
+    /// which adds about 5 KiB to that page alone, and then 36 KiB until every page got the
+    /// live-results client (the socket protocol, the fallback to polling, the reconnects:
+    /// about 6.5 KiB in `common.js`). The assets are cached for a year once loaded.
+    const PAGE_BUDGET: usize = 44 * 1024;
 
     async fn get(path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut request = Request::get(path);
@@ -281,7 +298,10 @@ mod tests {
             request = request.header(*name, *value);
         }
         let request = request.body(Body::empty()).expect("request");
-        let response = router().oneshot(request).await.expect("infallible");
+        let response = router("ws://127.0.0.1:3000/event/realtime")
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let body = to_bytes(response.into_body(), usize::MAX)

@@ -160,6 +160,23 @@ impl ResultsView {
     }
 }
 
+/// A pass to a poll's live results (`POST /v1/polls/{id}/live`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LiveView {
+    /// The channel to subscribe to: `/results/<poll>`.
+    pub channel: String,
+    /// The authorization for connecting and subscribing (the `Authorization` field).
+    pub pass: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The WebSocket to open.
+    pub realtime_url: String,
+    /// The `host` field of the authorization.
+    pub host: String,
+    /// The WebSocket subprotocol: `aws-appsync-event-ws`.
+    pub protocol: &'static str,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,

@@ -18,20 +18,42 @@ use super::extract::{ApiJson, IdempotencyKey, VoterCredential, is_token_shaped, 
 use super::gate::{Gate, gated};
 use super::limits::CountedVoter;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
-use super::views::{BallotView, InviteView, ResultsView, no_store};
+use super::views::{BallotView, InviteView, LiveView, ResultsView, no_store};
 use crate::domain::{Ballot, InviteToken, Poll, PollId, PollStatus, Visibility, Voter};
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
+use crate::live::LiveKey;
 use crate::ports::{BallotStore, CastOutcome, InviteStore, PollStore};
 
 /// What the votes function holds: polls (read only, through the instance's cache), ballots,
-/// and guests' invites.
+/// guests' invites, and what it hands live watchers.
 #[derive(Debug, Clone)]
 pub struct VotesState {
     pub polls: PollCache,
     pub ballots: Arc<dyn BallotStore>,
     pub invites: Arc<dyn InviteStore>,
+    pub live: LiveDesk,
     pub gate: Gate,
+}
+
+/// Where live results are watched and the key their passes are signed with.
+#[derive(Debug, Clone)]
+pub struct LiveDesk {
+    pub key: LiveKey,
+    /// `TALLY_LIVE_REALTIME_URL`.
+    pub realtime_url: String,
+    /// `TALLY_LIVE_HOST`.
+    pub host: String,
+}
+
+impl LiveDesk {
+    pub fn new(key: LiveKey, config: &crate::config::Config) -> Self {
+        Self {
+            key,
+            realtime_url: config.live_realtime_url.clone(),
+            host: config.live_host.clone(),
+        }
+    }
 }
 gated!(VotesState);
 
@@ -39,10 +61,11 @@ impl VotesState {
     /// The state over one store that keeps polls, ballots and invites, with a cache of its own.
     pub fn new<S: PollStore + BallotStore + InviteStore + 'static>(
         store: Arc<S>,
+        live: LiveDesk,
         gate: Gate,
     ) -> Self {
         let polls = PollCache::new(store.clone(), gate.clock.clone());
-        Self::with_polls(polls, store, gate)
+        Self::with_polls(polls, store, live, gate)
     }
 
     /// The state over `polls`, a cache that another function's state may share (one process
@@ -50,12 +73,14 @@ impl VotesState {
     pub fn with_polls<S: BallotStore + InviteStore + 'static>(
         polls: PollCache,
         store: Arc<S>,
+        live: LiveDesk,
         gate: Gate,
     ) -> Self {
         Self {
             polls,
             ballots: store.clone(),
             invites: store,
+            live,
             gate,
         }
     }
@@ -65,6 +90,7 @@ pub fn routes(state: VotesState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(cast))
         .routes(routes!(results))
+        .routes(routes!(live))
         .routes(routes!(invite))
         .with_state(state)
 }
@@ -250,31 +276,8 @@ async fn results(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let poll_id = parse_id(&id)?;
-    let poll = cached_poll(&state, poll_id, &credential).await?;
-    let user = match credential {
-        VoterCredential::User(user) => Some(user),
-        invite @ VoterCredential::Invite(_) => {
-            // The same checks as the guest's ballot: their poll, a live card.
-            voter_in(&state, &poll, invite).await?;
-            None
-        }
-    };
+    let poll = results_poll(&state, &id, credential).await?;
     let now = state.gate.now();
-    let visible = match user {
-        Some(user) => {
-            if !poll.is_visible_to(user) {
-                return Err(AppError::NotFound);
-            }
-            poll.results_visible_to(user, now)
-        }
-        None => poll.results_visible_to_guests(now),
-    };
-    if !visible {
-        return Err(AppError::Forbidden(
-            "The results of this poll are shown after it closes.",
-        ));
-    }
     let tally = state.ballots.tally(poll.id).await?;
     let view = ResultsView::new(&poll, &tally, now);
     let etag = results_etag(poll.version, &view);
@@ -293,6 +296,76 @@ async fn results(
         HeaderValue::from_static("private, no-cache"),
     );
     Ok(response)
+}
+
+/// The poll whose results the caller asks for, if the poll's `results` rule shows them to the
+/// caller now: its owner always; others as the rule says (a guest with a live card of it).
+async fn results_poll(
+    state: &VotesState,
+    id: &str,
+    credential: VoterCredential,
+) -> ApiResult<Poll> {
+    let poll_id = parse_id(id)?;
+    let poll = cached_poll(state, poll_id, &credential).await?;
+    let user = match credential {
+        VoterCredential::User(user) => Some(user),
+        invite @ VoterCredential::Invite(_) => {
+            // The same checks as the guest's ballot: their poll, a live card.
+            voter_in(state, &poll, invite).await?;
+            None
+        }
+    };
+    let now = state.gate.now();
+    let visible = match user {
+        Some(user) => {
+            if !poll.is_visible_to(user) {
+                return Err(AppError::NotFound);
+            }
+            poll.results_visible_to(user, now)
+        }
+        None => poll.results_visible_to_guests(now),
+    };
+    if !visible {
+        return Err(AppError::Forbidden(
+            "The results of this poll are shown after it closes.",
+        ));
+    }
+    Ok(poll)
+}
+
+// No storage call but a guest's invite: the poll comes from the instance's cache.
+/// A pass to watch the poll's results live, for whoever may read them now (the same `results`
+/// rule as `GET …/results`). Open `realtime_url` as a WebSocket with the subprotocols
+/// `aws-appsync-event-ws` and `header-<base64url of {"host", "Authorization": pass}>`, then
+/// subscribe to `channel` with the same authorization (the AppSync Events protocol; the dev
+/// server speaks the same subset). Each event is a `LiveResults` as a JSON string; keep the one
+/// with the largest `total`. The pass opens this poll's channel only, until `expires_at`; ask
+/// for a new one to reconnect. Watchers of a poll whose results show after it closes get no
+/// pass before the close (403), except its owner.
+#[utoipa::path(post, path = "/v1/polls/{id}/live", operation_id = "watchResults", tag = "votes", security(("bearer" = []), ("invite" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id")),
+    responses(
+        (status = 200, description = "A pass to the poll's live results", body = LiveView),
+        (status = 403, description = "Results are shown after the poll closes, or the invite is for another poll", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "The invite was revoked or replaced (`invite-revoked`), or the poll deleted (`poll-deleted`)", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+async fn live(
+    State(state): State<VotesState>,
+    credential: VoterCredential,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let poll = results_poll(&state, &id, credential).await?;
+    let expires_at = state.gate.now() + crate::live::PASS_LIFETIME;
+    let view = LiveView {
+        channel: crate::live::channel(poll.id),
+        pass: state.live.key.pass(poll.id, expires_at),
+        expires_at,
+        realtime_url: state.live.realtime_url.clone(),
+        host: state.live.host.clone(),
+        protocol: "aws-appsync-event-ws",
+    };
+    Ok(no_store(StatusCode::OK, &view))
 }
 
 /// The results' version: a hash of everything in them but the time of reading.

@@ -32,8 +32,11 @@ fn separate_votes_instance(app: &TestApp) -> Router {
         Arc::new(app.stack.blobs.clone()),
         Arc::new(app.stack.queue.clone()),
         clock,
-        &app.stack.keys,
-        &app.stack.invite_key,
+        tally_dev::functions::Keys {
+            jwt: &app.stack.keys,
+            invite: &app.stack.invite_key,
+            live: &app.stack.live_key,
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"))
     .app(Function::Votes)

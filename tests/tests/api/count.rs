@@ -48,7 +48,7 @@ async fn counts(app: &TestApp, owner: &str, poll: &str) -> (u64, Vec<u64>) {
 
 fn counter(app: &TestApp, store: Arc<dyn TallyStore>) -> Counter {
     let clock: SharedClock = Arc::new(app.clock.clone());
-    Counter::new(store, clock)
+    Counter::new(store, clock, Arc::new(tally::live::Unwatched))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

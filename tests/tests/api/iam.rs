@@ -254,8 +254,11 @@ async fn per_function(app: &mut TestApp, deployed: &BTreeMap<String, Deployed>) 
             Arc::new(app.stack.blobs.clone()),
             Arc::new(queue.clone()),
             clock.clone(),
-            &app.stack.keys,
-            &app.stack.invite_key,
+            tally_dev::functions::Keys {
+                jwt: &app.stack.keys,
+                invite: &app.stack.invite_key,
+                live: &app.stack.live_key,
+            },
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let router = functions.app(function);
@@ -428,6 +431,10 @@ async fn drive_every_route(app: &TestApp) {
         .await
         .expect_problem(409, "already-voted");
     ok(app.results(&token, &poll).await, "results");
+    ok(
+        app.live_pass(&format!("Bearer {token}"), &poll).await,
+        "a live pass",
+    );
 
     // Jobs: invites (the guests and their invites written by the route), a QR code, a chart;
     // each read and downloaded.
@@ -714,8 +721,11 @@ async fn each_role_grants_exactly_the_keys_its_routes_touch() {
     // (and a redelivery of them, which reads nothing more than a refused update returns).
     let count_store = DynamoStore::new(app.store().client().clone(), app.config.table.clone());
     count_store.warm_up().await;
-    let counter =
-        tally::count::Counter::new(Arc::new(count_store.clone()), Arc::new(app.clock.clone()));
+    let counter = tally::count::Counter::new(
+        Arc::new(count_store.clone()),
+        Arc::new(app.clock.clone()),
+        Arc::new(tally::live::Unwatched),
+    );
     let records = tally_tests::stream::BallotStream::default()
         .next_batch(app.store())
         .await;

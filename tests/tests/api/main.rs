@@ -13,6 +13,7 @@ mod guests;
 mod iam;
 mod jobs;
 mod limits;
+mod live;
 mod logs;
 mod openapi;
 mod polls;

@@ -232,7 +232,7 @@ async fn the_docs_page_is_served_from_this_origin() {
     let home = app.get("/").send().await.expect(200);
     assert_eq!(
         home.header("content-security-policy"),
-        Some(tally::http::pages::CONTENT_SECURITY_POLICY)
+        Some(tally::http::pages::content_security_policy(&app.config.live_realtime_url).as_str())
     );
 }
 
