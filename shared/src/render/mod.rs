@@ -79,7 +79,18 @@ pub fn pdf_sheets(
     paper: Paper,
     layout: &CardLayout,
 ) -> Result<Vec<u8>, RenderError> {
-    sheet::pdf(cards, paper, layout)
+    sheet::pdf(cards, paper, layout, &|_| {})
+}
+
+/// [`pdf_sheets`], calling `drawn` with the number of cards drawn so far after each page, so
+/// that a job can report its progress while a large document is made.
+pub fn pdf_sheets_with_progress(
+    cards: &[CardText<'_>],
+    paper: Paper,
+    layout: &CardLayout,
+    drawn: &dyn Fn(usize),
+) -> Result<Vec<u8>, RenderError> {
+    sheet::pdf(cards, paper, layout, drawn)
 }
 
 /// What an invite card shows, for a single card. A job's cards share their question: they
@@ -133,6 +144,12 @@ pub fn invite_card_png(card: &InviteCard<'_>) -> Result<Vec<u8>, RenderError> {
         url: card.url,
         short_url: None,
     })
+}
+
+/// Whether `url` fits in a card's QR code, without drawing anything: what a job of print
+/// sheets checks per card before its PDF is drawn.
+pub fn check_card_url(url: &str) -> Result<(), RenderError> {
+    Matrix::encode(url).map(|_| ())
 }
 
 /// The poll's share QR code as a PNG: level M, a four-module quiet zone, and whole-pixel
