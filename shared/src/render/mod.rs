@@ -24,9 +24,9 @@
 //! - `layout`: cleaning, font fallback, shaping (`rustybuzz`), bidi order, wrapping, ellipsis.
 //! - `raster`: glyph outlines to anti-aliased masks (`ab_glyph_rasterizer`), cached per thread.
 //! - `fonts`: the embedded fonts and which one draws a character.
-//! - `chart`: the results chart's layout (title, one labelled bar per option).
+//! - `chart`: the results chart's layout (title, one labelled bar per option), its text set
+//!   in the cards' fonts.
 //! - `qr`: encoding a URL into a QR matrix, drawing it with its quiet zone, and SVG output.
-//! - `text`: the chart's `font8x8` bitmap font, character fallbacks, word wrap and truncation.
 //! - `canvas`: a grayscale pixel buffer (rectangles, coverage masks) and PNG encoding.
 //! - `tests`: round trips through the PNG decoder and a QR reader (`rqrr`); the OCR and PDF
 //!   checks with external tools are in `tests/tests/api/cards.rs`.
@@ -39,7 +39,6 @@ mod layout;
 mod qr;
 mod raster;
 mod sheet;
-mod text;
 
 #[cfg(test)]
 mod tests;

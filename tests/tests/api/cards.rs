@@ -526,3 +526,52 @@ async fn print_sheets_are_a_job_format() -> TestResult {
     assert!(pdf_text(&a4)?.contains("Late Comer"));
     Ok(())
 }
+
+/// The results chart sets its text with the cards' fonts: option labels in Latin with
+/// diacritics, Cyrillic and Greek read back through OCR (with the old bitmap font, Cyrillic
+/// came out as `???`), and a label too long for its room ends with an ellipsis, not mid-count.
+#[test]
+fn chart_labels_in_every_script_read_back_through_ocr() -> TestResult {
+    let test = "chart_labels_in_every_script_read_back_through_ocr";
+    if !tool_available("tesseract", "tesseract-ocr and its language packs", test) {
+        return Ok(());
+    }
+    let labels = [
+        ("eng", "Crème brûlée"),
+        ("rus", "Борщ и пельмени"),
+        ("ell", "Ελληνική σαλάτα"),
+    ];
+    let bars: Vec<tally::render::Bar<'_>> = labels
+        .iter()
+        .map(|(_, label)| tally::render::Bar { label, votes: 3 })
+        .collect();
+    let png = tally::render::results_chart_png("Dessert?", &bars)?;
+    let chart = image::load_from_memory_with_format(&png, ImageFormat::Png)?.to_luma8();
+    let dir = tempfile::tempdir()?;
+    let mut failures = Vec::new();
+    for (i, (language, label)) in labels.iter().enumerate() {
+        // Each option's label line is the left part of its row (its count is on the right),
+        // 24 px tall above its bar; a row is 68 px and the rows start below the one-line
+        // title. The crop is read alone, scaled up, as Tesseract likes small type.
+        let top = 24 + 30 + 12 + 68 * i as u32;
+        let line = image::imageops::crop_imm(&chart, 0, top, 420, 26).to_image();
+        let line = image::imageops::resize(
+            &line,
+            line.width() * 2,
+            line.height() * 2,
+            image::imageops::FilterType::CatmullRom,
+        );
+        let path = dir.path().join(format!("label-{i}.png"));
+        line.save(&path)?;
+        let read = run(Command::new("tesseract")
+            .arg(&path)
+            .arg("-")
+            .args(["-l", language, "--psm", "7"]))?;
+        let (read, want) = (squeeze(&read), squeeze(label));
+        if distance(&read, &want) > want.chars().count() / 5 || read.contains('?') {
+            failures.push(format!("{language}: wanted {want:?}, read {read:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}
