@@ -27,6 +27,8 @@
 //! - `chart`: the results chart's layout (title, one labelled bar per option), its text set
 //!   in the cards' fonts.
 //! - `qr`: encoding a URL into a QR matrix, drawing it with its quiet zone, and SVG output.
+//! - `deflate`: the cards' PNG encoder (fixed-Huffman zlib of runs and repeated rows,
+//!   resumable from the rows a job's cards share).
 //! - `canvas`: a grayscale pixel buffer (rectangles, coverage masks) and PNG encoding.
 //! - `tests`: round trips through the PNG decoder and a QR reader (`rqrr`); the OCR and PDF
 //!   checks with external tools are in `tests/tests/api/cards.rs`.
@@ -34,6 +36,7 @@
 mod canvas;
 mod card;
 mod chart;
+mod deflate;
 mod fonts;
 mod layout;
 mod qr;
