@@ -575,3 +575,44 @@ fn chart_labels_in_every_script_read_back_through_ocr() -> TestResult {
     assert!(failures.is_empty(), "{failures:#?}");
     Ok(())
 }
+
+/// Print sheets of a job of several chunks (100 guests each): the sheets builder reads every
+/// chunk's segment, in order, so the PDF has a page per nine guests and the guests in the
+/// order they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn print_sheets_of_several_chunks_keep_every_guest_in_order() -> TestResult {
+    let app = tally_tests::TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = super::jobs::invite_poll(&app, &owner).await;
+    let names: Vec<String> = (0..205).map(|i| format!("Sheet Guest{i:03}")).collect();
+    let guests: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    let pdf = job_file(
+        &app,
+        &owner,
+        &format!("/v1/polls/{poll}/invites"),
+        json!({ "guests": guests, "format": "pdf", "paper": "a4" }),
+    )
+    .await;
+    let test = "print_sheets_of_several_chunks_keep_every_guest_in_order";
+    if !tool_available("pdfinfo", "poppler-utils", test) {
+        return Ok(());
+    }
+    assert_eq!(
+        pdf_pages_and_size(&pdf)?.0,
+        205usize.div_ceil(CARDS_PER_SHEET)
+    );
+    let text = pdf_text(&pdf)?;
+    let positions: Vec<usize> = names
+        .iter()
+        .map(|name| {
+            text.find(name.as_str())
+                .unwrap_or_else(|| panic!("{name} is not in the sheets"))
+        })
+        .collect();
+    // Each page's text comes out in reading order, so the guests' positions only grow.
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "guests out of order"
+    );
+    Ok(())
+}
