@@ -1,11 +1,11 @@
-//! Writes example invite cards (one per script) and a print sheet into a folder, for looking at
-//! them and for the README's pictures:
+//! Writes example invite cards (one per script), a print sheet and a results chart into a
+//! folder, for looking at them and for the README's pictures:
 //! `cargo run -p tally --example cards -- docs/cards`.
 
 use std::error::Error;
 use std::path::PathBuf;
 
-use tally::render::{CardLayout, CardText, Paper, pdf_sheets};
+use tally::render::{Bar, CardLayout, CardText, Paper, pdf_sheets, results_chart_png};
 
 /// (file stem, guest name, poll question).
 const EXAMPLES: [(&str, &str, &str); 7] = [
@@ -61,6 +61,29 @@ fn main() -> Result<(), Box<dyn Error>> {
     std::fs::write(
         dir.join("sheet-a4.pdf"),
         pdf_sheets(&sheet, Paper::A4, &layout)?,
+    )?;
+    // A chart whose labels span the scripts the fonts cover, one of them too long for its
+    // room, so that a look at it shows shaping, bidi order and the ellipsis at once.
+    let bars = [
+        ("Pizza Margherita", 42),
+        ("寿司 (Sushi)", 35),
+        ("Борщ и пельмени", 17),
+        ("فلافل وحمص", 12),
+        ("פלאפל", 9),
+        ("मसाला डोसा", 6),
+        ("Ελληνική σαλάτα", 3),
+        (
+            "Crème brûlée, and a label long enough to be cut before its count",
+            0,
+        ),
+    ]
+    .map(|(label, votes)| Bar { label, votes });
+    std::fs::write(
+        dir.join("chart.png"),
+        results_chart_png(
+            "Où déjeunons-nous vendredi ? Lunch on Friday: where?",
+            &bars,
+        )?,
     )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::domain::job::{CHUNK_SIZE, request_fingerprint};
-use crate::domain::{Card, Job, JobId, JobKind, OptionId, Poll, QrFormat, Tally};
+use crate::domain::{Card, Job, JobId, JobKind, OptionId, Poll, QrFormat, SheetPaper, Tally};
 use crate::ports::RenderMessage;
 
 /// What a job is asked to make.
@@ -18,6 +18,8 @@ pub enum JobRequest<'a> {
     /// A card for each guest's live token (the guests read from the poll's list), then their
     /// ZIP. The same cards make the same tokens in any job, so a lost ZIP can be rebuilt.
     Invites(&'a [Card]),
+    /// The same cards as print sheets on this paper: one PDF instead of the ZIP.
+    Sheets(&'a [Card], SheetPaper),
     /// The poll's share QR code.
     Qr(QrFormat),
     /// A chart of the poll's counts as read with the request.
@@ -27,7 +29,7 @@ pub enum JobRequest<'a> {
 impl JobRequest<'_> {
     pub fn kind(&self) -> JobKind {
         match self {
-            Self::Invites(_) => JobKind::Invites,
+            Self::Invites(_) | Self::Sheets(..) => JobKind::Invites,
             Self::Qr(_) => JobKind::Qr,
             Self::Chart(_) => JobKind::Chart,
         }
@@ -75,11 +77,20 @@ impl JobPlan {
         request_id: Option<String>,
     ) -> Result<Self, PlanError> {
         let kind = request.kind();
+        let sheets = match request {
+            JobRequest::Sheets(_, paper) => Some(paper),
+            JobRequest::Invites(_) | JobRequest::Qr(_) | JobRequest::Chart(_) => None,
+        };
         let (total, format, fingerprint) = match request {
-            JobRequest::Invites(guests) => (
+            JobRequest::Invites(guests) | JobRequest::Sheets(guests, _) => (
                 guests.len(),
                 None,
-                request_fingerprint(poll.owner_id, poll.id, kind, &guests),
+                request_fingerprint(
+                    poll.owner_id,
+                    poll.id,
+                    kind,
+                    &CardInputs::new(poll, guests, sheets),
+                ),
             ),
             JobRequest::Qr(format) => (
                 1,
@@ -99,7 +110,7 @@ impl JobPlan {
         };
         let chunk_size = chunk_size.max(1);
         let chunks: Vec<(u32, &[Card])> = match request {
-            JobRequest::Invites(guests) => guests
+            JobRequest::Invites(guests) | JobRequest::Sheets(guests, _) => guests
                 .chunks(chunk_size)
                 .enumerate()
                 .map(|(i, chunk)| Ok((count(i * chunk_size)?, chunk)))
@@ -113,6 +124,7 @@ impl JobPlan {
             poll_id: poll.id,
             owner_id: poll.owner_id,
             format,
+            sheets,
             total: count(total)?,
             done: 0,
             failed: 0,
@@ -147,6 +159,28 @@ impl JobPlan {
 
 fn count(n: usize) -> Result<u32, PlanError> {
     u32::try_from(n).map_err(|_| PlanError::TooMany(n))
+}
+
+/// What an invites job's file depends on: its guests' cards, the text every card shares (the
+/// worker reads it from the poll, so a renamed event or reworded question makes new cards
+/// rather than finding yesterday's), and the file's form.
+#[derive(Serialize)]
+struct CardInputs<'a> {
+    guests: &'a [Card],
+    question: &'a str,
+    event_name: Option<&'a str>,
+    sheets: Option<SheetPaper>,
+}
+
+impl<'a> CardInputs<'a> {
+    fn new(poll: &'a Poll, guests: &'a [Card], sheets: Option<SheetPaper>) -> Self {
+        Self {
+            guests,
+            question: &poll.question,
+            event_name: poll.event_name.as_deref(),
+            sheets,
+        }
+    }
 }
 
 /// What a single file depends on besides the poll: a QR code's format; a chart's poll text
@@ -288,6 +322,10 @@ mod tests {
             ballots: 1,
             ..Tally::default()
         };
+        let renamed = Poll {
+            event_name: Some("Gala".into()),
+            ..poll.clone()
+        };
         let a = plan(&poll, JobRequest::Invites(&ten));
         let b = plan(&poll, JobRequest::Invites(&ten));
         assert_eq!(a.fingerprint, b.fingerprint);
@@ -297,6 +335,9 @@ mod tests {
         let others = [
             plan(&poll, JobRequest::Invites(&reissued)).fingerprint,
             plan(&poll, JobRequest::Invites(&ten[..9])).fingerprint,
+            plan(&poll, JobRequest::Sheets(&ten, SheetPaper::A4)).fingerprint,
+            plan(&poll, JobRequest::Sheets(&ten, SheetPaper::Letter)).fingerprint,
+            plan(&renamed, JobRequest::Invites(&ten)).fingerprint,
             plan(&poll, JobRequest::Qr(QrFormat::Png)).fingerprint,
             plan(&poll, JobRequest::Qr(QrFormat::Svg)).fingerprint,
             plan(&poll, JobRequest::Chart(&tally)).fingerprint,
@@ -306,6 +347,6 @@ mod tests {
         all.push(&a.fingerprint);
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 7, "{all:?}");
+        assert_eq!(all.len(), 10, "{all:?}");
     }
 }

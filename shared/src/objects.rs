@@ -16,6 +16,8 @@ pub enum ObjectKey {
     Segment { job: JobId, chunk: u32 },
     /// `jobs/<job>/invites.zip`: every card of an invites job, and its manifest.
     Zip { job: JobId },
+    /// `jobs/<job>/invites.pdf`: every card of an invites job that asked for print sheets.
+    Sheets { job: JobId },
     /// `jobs/<job>/qr.png` or `jobs/<job>/qr.svg`: the poll's share QR code.
     Qr { job: JobId, format: QrFormat },
     /// `jobs/<job>/chart.png`: the poll's results chart.
@@ -27,6 +29,7 @@ impl ObjectKey {
     /// cannot complete without saying where its file is.
     pub fn file_of(job: &Job) -> Self {
         match job.kind {
+            JobKind::Invites if job.sheets.is_some() => Self::Sheets { job: job.id },
             JobKind::Invites => Self::Zip { job: job.id },
             JobKind::Qr => Self::Qr {
                 job: job.id,
@@ -42,6 +45,7 @@ impl ObjectKey {
             Self::Segment { .. } => "application/octet-stream",
             Self::Chart { .. } => "image/png",
             Self::Zip { .. } => "application/zip",
+            Self::Sheets { .. } => "application/pdf",
             Self::Qr {
                 format: QrFormat::Png,
                 ..
@@ -61,6 +65,7 @@ impl ObjectKey {
         let job: JobId = job.parse().ok()?;
         let key = match file {
             "invites.zip" => Self::Zip { job },
+            "invites.pdf" => Self::Sheets { job },
             "qr.png" => Self::Qr {
                 job,
                 format: QrFormat::Png,
@@ -92,6 +97,7 @@ impl fmt::Display for ObjectKey {
         match self {
             Self::Segment { job, chunk } => write!(f, "jobs/{job}/segments/{chunk:05}.seg"),
             Self::Zip { job } => write!(f, "jobs/{job}/invites.zip"),
+            Self::Sheets { job } => write!(f, "jobs/{job}/invites.pdf"),
             Self::Qr {
                 job,
                 format: QrFormat::Png,
@@ -116,6 +122,7 @@ mod tests {
             ObjectKey::Segment { job, chunk: 7 },
             ObjectKey::Segment { job, chunk: 12_345 },
             ObjectKey::Zip { job },
+            ObjectKey::Sheets { job },
             ObjectKey::Qr {
                 job,
                 format: QrFormat::Png,
@@ -191,5 +198,14 @@ mod tests {
         );
         assert_eq!(of(JobKind::Chart, None), ObjectKey::Chart { job });
         assert_eq!(ObjectKey::Zip { job }.content_type(), "application/zip");
+        let sheets = ObjectKey::file_of(&Job {
+            sheets: Some(crate::domain::SheetPaper::Letter),
+            ..sample.clone()
+        });
+        assert_eq!(sheets, ObjectKey::Sheets { job });
+        assert_eq!(
+            (sheets.to_string(), sheets.content_type()),
+            (format!("jobs/{job}/invites.pdf"), "application/pdf")
+        );
     }
 }

@@ -31,6 +31,17 @@ pub enum QrFormat {
     Svg,
 }
 
+/// The paper of an invites job's print sheets: a job with one makes a PDF (nine cards a page,
+/// cut marks) instead of the ZIP of PNG cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SheetPaper {
+    /// 210 × 297 mm.
+    A4,
+    /// US Letter, 8.5 × 11 in.
+    Letter,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -65,6 +76,8 @@ pub struct Job {
     pub poll_id: PollId,
     pub owner_id: UserId,
     pub format: Option<QrFormat>,
+    /// For an invites job: print sheets on this paper (a PDF) rather than a ZIP of PNGs.
+    pub sheets: Option<SheetPaper>,
     /// Units of work (guests, or 1 for a QR code or chart).
     pub total: u32,
     pub done: u32,
@@ -301,6 +314,7 @@ pub(crate) mod tests {
             poll_id: PollId::new(),
             owner_id: UserId::new(),
             format: None,
+            sheets: None,
             total: 250,
             done: 0,
             failed: 0,

@@ -14,9 +14,12 @@ pub mod validation;
 pub use ballot::{Ballot, Choices, Voter};
 pub use guest::{Card, Guest, GuestCounts, GuestId, GuestInput, GuestStatus, InviteKey, NewGuest};
 pub use ids::{FamilyId, JobId, OptionId, PollId, UserId};
-pub use job::{Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat};
+pub use job::{
+    Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat, SheetPaper,
+};
 pub use poll::{
     NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
+    parse_event_name,
 };
 pub use user::{Email, Password, User};
 pub use validation::FieldErrors;

@@ -9,6 +9,10 @@ use super::{FieldErrors, OptionId, PollId, UserId};
 
 pub const QUESTION_MAX_CHARS: usize = 300;
 pub const OPTION_MAX_CHARS: usize = 120;
+/// The organiser's event name, printed above the question on invite cards. A card's event
+/// line holds about 40 characters; longer names are accepted up to this limit and cut with
+/// an ellipsis on the card, so a name that fits a sheet's header is never refused.
+pub const EVENT_NAME_MAX_CHARS: usize = 100;
 pub const OPTIONS_MIN: usize = 2;
 pub const OPTIONS_MAX: usize = 20;
 
@@ -51,6 +55,9 @@ pub struct Poll {
     pub id: PollId,
     pub owner_id: UserId,
     pub question: String,
+    /// The organiser's event name (a wedding, a team offsite), printed on the poll's invite
+    /// cards above the question; `None` when not set.
+    pub event_name: Option<String>,
     pub options: Vec<PollOption>,
     /// What the owner decided; the deadline is applied on top by [`Poll::status_at`].
     pub status: PollStatus,
@@ -163,6 +170,8 @@ pub struct Tally {
 #[derive(Debug, Clone)]
 pub struct NewPoll {
     pub question: String,
+    /// Set after [`NewPoll::parse`] from [`parse_event_name`]: most callers have none.
+    pub event_name: Option<String>,
     pub options: Vec<String>,
     pub closes_at: Option<OffsetDateTime>,
     pub visibility: Visibility,
@@ -194,6 +203,7 @@ impl NewPoll {
         match (question, options, closes_at, max_choices) {
             (Some(question), Some(options), Some(closes_at), Some(max_choices)) => Ok(Self {
                 question,
+                event_name: None,
                 options,
                 closes_at,
                 visibility: visibility.unwrap_or_default(),
@@ -209,6 +219,7 @@ impl NewPoll {
             id,
             owner_id,
             question: self.question,
+            event_name: self.event_name,
             options: numbered(self.options),
             status: PollStatus::Open,
             visibility: self.visibility,
@@ -238,6 +249,9 @@ fn numbered(texts: Vec<String>) -> Vec<PollOption> {
 #[derive(Debug, Clone, Default)]
 pub struct PollPatch {
     pub question: Option<String>,
+    /// `Some(None)` removes the event name; a value is already checked by
+    /// [`parse_event_name`].
+    pub event_name: Option<Option<String>>,
     pub options: Option<Vec<String>>,
     pub closes_at: Option<Option<OffsetDateTime>>,
     pub visibility: Option<Visibility>,
@@ -265,6 +279,9 @@ impl PollPatch {
             && let Some(q) = errors.check("question", parse_question(&question))
         {
             next.question = q;
+        }
+        if let Some(event_name) = self.event_name {
+            next.event_name = event_name;
         }
         let mut options_changed = false;
         if let Some(options) = self.options
@@ -309,6 +326,18 @@ fn parse_question(raw: &str) -> Result<String, String> {
         return Err(format!("must be at most {QUESTION_MAX_CHARS} characters"));
     }
     Ok(q.to_owned())
+}
+
+/// The event name as stored: trimmed, and `None` when absent or blank, so that a form's empty
+/// field means "no event name" rather than a card with an empty line reserved for nothing.
+pub fn parse_event_name(raw: Option<&str>) -> Result<Option<String>, String> {
+    let Some(name) = raw.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > EVENT_NAME_MAX_CHARS {
+        return Err(format!("must be at most {EVENT_NAME_MAX_CHARS} characters"));
+    }
+    Ok(Some(name.to_owned()))
 }
 
 fn parse_options(raw: Vec<String>) -> Result<Vec<String>, String> {
@@ -437,5 +466,31 @@ pub(crate) mod tests {
         .apply(&p, now)
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((o.options_rev, effect.options_changed), (2, true));
+    }
+
+    #[test]
+    fn event_names_are_trimmed_blank_is_none_and_long_ones_are_refused() {
+        assert_eq!(parse_event_name(None), Ok(None));
+        assert_eq!(parse_event_name(Some("  \t ")), Ok(None));
+        assert_eq!(
+            parse_event_name(Some("  Acme offsite ")),
+            Ok(Some("Acme offsite".to_owned()))
+        );
+        let longest = "é".repeat(EVENT_NAME_MAX_CHARS);
+        assert_eq!(parse_event_name(Some(&longest)), Ok(Some(longest.clone())));
+        assert!(parse_event_name(Some(&format!("{longest}x"))).is_err());
+        let now = OffsetDateTime::now_utc();
+        let p = poll(now);
+        let patched = |event_name| {
+            PollPatch {
+                event_name,
+                ..Default::default()
+            }
+            .apply(&p, now)
+            .map(|(next, _)| next.event_name)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        assert_eq!(patched(Some(Some("Gala".into()))), Some("Gala".into()));
+        assert_eq!(patched(Some(None)), None);
     }
 }

@@ -107,6 +107,9 @@ pub struct PollItem {
     pub id: PollId,
     pub owner_id: UserId,
     pub question: String,
+    /// Absent on polls stored before event names existed, and when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
     pub options: Vec<PollOption>,
     pub status: PollStatus,
     pub visibility: Visibility,
@@ -144,6 +147,7 @@ impl PollItem {
             id: poll.id,
             owner_id: poll.owner_id,
             question: poll.question.clone(),
+            event_name: poll.event_name.clone(),
             options: poll.options.clone(),
             status: poll.status,
             visibility: poll.visibility,
@@ -162,6 +166,7 @@ impl PollItem {
             id: self.id,
             owner_id: self.owner_id,
             question: self.question,
+            event_name: self.event_name,
             options: self.options,
             status: self.status,
             visibility: self.visibility,
@@ -288,6 +293,9 @@ pub struct JobItem {
     pub owner_id: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<crate::domain::QrFormat>,
+    /// Only on an invites job that makes print sheets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheets: Option<crate::domain::job::SheetPaper>,
     pub total: u32,
     pub done: u32,
     pub failed: u32,
@@ -326,6 +334,7 @@ impl JobItem {
             poll_id: job.poll_id,
             owner_id: job.owner_id,
             format: job.format,
+            sheets: job.sheets,
             total: job.total,
             done: job.done,
             failed: job.failed,
@@ -347,6 +356,7 @@ impl JobItem {
             poll_id: self.poll_id,
             owner_id: self.owner_id,
             format: self.format,
+            sheets: self.sheets,
             total: self.total,
             done: self.done,
             failed: self.failed,

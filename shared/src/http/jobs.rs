@@ -25,7 +25,7 @@ use crate::domain::job::GUESTS_MAX;
 use crate::domain::job::OVERDUE;
 use crate::domain::{
     Card, FieldErrors, Guest, GuestId, GuestInput, InviteKey, Job, JobStatus, NewGuest, Poll,
-    PollStatus, QrFormat, Tally, UserId, Visibility,
+    PollStatus, QrFormat, SheetPaper, Tally, UserId, Visibility,
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
@@ -118,6 +118,59 @@ struct InviteBody {
     /// 1 to 10,000 guests.
     #[schema(min_items = 1, max_items = 10000, example = json!([{"name": "Ann"}, {"name": "Bo", "email": "bo@example.com"}]))]
     guests: Vec<GuestEntry>,
+    /// What the job makes: `zip` (the default: 300 DPI PNG cards and `manifest.csv`) or
+    /// `pdf` (print-ready sheets: nine 2 × 3.5 in cards a page with cut marks, text as real
+    /// text, QR codes as vectors).
+    #[serde(default)]
+    #[schema(value_type = Option<CardFormatName>)]
+    format: Option<String>,
+    /// The sheets' paper, for `pdf` only (default `a4`).
+    #[serde(default)]
+    #[schema(value_type = Option<SheetPaper>)]
+    paper: Option<String>,
+}
+
+/// The formats of a cards job, for the document (the bodies keep strings so that any other
+/// value gets a 422 naming the field).
+#[derive(utoipa::ToSchema)]
+#[schema(as = CardFormat)]
+#[allow(dead_code)]
+enum CardFormatName {
+    #[schema(rename = "zip")]
+    Zip,
+    #[schema(rename = "pdf")]
+    Pdf,
+}
+
+/// The paper of the print sheets a cards job asks for (`format`, `paper`), or `None` for the
+/// ZIP of PNGs. `paper` without `pdf` is refused rather than ignored: the client expects
+/// sheets it would not get.
+fn sheets_asked(
+    format: Option<&str>,
+    paper: Option<&str>,
+) -> Result<Option<SheetPaper>, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let pdf = match format {
+        None | Some("zip") => false,
+        Some("pdf") => true,
+        Some(_) => {
+            errors.add("format", "must be `zip` or `pdf`");
+            false
+        }
+    };
+    let sheet = match paper {
+        None | Some("a4") => SheetPaper::A4,
+        Some("letter") => SheetPaper::Letter,
+        Some(_) => {
+            errors.add("paper", "must be `a4` or `letter`");
+            SheetPaper::A4
+        }
+    };
+    if paper.is_some() && !pdf && errors.is_empty() {
+        errors.add("paper", "applies to `\"format\": \"pdf\"` only");
+    }
+    errors.into_result()?;
+    Ok(pdf.then_some(sheet))
 }
 
 /// A guest to invite.
@@ -326,6 +379,7 @@ async fn invite_guests(
     request_id: Option<axum::Extension<RequestId>>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<Response> {
+    let sheets = sheets_asked(body.format.as_deref(), body.paper.as_deref())?;
     let poll = owned_poll(&state, user, &id).await?;
     still_open(&state, &poll)?;
     let guests = NewGuest::parse_all(poll.id, body.guests.into_iter().map(Into::into).collect())?;
@@ -351,7 +405,7 @@ async fn invite_guests(
             }),
         })
         .collect();
-    cards_job(&state, &poll, &cards, request_id).await
+    cards_job(&state, &poll, &cards, sheets, request_id).await
 }
 
 /// Refuses new guests and new cards on a closed poll: their cards could never vote.
@@ -388,20 +442,21 @@ async fn add_to_list(
     }
 }
 
-/// Starts the job rendering `cards`, in the order given.
+/// Starts the job rendering `cards`, in the order given, as a ZIP of PNGs or, with `sheets`,
+/// as a PDF of print sheets on that paper.
 async fn cards_job(
     state: &JobsState,
     poll: &Poll,
     cards: &[Card],
+    sheets: Option<SheetPaper>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<Response> {
-    let plan = JobPlan::new(
-        poll,
-        JobRequest::Invites(cards),
-        state.gate.now(),
-        request_id.map(|r| r.0.0),
-    )
-    .map_err(AppError::internal)?;
+    let request = match sheets {
+        Some(paper) => JobRequest::Sheets(cards, paper),
+        None => JobRequest::Invites(cards),
+    };
+    let plan = JobPlan::new(poll, request, state.gate.now(), request_id.map(|r| r.0.0))
+        .map_err(AppError::internal)?;
     start(state, plan).await
 }
 
@@ -627,6 +682,16 @@ enum CardGuests {
 struct CardsBody {
     #[schema(example = json!("new"))]
     guests: CardGuests,
+    /// What the job makes: `zip` (the default: 300 DPI PNG cards and `manifest.csv`) or
+    /// `pdf` (print-ready sheets: nine 2 × 3.5 in cards a page with cut marks, text as real
+    /// text, QR codes as vectors).
+    #[serde(default)]
+    #[schema(value_type = Option<CardFormatName>)]
+    format: Option<String>,
+    /// The sheets' paper, for `pdf` only (default `a4`).
+    #[serde(default)]
+    #[schema(value_type = Option<SheetPaper>)]
+    paper: Option<String>,
 }
 
 /// Renders cards for guests of the list: each card carries the guest's live invite, so the
@@ -647,6 +712,7 @@ async fn guest_cards(
     request_id: Option<axum::Extension<RequestId>>,
     ApiJson(body): ApiJson<CardsBody>,
 ) -> ApiResult<Response> {
+    let sheets = sheets_asked(body.format.as_deref(), body.paper.as_deref())?;
     let poll = owned_poll(&state, user, &id).await?;
     still_open(&state, &poll)?;
     let now = state.gate.now();
@@ -721,7 +787,7 @@ async fn guest_cards(
         .into());
     }
     let cards: Vec<Card> = guests.iter().map(Guest::card).collect();
-    let response = cards_job(&state, &poll, &cards, request_id).await?;
+    let response = cards_job(&state, &poll, &cards, sheets, request_id).await?;
     if mark {
         state.guests.mark_cards(poll.id, now).await?;
     }

@@ -22,7 +22,7 @@ use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{ListView, PollView};
 use crate::domain::{
     FieldErrors, NewPoll, Poll, PollId, PollPatch, PollStatus, ResultsVisibility, UserId,
-    Visibility,
+    Visibility, parse_event_name,
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
@@ -60,6 +60,12 @@ struct CreatePoll {
         example = "Where shall we eat?"
     )]
     question: String,
+    /// The organiser's event name, printed above the question on the poll's invite cards:
+    /// up to 100 characters once trimmed (a card shows about 40 and cuts the rest with an
+    /// ellipsis); absent, null or blank for none.
+    #[serde(default)]
+    #[schema(max_length = 100, example = "Acme summer offsite")]
+    event_name: Option<String>,
     /// 2 to 20 options, each 1 to 120 characters once trimmed, distinct ignoring case and
     /// surrounding spaces.
     #[schema(min_items = 2, max_items = 20)]
@@ -188,6 +194,9 @@ async fn create(
     let closes_at = parse_timestamp(&mut errors, body.closes_at);
     let visibility = parse_visibility(&mut errors, body.visibility);
     let results = parse_results(&mut errors, body.results);
+    let event_name = errors
+        .check("event_name", parse_event_name(body.event_name.as_deref()))
+        .flatten();
     let options = body
         .options
         .into_iter()
@@ -202,7 +211,7 @@ async fn create(
         body.max_choices,
         now,
     );
-    let new = match parsed {
+    let mut new = match parsed {
         Ok(new) if errors.is_empty() => new,
         Ok(_) => return Err(errors.into()),
         Err(more) => {
@@ -210,6 +219,7 @@ async fn create(
             return Err(errors.into());
         }
     };
+    new.event_name = event_name;
     let poll = new.into_poll(PollId::new(), user, now);
     match state
         .polls
@@ -382,6 +392,10 @@ struct PatchBody {
         pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
     question: Option<String>,
+    /// A new event name as when creating, or null (or blank) to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 100)]
+    event_name: Option<Option<String>>,
     /// A new option list (refused once a ballot is cast): as when creating.
     #[serde(default)]
     #[schema(min_items = 2, max_items = 20)]
@@ -453,9 +467,13 @@ async fn patch(
     let closes_at = body.closes_at.map(|c| parse_timestamp(&mut errors, c));
     let visibility = parse_visibility(&mut errors, body.visibility);
     let results = parse_results(&mut errors, body.results);
+    let event_name = body
+        .event_name
+        .and_then(|name| errors.check("event_name", parse_event_name(name.as_deref())));
     errors.into_result()?;
     let patch = PollPatch {
         question: body.question,
+        event_name,
         options: body
             .options
             .map(|o| o.into_iter().map(OptionInput::into_text).collect()),

@@ -54,6 +54,8 @@ pub struct PollView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<String>,
     pub question: String,
+    /// The organiser's event name, printed on the poll's invite cards; null when not set.
+    pub event_name: Option<String>,
     pub options: Vec<PollOption>,
     pub status: PollStatus,
     pub visibility: Visibility,
@@ -77,6 +79,7 @@ impl PollView {
                 .filter(|v| poll.is_owned_by(*v))
                 .map(|_| poll.owner_id.to_string()),
             question: poll.question.clone(),
+            event_name: poll.event_name.clone(),
             options: poll.options.clone(),
             status: poll.status_at(now),
             visibility: poll.visibility,

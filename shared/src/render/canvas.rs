@@ -20,6 +20,9 @@ pub(super) struct Canvas {
     width: u32,
     height: u32,
     pixels: Vec<u8>,
+    /// The rows drawn on since the canvas was made or [`Canvas::untouch`]ed, one bit a row:
+    /// what a card's encoder checks before it reuses the rows a job encoded once.
+    touched: Vec<u64>,
 }
 
 impl Canvas {
@@ -29,7 +32,46 @@ impl Canvas {
             width,
             height,
             pixels: vec![shade; width as usize * height as usize],
+            touched: vec![0; (height as usize).div_ceil(64)],
         }
+    }
+
+    /// Forgets which rows were drawn on, so that [`Canvas::touched`] reports only what is
+    /// drawn from now on.
+    pub(super) fn untouch(&mut self) {
+        self.touched.fill(0);
+    }
+
+    fn touch(&mut self, row: usize) {
+        if let Some(word) = self.touched.get_mut(row / 64) {
+            *word |= 1 << (row % 64);
+        }
+    }
+
+    /// Whether any row of `rows` was drawn on since [`Canvas::untouch`].
+    pub(super) fn touched(&self, rows: std::ops::Range<u32>) -> bool {
+        rows.into_iter().any(|row| {
+            let row = row as usize;
+            self.touched
+                .get(row / 64)
+                .is_some_and(|word| word & (1 << (row % 64)) != 0)
+        })
+    }
+
+    pub(super) fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// The rows from `row` down, one byte a pixel.
+    pub(super) fn rows_from(&self, row: u32) -> &[u8] {
+        let start = (row.min(self.height) as usize) * self.width as usize;
+        self.pixels.get(start..).unwrap_or_default()
+    }
+
+    /// Row `row`, if the canvas has it.
+    pub(super) fn row(&self, row: u32) -> Option<&[u8]> {
+        let start = row as usize * self.width as usize;
+        self.pixels.get(start..start + self.width as usize)
     }
 
     /// Fills a rectangle, clipping whatever falls outside the canvas.
@@ -43,6 +85,7 @@ impl Canvas {
         }
         let stride = self.width as usize;
         for row in y0..y1 {
+            self.touch(row);
             let start = row * stride;
             // The bounds are clipped above, so this always finds the slice; `get_mut` keeps
             // an arithmetic slip from ever becoming a panic in a request handler.
@@ -82,6 +125,8 @@ impl Canvas {
             if cy >= canvas_h {
                 break;
             }
+            // In range: 0 <= cy < height.
+            self.touch(cy as usize);
             let start = cy as usize * stride + left;
             let (Some(pixels), Some(alphas)) = (
                 self.pixels.get_mut(start..start + take),
@@ -99,13 +144,12 @@ impl Canvas {
         }
     }
 
-    /// Encodes the canvas as an 8-bit grayscale PNG.
+    /// Encodes the canvas as an 8-bit grayscale PNG (share QR codes and charts; invite cards
+    /// have an encoder of their own, `deflate`).
     ///
     /// The fast deflate mode with the "up" filter suits these images: most rows repeat the row
     /// above (a QR module or a font pixel is several rows tall), which the filter turns into
-    /// zeros that compress to almost nothing. Measured on an invite card: about 70 µs and
-    /// 13 KB, against 300 µs and 8 KB for zlib level 1 and 1.3 ms and 4 KB for the default
-    /// level. Encoding is a third of a card's time, so speed wins over the last kilobytes.
+    /// zeros that compress to almost nothing.
     pub(super) fn encode_png(&self) -> Result<Vec<u8>, RenderError> {
         let mut png = Vec::with_capacity(16 * 1024);
         PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Up).write_image(
@@ -116,39 +160,6 @@ impl Canvas {
         )?;
         Ok(png)
     }
-
-    /// Like [`Canvas::encode_png`], with a `pHYs` chunk saying the image is `dpi` pixels per
-    /// inch, so that print dialogs size it right instead of assuming 72 or 96.
-    pub(super) fn encode_png_dpi(&self, dpi: u32) -> Result<Vec<u8>, RenderError> {
-        let png = self.encode_png()?;
-        Ok(with_phys(png, dpi))
-    }
-}
-
-/// The signature (8 bytes) and the IHDR chunk (4 length, 4 type, 13 data, 4 CRC) that begin
-/// every PNG; `pHYs` must come after IHDR and before the image data.
-const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
-
-/// Inserts a `pHYs` chunk (pixels per metre on both axes, unit: metre) after IHDR.
-fn with_phys(mut png: Vec<u8>, dpi: u32) -> Vec<u8> {
-    if png.get(12..16) != Some(b"IHDR".as_slice()) || png.len() < AFTER_IHDR {
-        return png;
-    }
-    // 1 inch = 0.0254 m, rounded to the nearest whole pixel per metre (300 DPI: 11,811).
-    let per_metre = (u64::from(dpi) * 10_000 + 127) / 254;
-    let per_metre = u32::try_from(per_metre).unwrap_or(u32::MAX).to_be_bytes();
-    let mut body = Vec::with_capacity(13);
-    body.extend_from_slice(b"pHYs");
-    body.extend_from_slice(&per_metre);
-    body.extend_from_slice(&per_metre);
-    body.push(1);
-    let crc = crc32fast::hash(&body).to_be_bytes();
-    let mut chunk = Vec::with_capacity(21);
-    chunk.extend_from_slice(&9u32.to_be_bytes());
-    chunk.extend_from_slice(&body);
-    chunk.extend_from_slice(&crc);
-    png.splice(AFTER_IHDR..AFTER_IHDR, chunk);
-    png
 }
 
 #[cfg(test)]

@@ -20,10 +20,12 @@
 //!
 //! Every band has a fixed place whatever the text, so the code never moves and sheets can
 //! reserve the space. What is the same on every card of a job (event, question, the two
-//! fixed lines) is set and drawn once, in [`CardLayout::new`]; a card costs its name, its
-//! address, its QR code and the PNG encoding.
+//! fixed lines) is set and drawn once, in [`CardLayout::new`], and the rows above the guest's
+//! name are encoded once; a card costs its name, its address, its QR code and the encoding of
+//! the rest (`deflate`).
 
 use super::canvas::{BLACK, Canvas, WHITE};
+use super::deflate::{Encoder, Segment};
 use super::fonts::Style;
 use super::layout::{self, Block};
 use super::qr::Matrix;
@@ -86,7 +88,16 @@ pub(super) const TITLE: Band = Band {
 };
 /// The thin rule between the poll and the guest.
 const RULE_TOP: u32 = 186;
+const RULE_HEIGHT: u32 = 2;
 const RULE_SHADE: u8 = 200;
+/// The rows every card of a job shares, down to and with the rule, which a job encodes once.
+/// The guest's name starts 16 rows lower, so even a tall accent on a two-line name (it would
+/// have to rise 1.3 em above its baseline) leaves them untouched; a card that does touch them
+/// is encoded whole.
+const SHARED_ROWS: u32 = RULE_TOP + RULE_HEIGHT;
+/// The rows between the QR area and the address ("Scan to vote" and the hint), also the
+/// same on every card, encoded once and appended to each card's stream.
+const SCAN_ROWS: std::ops::Range<u32> = QR_TOP + QR_AREA..URL.top as u32;
 pub(super) const NAME: Band = Band {
     top: 204.0,
     size: 44.0,
@@ -132,6 +143,10 @@ pub(super) const HINT_TEXT: &str = "No camera? Open this address:";
 pub struct CardLayout {
     /// The card with its fixed parts drawn and the guest's parts blank.
     base: Canvas,
+    /// The PNG stream of the base's first [`SHARED_ROWS`] rows, which every card starts from.
+    shared: Encoder,
+    /// The base's [`SCAN_ROWS`], encoded after the row above them.
+    scan_rows: Segment,
     pub(super) event: Block,
     pub(super) title: Block,
     pub(super) scan: Block,
@@ -175,11 +190,24 @@ impl CardLayout {
             MARGIN as u32 + 60,
             RULE_TOP,
             CONTENT_WIDTH as u32 - 120,
-            2,
+            RULE_HEIGHT,
             RULE_SHADE,
+        );
+        base.untouch();
+        let mut shared = Encoder::new(CARD_WIDTH as usize);
+        shared.rows(
+            &base.rows_from(0)[..(SHARED_ROWS * CARD_WIDTH) as usize],
+            None,
+        );
+        let scan_rows = Encoder::segment(
+            CARD_WIDTH as usize,
+            &base.rows_from(SCAN_ROWS.start)[..(SCAN_ROWS.len() * CARD_WIDTH as usize)],
+            base.row(SCAN_ROWS.start - 1),
         );
         Self {
             base,
+            shared,
+            scan_rows,
             event,
             title,
             scan,
@@ -201,14 +229,45 @@ impl CardLayout {
 
     /// One guest's card as a PNG (8-bit grayscale, 300 DPI).
     pub fn png(&self, card: &CardText<'_>) -> Result<Vec<u8>, RenderError> {
+        Ok(self.encode(&self.canvas(card)?))
+    }
+
+    /// One guest's card drawn.
+    fn canvas(&self, card: &CardText<'_>) -> Result<Canvas, RenderError> {
         // The QR code is encoded first: if the URL cannot be encoded, no drawing is wasted.
         let guest = self.guest(card)?;
         let mut canvas = self.base.clone();
         draw(&mut canvas, NAME, &guest.name);
         draw_address(&mut canvas, &guest.address);
         let (x, y, module_px) = qr_place(&guest.matrix);
-        guest.matrix.draw(&mut canvas, x, y, module_px);
-        canvas.encode_png_dpi(DPI)
+        // The base leaves the QR area blank, so only the dark modules are drawn.
+        guest.matrix.draw_dark(&mut canvas, x, y, module_px);
+        Ok(canvas)
+    }
+
+    /// The card's PNG, reusing the rows the job encoded once unless this card drew into them
+    /// (or, for the scan rows, into the row above them, which their encoding assumes).
+    fn encode(&self, canvas: &Canvas) -> Vec<u8> {
+        let width = canvas.width();
+        let (start, mut encoder) = if canvas.touched(0..SHARED_ROWS) {
+            (0, Encoder::new(width as usize))
+        } else {
+            (SHARED_ROWS, self.shared.resume())
+        };
+        let above = |row: u32| row.checked_sub(1).and_then(|r| canvas.row(r));
+        let rows = |from: u32, to: u32| {
+            let all = canvas.rows_from(from);
+            let len = (to.saturating_sub(from) * width) as usize;
+            all.get(..len).unwrap_or(all)
+        };
+        if canvas.touched(SCAN_ROWS.start - 1..SCAN_ROWS.end) {
+            encoder.rows(canvas.rows_from(start), above(start));
+        } else {
+            encoder.rows(rows(start, SCAN_ROWS.start), above(start));
+            encoder.append(&self.scan_rows);
+            encoder.rows(canvas.rows_from(SCAN_ROWS.end), above(SCAN_ROWS.end));
+        }
+        encoder.finish(DPI)
     }
 }
 
@@ -280,5 +339,39 @@ fn draw_address(canvas: &mut Canvas, address: &[Block]) {
     for ((size, line), y) in lines.zip(baselines) {
         let x = MARGIN + (CONTENT_WIDTH - line.width).max(0.0) / 2.0;
         raster::draw_line(canvas, line, size, x, y, URL.shade);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reusing the rows a job encoded once gives exactly the pixels drawn, whether the card
+    /// leaves those rows alone (a short name) or not (a name set over the shared rows, which
+    /// must then be encoded whole).
+    #[test]
+    fn cards_decode_to_the_pixels_drawn_with_or_without_the_shared_rows() {
+        let layout = CardLayout::new("Where shall we go for lunch?", Some("Acme offsite"));
+        let url = "https://tally.example.com/i/q3Vx_7kPz-2mLw9RtYb4NcHs0aJdEfGu1iOoZyXeWvB";
+        let card = CardText {
+            guest_name: "Ann",
+            url,
+            short_url: None,
+        };
+        let mut canvases = vec![layout.canvas(&card).unwrap_or_else(|e| panic!("{e}"))];
+        // A card whose ink reaches into the shared rows and the scan rows.
+        let mut intruder = canvases[0].clone();
+        intruder.fill_rect(10, SHARED_ROWS - 1, 5, 1, BLACK);
+        intruder.fill_rect(10, SCAN_ROWS.start + 3, 5, 1, BLACK);
+        canvases.push(intruder);
+        assert!(!canvases[0].touched(0..SHARED_ROWS));
+        assert!(!canvases[0].touched(SCAN_ROWS.start - 1..SCAN_ROWS.end));
+        for canvas in &canvases {
+            let png = layout.encode(canvas);
+            let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+                .map(|i| i.to_luma8())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(decoded.as_raw().as_slice(), canvas.rows_from(0));
+        }
     }
 }

@@ -12,12 +12,18 @@
 //! +3 more
 //! ```
 //!
+//! Text is set like the invite cards' (`layout`, `raster`): the embedded Noto fonts with real
+//! shaping and bidirectional order, so option labels in any script the cards support read as
+//! written, and a label too long for its room ends with an ellipsis.
+//!
 //! The width is fixed; the height grows with the number of options, up to [`MAX_BARS`].
 
 use std::fmt::Write as _;
 
 use super::canvas::{BLACK, Canvas, WHITE};
-use super::{Bar, RenderError, text};
+use super::fonts::Style;
+use super::layout::{self, Block, Line};
+use super::{Bar, RenderError, raster};
 
 pub(super) const CHART_WIDTH: u32 = 600;
 /// Options drawn at most; the rest are summed up in a "+N more" line, so a poll with
@@ -27,17 +33,27 @@ pub(super) const MAX_BARS: usize = 20;
 const MARGIN: u32 = 24;
 const CONTENT_WIDTH: u32 = CHART_WIDTH - 2 * MARGIN;
 
-const SCALE: u32 = 2;
-const TEXT_HEIGHT: u32 = text::CELL * SCALE;
-const COLS: usize = (CONTENT_WIDTH / TEXT_HEIGHT) as usize;
+/// The title: bold, on up to three lines.
+const TITLE_SIZE: f32 = 22.0;
+const TITLE_PITCH: u32 = 30;
 const TITLE_LINES: usize = 3;
-const LINE_PITCH: u32 = TEXT_HEIGHT + 6;
+/// Labels, counts and the "+N more" line.
+const LABEL_SIZE: f32 = 17.0;
+/// The height of a label's line: room for ascenders above the baseline and descenders (and
+/// Devanagari's marks) below it.
+const TEXT_HEIGHT: u32 = 24;
+/// Where a label's baseline sits below the top of its line.
+const LABEL_BASELINE: f32 = 18.0;
+/// The room kept between a label and its count.
+const COUNT_GAP: f32 = 12.0;
 
-const BAR_GAP: u32 = 6;
+const BAR_GAP: u32 = 4;
 const BAR_HEIGHT: u32 = 24;
 const BAR_PITCH: u32 = TEXT_HEIGHT + BAR_GAP + BAR_HEIGHT + 16;
 const TRACK_SHADE: u8 = 230;
 const FILL_SHADE: u8 = 48;
+/// Labels and counts are a little lighter than the title, so the question reads first.
+const LABEL_SHADE: u8 = 32;
 /// A bar with at least one vote is never drawn narrower than this, so it stays visible next
 /// to a much larger one.
 const MIN_FILL: u32 = 2;
@@ -46,7 +62,7 @@ const MIN_FILL: u32 = 2;
 fn rows_top(title_lines: usize) -> u32 {
     match title_lines {
         0 => MARGIN,
-        n => MARGIN + n as u32 * LINE_PITCH + 10,
+        n => MARGIN + n as u32 * TITLE_PITCH + 12,
     }
 }
 
@@ -59,28 +75,51 @@ pub(super) fn bar_band(title_lines: usize, index: usize) -> (u32, u32) {
     (top, BAR_HEIGHT)
 }
 
-/// The title as drawn, so that tests can find the bars.
-pub(super) fn title_lines(question: &str) -> Vec<text::Line> {
-    text::wrap(question, COLS, TITLE_LINES)
+/// The title as set, so that tests can find the bars.
+#[cfg(test)]
+pub(super) fn title_lines(question: &str) -> Vec<Line> {
+    title(question).lines
+}
+
+fn title(question: &str) -> Block {
+    layout::set(
+        question,
+        Style::Bold,
+        TITLE_SIZE,
+        CONTENT_WIDTH as f32,
+        TITLE_LINES,
+    )
+}
+
+/// One line of label-sized text, cut with an ellipsis to `max_width`.
+fn label(text: &str, max_width: f32) -> Option<Line> {
+    layout::set(text, Style::Regular, LABEL_SIZE, max_width, 1)
+        .lines
+        .into_iter()
+        .next()
 }
 
 pub(super) fn render(question: &str, bars: &[Bar<'_>]) -> Result<Vec<u8>, RenderError> {
-    let title = title_lines(question);
+    let title = title(question);
+    let title_count = title.lines.len();
     let shown = &bars[..bars.len().min(MAX_BARS)];
     let hidden = bars.len() - shown.len();
 
     let shown_count = u32::try_from(shown.len()).unwrap_or(u32::MAX);
-    let mut height = rows_top(title.len()) + shown_count * BAR_PITCH;
+    let mut height = rows_top(title_count) + shown_count * BAR_PITCH;
     if hidden > 0 {
-        height += LINE_PITCH;
+        height += TEXT_HEIGHT + BAR_GAP;
     }
     height += MARGIN / 2;
     let mut canvas = Canvas::new(CHART_WIDTH, height, WHITE);
 
-    let mut y = MARGIN;
-    for line in &title {
-        text::draw(&mut canvas, MARGIN, y, line, SCALE, BLACK);
-        y += LINE_PITCH;
+    let margin = MARGIN as f32;
+    let content = CONTENT_WIDTH as f32;
+    // The first baseline sits 0.8 em below the margin (a line's ink above the baseline).
+    let mut baseline = margin + 0.8 * TITLE_SIZE + 2.0;
+    for line in &title.lines {
+        raster::draw_line(&mut canvas, line, TITLE_SIZE, margin, baseline, BLACK);
+        baseline += TITLE_PITCH as f32;
     }
 
     // Sums in u128, so no number of u64 counts can overflow; percentages and bar lengths are
@@ -90,8 +129,8 @@ pub(super) fn render(question: &str, bars: &[Bar<'_>]) -> Result<Vec<u8>, Render
     let max = shown.iter().map(|b| b.votes).max().unwrap_or(0);
     let mut count = String::new();
     for (index, bar) in shown.iter().enumerate() {
-        let (bar_top, bar_height) = bar_band(title.len(), index);
-        let label_top = bar_top.saturating_sub(TEXT_HEIGHT + BAR_GAP);
+        let (bar_top, bar_height) = bar_band(title_count, index);
+        let label_baseline = bar_top.saturating_sub(TEXT_HEIGHT + BAR_GAP) as f32 + LABEL_BASELINE;
 
         count.clear();
         let percent = match total {
@@ -100,20 +139,31 @@ pub(super) fn render(question: &str, bars: &[Bar<'_>]) -> Result<Vec<u8>, Render
         };
         // Writing to a String cannot fail.
         let _ = write!(count, "{} ({percent}%)", bar.votes);
-        let count_line: text::Line = count.chars().collect();
-        let count_px = text::width_px(&count_line, SCALE);
-        text::draw(
-            &mut canvas,
-            MARGIN + CONTENT_WIDTH.saturating_sub(count_px),
-            label_top,
-            &count_line,
-            SCALE,
-            BLACK,
-        );
-        // The label gets the columns the count leaves, less one for a gap.
-        let label_cols = COLS.saturating_sub(count_line.len() + 1);
-        for line in text::wrap(bar.label, label_cols, 1) {
-            text::draw(&mut canvas, MARGIN, label_top, &line, SCALE, BLACK);
+        let count_width = match label(&count, content) {
+            Some(line) => {
+                let x = margin + (content - line.width).max(0.0);
+                raster::draw_line(
+                    &mut canvas,
+                    &line,
+                    LABEL_SIZE,
+                    x,
+                    label_baseline,
+                    LABEL_SHADE,
+                );
+                line.width
+            }
+            None => 0.0,
+        };
+        // The label gets the width the count leaves, less a gap.
+        if let Some(line) = label(bar.label, content - count_width - COUNT_GAP) {
+            raster::draw_line(
+                &mut canvas,
+                &line,
+                LABEL_SIZE,
+                margin,
+                label_baseline,
+                LABEL_SHADE,
+            );
         }
 
         canvas.fill_rect(MARGIN, bar_top, CONTENT_WIDTH, bar_height, TRACK_SHADE);
@@ -133,10 +183,18 @@ pub(super) fn render(question: &str, bars: &[Bar<'_>]) -> Result<Vec<u8>, Render
     }
 
     if hidden > 0 {
-        let (top, _) = bar_band(title.len(), shown.len());
-        let more: text::Line = format!("+{hidden} more").chars().collect();
-        let label_top = top.saturating_sub(TEXT_HEIGHT + BAR_GAP);
-        text::draw(&mut canvas, MARGIN, label_top, &more, SCALE, BLACK);
+        let (top, _) = bar_band(title_count, shown.len());
+        let baseline = top.saturating_sub(TEXT_HEIGHT + BAR_GAP) as f32 + LABEL_BASELINE;
+        if let Some(line) = label(&format!("+{hidden} more"), content) {
+            raster::draw_line(
+                &mut canvas,
+                &line,
+                LABEL_SIZE,
+                margin,
+                baseline,
+                LABEL_SHADE,
+            );
+        }
     }
 
     canvas.encode_png()

@@ -24,9 +24,11 @@
 //! - `layout`: cleaning, font fallback, shaping (`rustybuzz`), bidi order, wrapping, ellipsis.
 //! - `raster`: glyph outlines to anti-aliased masks (`ab_glyph_rasterizer`), cached per thread.
 //! - `fonts`: the embedded fonts and which one draws a character.
-//! - `chart`: the results chart's layout (title, one labelled bar per option).
+//! - `chart`: the results chart's layout (title, one labelled bar per option), its text set
+//!   in the cards' fonts.
 //! - `qr`: encoding a URL into a QR matrix, drawing it with its quiet zone, and SVG output.
-//! - `text`: the chart's `font8x8` bitmap font, character fallbacks, word wrap and truncation.
+//! - `deflate`: the cards' PNG encoder (fixed-Huffman zlib of runs and repeated rows,
+//!   resumable from the rows a job's cards share).
 //! - `canvas`: a grayscale pixel buffer (rectangles, coverage masks) and PNG encoding.
 //! - `tests`: round trips through the PNG decoder and a QR reader (`rqrr`); the OCR and PDF
 //!   checks with external tools are in `tests/tests/api/cards.rs`.
@@ -34,12 +36,12 @@
 mod canvas;
 mod card;
 mod chart;
+mod deflate;
 mod fonts;
 mod layout;
 mod qr;
 mod raster;
 mod sheet;
-mod text;
 
 #[cfg(test)]
 mod tests;
@@ -79,7 +81,18 @@ pub fn pdf_sheets(
     paper: Paper,
     layout: &CardLayout,
 ) -> Result<Vec<u8>, RenderError> {
-    sheet::pdf(cards, paper, layout)
+    sheet::pdf(cards, paper, layout, &|_| {})
+}
+
+/// [`pdf_sheets`], calling `drawn` with the number of cards drawn so far after each page, so
+/// that a job can report its progress while a large document is made.
+pub fn pdf_sheets_with_progress(
+    cards: &[CardText<'_>],
+    paper: Paper,
+    layout: &CardLayout,
+    drawn: &dyn Fn(usize),
+) -> Result<Vec<u8>, RenderError> {
+    sheet::pdf(cards, paper, layout, drawn)
 }
 
 /// What an invite card shows, for a single card. A job's cards share their question: they
@@ -133,6 +146,12 @@ pub fn invite_card_png(card: &InviteCard<'_>) -> Result<Vec<u8>, RenderError> {
         url: card.url,
         short_url: None,
     })
+}
+
+/// Whether `url` fits in a card's QR code, without drawing anything: what a job of print
+/// sheets checks per card before its PDF is drawn.
+pub fn check_card_url(url: &str) -> Result<(), RenderError> {
+    Matrix::encode(url).map(|_| ())
 }
 
 /// The poll's share QR code as a PNG: level M, a four-module quiet zone, and whole-pixel

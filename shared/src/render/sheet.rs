@@ -50,6 +50,7 @@ pub(super) fn pdf(
     cards: &[CardText<'_>],
     paper: Paper,
     layout: &CardLayout,
+    drawn: &dyn Fn(usize),
 ) -> Result<Vec<u8>, RenderError> {
     // Every card's code is encoded before any page is written: a URL too long for a code
     // fails the whole sheet before work is wasted.
@@ -71,6 +72,7 @@ pub(super) fn pdf(
     } else {
         guests.chunks(PER_PAGE).collect()
     };
+    let mut cards_drawn = 0;
     for page_guests in pages {
         let settings = PageSettings::from_wh(width, height)
             .ok_or_else(|| RenderError::Pdf("bad page size".to_owned()))?;
@@ -86,6 +88,8 @@ pub(super) fn pdf(
         }
         surface.finish();
         page.finish();
+        cards_drawn += page_guests.len();
+        drawn(cards_drawn);
     }
     document
         .finish()

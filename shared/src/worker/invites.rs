@@ -1,7 +1,8 @@
 //! An invites job's chunk: its guests' cards, stored as one segment of the ZIP and counted
 //! once. The invites themselves were stored when the guests were added (or reissued); a card
 //! carries the guest's live token, derived again here from the invite key, so any job renders
-//! the same card for the same guest and generation.
+//! the same card for the same guest and generation. A job of print sheets stores the same
+//! segment without the PNGs: its PDF is drawn at the end, from the names and URLs.
 
 use super::segment::{Segment, SegmentCard};
 use super::{WorkError, Worker};
@@ -37,23 +38,36 @@ impl Worker {
             })
             .collect();
         let question = poll.question.clone();
+        let event_name = poll.event_name.clone();
+        let sheets = job.sheets.is_some();
         let guests = message.guests.clone();
         let made_at = self.clock.now().unix_timestamp();
         // Rendering and hashing are CPU work: off the async threads, one chunk at a time.
         let segment = tokio::task::spawn_blocking(move || {
             // What every card of the job shares is set once per chunk.
-            let layout = render::CardLayout::new(&question, None);
+            let layout = render::CardLayout::new(&question, event_name.as_deref());
             let mut cards = Vec::with_capacity(guests.len());
             let mut pngs = Vec::with_capacity(guests.len());
             for (guest, (index, token)) in guests.iter().zip(&planned) {
                 let url = format!("{base}/i/{token}");
-                let png = layout
-                    .png(&render::CardText {
-                        guest_name: &guest.name,
-                        url: &url,
-                        short_url: None,
-                    })
-                    .map_err(|e| WorkError::Render(e.to_string()))?;
+                let text = render::CardText {
+                    guest_name: &guest.name,
+                    url: &url,
+                    short_url: None,
+                };
+                // Print sheets are drawn as vectors when the job finishes, from the names and
+                // URLs this segment records; a PNG would be made only to be thrown away. The
+                // URL is still checked here, so that a card that cannot be made fails its
+                // chunk (and is retried) as a PNG card would.
+                let png = if sheets {
+                    render::check_card_url(&url)
+                        .map(|()| Vec::new())
+                        .map_err(|e| WorkError::Render(e.to_string()))?
+                } else {
+                    layout
+                        .png(&text)
+                        .map_err(|e| WorkError::Render(e.to_string()))?
+                };
                 cards.push(SegmentCard {
                     index: *index,
                     name: guest.name.clone(),

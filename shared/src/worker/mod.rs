@@ -4,9 +4,9 @@
 //!
 //! This module is the batch plumbing (the deadline, partial failures, the dead-letter
 //! hand-off) and the job's last step; each kind's work is in its own module: [`invites`] (a
-//! chunk of cards, stored as one [`segment`]), [`single`] (a QR code or a chart) and [`zip`]
+//! chunk of cards, stored as one [`segment`]), [`single`] (a QR code or a chart), [`zip`]
 //! (the invites' ZIP, assembled from the segments, with the file names and manifest of
-//! [`names`]).
+//! [`names`]) and [`sheets`] (the invites' print sheets, a PDF drawn from the segments).
 //!
 //! Every step is safe to repeat (SQS delivers at least once): tokens derive from the invite
 //! key, the guest and their generation, object keys are fixed by the job and chunk, a chunk is
@@ -16,6 +16,7 @@
 mod invites;
 pub mod names;
 mod segment;
+mod sheets;
 mod single;
 mod zip;
 
@@ -241,7 +242,13 @@ impl Worker {
         let key = ObjectKey::file_of(&job);
         match job.kind {
             JobKind::Invites => {
-                if let Err(e) = self.holding_lease(id, self.build_zip(&job, &key)).await {
+                let build = async {
+                    match job.sheets {
+                        Some(paper) => self.build_sheets(&job, paper, &key).await,
+                        None => self.build_zip(&job, &key).await,
+                    }
+                };
+                if let Err(e) = self.holding_lease(id, build).await {
                     // Give the claim back so that this message's redelivery can try again
                     // at once rather than wait out the lease.
                     self.store.release_finish(id).await?;

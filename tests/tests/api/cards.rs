@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use image::{GrayImage, ImageFormat};
+use serde_json::{Value, json};
 use tally::render::{CARDS_PER_SHEET, CardLayout, CardText, Paper, pdf_sheets};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -250,4 +251,368 @@ fn find_page(dir: &Path, stem: &str, page: usize) -> Result<std::path::PathBuf, 
         .map(|width| dir.join(format!("{stem}-{page:0width$}.png")))
         .find(|p| p.exists())
         .ok_or_else(|| format!("page {page} of {stem} was not rasterised"))
+}
+
+/// The rows of a card that hold the organiser's event name (its band is 40 to 70 px).
+const EVENT_ROWS: (u32, u32) = (32, 46);
+
+/// Starts a cards job at `path` with `body`, waits for it and downloads its file.
+async fn job_file(app: &tally_tests::TestApp, owner: &str, path: &str, body: Value) -> Vec<u8> {
+    let job = app
+        .post(path)
+        .bearer(owner)
+        .json(body)
+        .send()
+        .await
+        .expect(202);
+    let id = job.body["id"].as_str().unwrap_or_default().to_owned();
+    let done = app.wait_for_job(owner, &id, super::jobs::PATIENCE).await;
+    assert_eq!(done.body["status"], "done", "{:#}", done.body);
+    app.download(owner, &id).await
+}
+
+/// Whether any pixel in `rows` of a card is darker than the page: the event band is blank on
+/// the cards of a poll without an event name.
+fn inked(card: &GrayImage, (top, height): (u32, u32)) -> bool {
+    image::imageops::crop_imm(card, 0, top, card.width(), height)
+        .to_image()
+        .pixels()
+        .any(|p| p.0[0] < 200)
+}
+
+/// The poll's event name is part of the poll (created, read, changed, removed, its length
+/// checked) and is printed on its cards: the event band of a card is blank without one and,
+/// with one, reads back through OCR as the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_polls_event_name_is_printed_on_its_cards() -> TestResult {
+    let app = tally_tests::TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let question = json!({ "question": "Which day suits you?", "options": ["Friday", "Saturday"] });
+    let mut body = question.clone();
+    body["event_name"] = json!(format!("{}x", "e".repeat(100)));
+    let refused = app
+        .post("/v1/polls")
+        .bearer(&owner)
+        .json(body)
+        .send()
+        .await
+        .expect_problem(422, "validation-failed");
+    assert!(
+        refused.body["errors"]["event_name"].is_array(),
+        "{:#}",
+        refused.body
+    );
+
+    let mut body = question.clone();
+    body["event_name"] = json!("  Acme Summer Offsite ");
+    let poll = app.create_poll(&owner, body).await.expect(201);
+    assert_eq!(poll.body["event_name"], "Acme Summer Offsite");
+    let id = poll.body["id"].as_str().unwrap_or_default().to_owned();
+    let read = app
+        .get(&format!("/v1/polls/{id}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(read.body["event_name"], "Acme Summer Offsite");
+    let plain = app.create_poll(&owner, question.clone()).await.expect(201);
+    assert_eq!(plain.body["event_name"], Value::Null);
+    let plain = plain.body["id"].as_str().unwrap_or_default().to_owned();
+
+    // A patch changes it, null (or blank) removes it, and too long a name is refused.
+    let patch = |event: Value| {
+        app.patch(&format!("/v1/polls/{id}"))
+            .bearer(&owner)
+            .json(json!({ "event_name": event }))
+            .send()
+    };
+    assert_eq!(
+        patch(json!(null)).await.expect(200).body["event_name"],
+        Value::Null
+    );
+    assert_eq!(
+        patch(json!("Gala")).await.expect(200).body["event_name"],
+        "Gala"
+    );
+    assert_eq!(
+        patch(json!(" ")).await.expect(200).body["event_name"],
+        Value::Null
+    );
+    let refused = patch(json!("e".repeat(101)))
+        .await
+        .expect_problem(422, "validation-failed");
+    assert!(
+        refused.body["errors"]["event_name"].is_array(),
+        "{:#}",
+        refused.body
+    );
+    assert_eq!(
+        patch(json!("Acme Summer Offsite")).await.expect(200).body["event_name"],
+        "Acme Summer Offsite"
+    );
+
+    let guests = json!({ "guests": [{ "name": "Ann Smith" }] });
+    let card_of = |zip: &[u8]| -> Result<GrayImage, Box<dyn std::error::Error>> {
+        let (_, png) = tally_tests::zip_entries(zip)
+            .into_iter()
+            .find(|(name, _)| name.ends_with(".png"))
+            .ok_or("no card in the ZIP")?;
+        Ok(image::load_from_memory_with_format(&png, ImageFormat::Png)?.to_luma8())
+    };
+    let with = card_of(
+        &job_file(
+            &app,
+            &owner,
+            &format!("/v1/polls/{id}/invites"),
+            guests.clone(),
+        )
+        .await,
+    )?;
+    let without =
+        card_of(&job_file(&app, &owner, &format!("/v1/polls/{plain}/invites"), guests).await)?;
+    assert!(inked(&with, EVENT_ROWS), "the event band is blank");
+    assert!(
+        !inked(&without, EVENT_ROWS),
+        "a card without an event name has ink in its band"
+    );
+
+    let test = "a_polls_event_name_is_printed_on_its_cards";
+    if !tool_available("tesseract", "tesseract-ocr", test) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let band =
+        image::imageops::crop_imm(&with, 0, EVENT_ROWS.0, with.width(), EVENT_ROWS.1).to_image();
+    // Tesseract reads small type best a little larger, as for the names.
+    let band = image::imageops::resize(
+        &band,
+        band.width() * 2,
+        band.height() * 2,
+        image::imageops::FilterType::CatmullRom,
+    );
+    let path = dir.path().join("event.png");
+    band.save(&path)?;
+    let read = run(Command::new("tesseract")
+        .arg(&path)
+        .arg("-")
+        .args(["-l", "eng", "--psm", "7"]))?;
+    let read = read.trim();
+    assert!(
+        distance(read, "Acme Summer Offsite") <= 1,
+        "OCR read {read:?}"
+    );
+    Ok(())
+}
+
+/// Page count and paper size, as `pdfinfo` reports them.
+fn pdf_pages_and_size(pdf: &[u8]) -> Result<(usize, String), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sheets.pdf");
+    std::fs::write(&path, pdf)?;
+    let info = run(Command::new("pdfinfo").arg(&path))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    Ok((field("Pages:").parse()?, field("Page size:")))
+}
+
+fn pdf_text(pdf: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sheets.pdf");
+    std::fs::write(&path, pdf)?;
+    run(Command::new("pdftotext").arg(&path).arg("-"))
+}
+
+/// A cards job can make print sheets instead of the ZIP: through both card routes, on A4 (the
+/// default) and Letter, with a page per nine guests, every guest's name and the event name as
+/// real text. A format or paper it does not know, or a paper without `pdf`, is a 422 naming
+/// the field, before any job is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn print_sheets_are_a_job_format() -> TestResult {
+    let app = tally_tests::TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = app
+        .create_poll(&owner, json!({ "question": "Which day suits you?", "options": ["Friday", "Saturday"], "visibility": "invite", "event_name": "Nordlicht Gala" }))
+        .await
+        .expect(201);
+    let poll = poll.body["id"].as_str().unwrap_or_default().to_owned();
+    let cards = format!("/v1/polls/{poll}/cards");
+    let invites = format!("/v1/polls/{poll}/invites");
+    for (body, field) in [
+        (json!({ "guests": "all", "format": "tiff" }), "format"),
+        (
+            json!({ "guests": "all", "format": "pdf", "paper": "a5" }),
+            "paper",
+        ),
+        (json!({ "guests": "all", "paper": "letter" }), "paper"),
+    ] {
+        let refused = app
+            .post(&cards)
+            .bearer(&owner)
+            .json(body)
+            .send()
+            .await
+            .expect_problem(422, "validation-failed");
+        assert!(
+            refused.body["errors"][field].is_array(),
+            "{:#}",
+            refused.body
+        );
+    }
+    let refused = app
+        .post(&invites)
+        .bearer(&owner)
+        .json(json!({ "guests": [{ "name": "Ann" }], "format": "svg" }))
+        .send()
+        .await
+        .expect_problem(422, "validation-failed");
+    assert!(
+        refused.body["errors"]["format"].is_array(),
+        "{:#}",
+        refused.body
+    );
+
+    let names: Vec<String> = (0..20).map(|i| format!("Guest Number{i:02}")).collect();
+    let guests: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    app.post(&format!("/v1/polls/{poll}/guests"))
+        .bearer(&owner)
+        .json(json!({ "guests": guests }))
+        .send()
+        .await
+        .expect(200);
+    let letter = job_file(
+        &app,
+        &owner,
+        &cards,
+        json!({ "guests": "all", "format": "pdf", "paper": "letter" }),
+    )
+    .await;
+    assert!(letter.starts_with(b"%PDF-"), "not a PDF");
+    let a4 = job_file(
+        &app,
+        &owner,
+        &invites,
+        json!({ "guests": [{ "name": "Late Comer" }], "format": "pdf" }),
+    )
+    .await;
+    // The ZIP stays the default, from the same guests.
+    let zip = job_file(&app, &owner, &cards, json!({ "guests": "all" })).await;
+    assert_eq!(
+        tally_tests::zip_entries(&zip).len(),
+        22,
+        "20 cards, the latecomer's (the invites route put them on the list) and the manifest"
+    );
+
+    let test = "print_sheets_are_a_job_format";
+    if !tool_available("pdfinfo", "poppler-utils", test) {
+        return Ok(());
+    }
+    assert_eq!(
+        pdf_pages_and_size(&letter)?,
+        (3, "612 x 792 pts (letter)".to_owned())
+    );
+    assert_eq!(
+        pdf_pages_and_size(&a4)?,
+        (1, "595.28 x 841.89 pts (A4)".to_owned())
+    );
+    let text = pdf_text(&letter)?;
+    for name in &names {
+        assert!(text.contains(name.as_str()), "{name} not in {text}");
+    }
+    assert_eq!(text.matches("Nordlicht Gala").count(), 20, "{text}");
+    assert!(pdf_text(&a4)?.contains("Late Comer"));
+    Ok(())
+}
+
+/// The results chart sets its text with the cards' fonts: option labels in Latin with
+/// diacritics, Cyrillic and Greek read back through OCR (with the old bitmap font, Cyrillic
+/// came out as `???`), and a label too long for its room ends with an ellipsis, not mid-count.
+#[test]
+fn chart_labels_in_every_script_read_back_through_ocr() -> TestResult {
+    let test = "chart_labels_in_every_script_read_back_through_ocr";
+    if !tool_available("tesseract", "tesseract-ocr and its language packs", test) {
+        return Ok(());
+    }
+    let labels = [
+        ("eng", "Crème brûlée"),
+        ("rus", "Борщ и пельмени"),
+        ("ell", "Ελληνική σαλάτα"),
+    ];
+    let bars: Vec<tally::render::Bar<'_>> = labels
+        .iter()
+        .map(|(_, label)| tally::render::Bar { label, votes: 3 })
+        .collect();
+    let png = tally::render::results_chart_png("Dessert?", &bars)?;
+    let chart = image::load_from_memory_with_format(&png, ImageFormat::Png)?.to_luma8();
+    let dir = tempfile::tempdir()?;
+    let mut failures = Vec::new();
+    for (i, (language, label)) in labels.iter().enumerate() {
+        // Each option's label line is the left part of its row (its count is on the right),
+        // 24 px tall above its bar; a row is 68 px and the rows start below the one-line
+        // title. The crop is read alone, scaled up, as Tesseract likes small type.
+        let top = 24 + 30 + 12 + 68 * i as u32;
+        let line = image::imageops::crop_imm(&chart, 0, top, 420, 26).to_image();
+        let line = image::imageops::resize(
+            &line,
+            line.width() * 2,
+            line.height() * 2,
+            image::imageops::FilterType::CatmullRom,
+        );
+        let path = dir.path().join(format!("label-{i}.png"));
+        line.save(&path)?;
+        let read = run(Command::new("tesseract")
+            .arg(&path)
+            .arg("-")
+            .args(["-l", language, "--psm", "7"]))?;
+        let (read, want) = (squeeze(&read), squeeze(label));
+        if distance(&read, &want) > want.chars().count() / 5 || read.contains('?') {
+            failures.push(format!("{language}: wanted {want:?}, read {read:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}
+
+/// Print sheets of a job of several chunks (100 guests each): the sheets builder reads every
+/// chunk's segment, in order, so the PDF has a page per nine guests and the guests in the
+/// order they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn print_sheets_of_several_chunks_keep_every_guest_in_order() -> TestResult {
+    let app = tally_tests::TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll = super::jobs::invite_poll(&app, &owner).await;
+    let names: Vec<String> = (0..205).map(|i| format!("Sheet Guest{i:03}")).collect();
+    let guests: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    let pdf = job_file(
+        &app,
+        &owner,
+        &format!("/v1/polls/{poll}/invites"),
+        json!({ "guests": guests, "format": "pdf", "paper": "a4" }),
+    )
+    .await;
+    let test = "print_sheets_of_several_chunks_keep_every_guest_in_order";
+    if !tool_available("pdfinfo", "poppler-utils", test) {
+        return Ok(());
+    }
+    assert_eq!(
+        pdf_pages_and_size(&pdf)?.0,
+        205usize.div_ceil(CARDS_PER_SHEET)
+    );
+    let text = pdf_text(&pdf)?;
+    let positions: Vec<usize> = names
+        .iter()
+        .map(|name| {
+            text.find(name.as_str())
+                .unwrap_or_else(|| panic!("{name} is not in the sheets"))
+        })
+        .collect();
+    // Each page's text comes out in reading order, so the guests' positions only grow.
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "guests out of order"
+    );
+    Ok(())
 }
