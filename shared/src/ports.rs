@@ -405,6 +405,43 @@ pub trait GuestStore: Send + Sync + std::fmt::Debug {
     async fn mark_cards(&self, poll: PollId, at: OffsetDateTime) -> StoreResult<()>;
 }
 
+/// An item of a deleted poll that [`PurgeStore::remove`] removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doomed {
+    /// A voter's ballot in the poll.
+    Ballot(PollId, Voter),
+    /// A card, by its token's hash: replaced by a tombstone that names only its poll, so that
+    /// a printed card keeps answering 410 `poll-deleted` (not 404, as a mistyped one) until
+    /// the table's TTL removes it at `until`.
+    Invite {
+        hash: InviteHash,
+        poll: PollId,
+        until: OffsetDateTime,
+    },
+    /// A guest of the poll's list (name, email, reference).
+    Guest(PollId, GuestId),
+    /// The list's counts.
+    GuestList(PollId),
+}
+
+/// What the render worker removes once a poll is deleted: its guests, their cards and their
+/// ballots. The worker finds them from the guest list, page by page, and removes each page's
+/// cards and ballots before the guests that lead to them, so a purge cut short anywhere is
+/// finished by the message's redelivery.
+#[async_trait]
+pub trait PurgeStore: Send + Sync + std::fmt::Debug {
+    /// The first `limit` guests still on the poll's list: one query.
+    async fn guests_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<Guest>>;
+    /// Deletes the items, or puts their tombstones (those already gone or buried are no
+    /// error): one `BatchWriteItem` per
+    /// [`PURGE_PER_WRITE`] items, and one more for each batch DynamoDB left partly
+    /// unprocessed (throttling).
+    async fn remove(&self, items: &[Doomed]) -> StoreResult<()>;
+}
+
+/// Deletes per `BatchWriteItem` (DynamoDB's limit).
+pub const PURGE_PER_WRITE: usize = 25;
+
 /// Guests written per transaction: each is two items (the guest and its invite) and the
 /// list's counter is one more, under DynamoDB's 100 items a transaction.
 pub const GUESTS_PER_WRITE: usize = 49;
@@ -492,11 +529,26 @@ pub struct RenderMessage {
     pub request_id: Option<String>,
 }
 
+/// The removal of a deleted poll's guests, cards and guests' ballots: one message per poll on
+/// the render queue, which the render worker tells from a chunk by its `purge` field. The
+/// worker reads the poll first and acts only once it is gone, so a message sent for a
+/// deletion that then failed removes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeMessage {
+    /// The deleted poll.
+    pub purge: PollId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 /// The render queue (SQS).
 #[async_trait]
 pub trait RenderQueue: Send + Sync + std::fmt::Debug {
     /// Enqueues the messages (ten per `SendMessageBatch`); fails if any was not accepted.
     async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()>;
+    /// Enqueues the removal of a deleted poll's personal data (one `SendMessage`).
+    async fn purge(&self, message: &PurgeMessage) -> StoreResult<()>;
 }
 
 /// Where the render worker puts a message it can never process (its body is not a render

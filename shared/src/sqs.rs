@@ -5,7 +5,9 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::ports::{DeadLetters, RenderMessage, RenderQueue, StoreError, StoreResult};
+use crate::ports::{
+    DeadLetters, PurgeMessage, RenderMessage, RenderQueue, StoreError, StoreResult,
+};
 
 /// `SendMessageBatch` takes at most ten messages.
 const BATCH: usize = 10;
@@ -91,6 +93,19 @@ impl RenderQueue for SqsQueue {
                 )));
             }
         }
+        Ok(())
+    }
+
+    async fn purge(&self, message: &PurgeMessage) -> StoreResult<()> {
+        let body =
+            serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 }

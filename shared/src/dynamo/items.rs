@@ -418,6 +418,9 @@ pub struct InviteItem {
     pub job_id: Option<crate::domain::JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    /// Only on a deleted poll's card (a tombstone): when the table's TTL removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
 }
 
 impl InviteItem {
@@ -434,6 +437,30 @@ impl InviteItem {
             opened: invite.opened,
             job_id: None,
             index: None,
+            ttl: None,
+        }
+    }
+
+    /// What stands of a deleted poll's card once its guest is purged: the poll it belonged
+    /// to and nothing of its guest (no name, no guest id), until `until`. Read, it is a card
+    /// of a poll that does not exist, which answers 410 `poll-deleted`.
+    pub fn tombstone(token_hash: &InviteHash, poll: PollId, until: OffsetDateTime) -> Self {
+        let key = Key::Invite(token_hash.to_string());
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into_owned(),
+            poll_id: poll,
+            guest_name: String::new(),
+            guest_id: None,
+            generation: 0,
+            // Not revoked: the guest page checks revocation before the poll, and the card's
+            // truth is that its poll was deleted.
+            revoked: false,
+            // Opened, so that no read tries to count an opening on a list that is gone.
+            opened: true,
+            job_id: None,
+            index: None,
+            ttl: Some(until.unix_timestamp()),
         }
     }
 
