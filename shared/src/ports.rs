@@ -213,6 +213,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TallyDelta {
     pub ballots: u64,
+    /// Of them, ballots of guests of the poll's list.
+    pub guest_ballots: u64,
     pub per_option: std::collections::BTreeMap<crate::domain::OptionId, u64>,
 }
 

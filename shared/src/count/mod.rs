@@ -196,6 +196,7 @@ pub fn sum(
     let mut newest_vote = OffsetDateTime::UNIX_EPOCH;
     for ballot in ballots {
         delta.ballots += 1;
+        delta.guest_ballots += u64::from(ballot.by_guest);
         for choice in &ballot.choices {
             *delta.per_option.entry(choice.clone()).or_insert(0) += 1;
         }
@@ -220,6 +221,7 @@ mod tests {
             choices: vec![OptionId::for_index(choice)],
             voted_at: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seq.len() as i64),
             sequence: SequenceNumber::parse(seq).unwrap_or_else(|| panic!("{seq}")),
+            by_guest: false,
         }
     }
 

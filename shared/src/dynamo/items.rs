@@ -190,6 +190,11 @@ pub struct TallyItem {
     /// The option list the counts are for; changes only while `locked` is unset.
     pub options_rev: u32,
     pub ballots: u64,
+    /// Ballots of guests of the poll's list, counted beside `ballots` by the count function.
+    pub guest_ballots: u64,
+    /// Present (`true`) on a tally made since guests' ballots are counted, so from the poll's
+    /// first ballot: then `guest_ballots` is exact. An older poll's tally lacks it.
+    pub guests_counted: bool,
 }
 
 impl TallyItem {
@@ -200,6 +205,8 @@ impl TallyItem {
             sk: key.sk().into(),
             options_rev: poll.options_rev,
             ballots: 0,
+            guest_ballots: 0,
+            guests_counted: true,
         }
     }
 }
@@ -208,6 +215,10 @@ impl TallyItem {
 pub mod tally {
     /// The number of ballots counted.
     pub const BALLOTS: &str = "ballots";
+    /// The number of those cast by guests of the poll's list (voters `g:<guest>`).
+    pub const GUEST_BALLOTS: &str = "guest_ballots";
+    /// Whether `GUEST_BALLOTS` has been counted since the poll's first ballot.
+    pub const GUESTS_COUNTED: &str = "guests_counted";
     pub const OPTIONS_REV: &str = "options_rev";
     /// Set (to `true`) by the first ballot a votes instance accepts: from then on the options
     /// cannot change (see `BallotStore::lock_options`).

@@ -45,6 +45,7 @@ impl TallyStore for DynamoStore {
         let mut names = HashMap::from([
             ("#cp".to_owned(), checkpoint_attribute.clone()),
             ("#ballots".to_owned(), tally::BALLOTS.to_owned()),
+            ("#guests".to_owned(), tally::GUEST_BALLOTS.to_owned()),
         ]);
         let mut values = HashMap::from([
             (
@@ -53,8 +54,9 @@ impl TallyStore for DynamoStore {
             ),
             (":at".to_owned(), AttributeValue::S(encode(at))),
             (":ballots".to_owned(), num(delta.ballots)),
+            (":guests".to_owned(), num(delta.guest_ballots)),
         ]);
-        let mut adds = vec!["#ballots :ballots".to_owned()];
+        let mut adds = vec!["#ballots :ballots".to_owned(), "#guests :guests".to_owned()];
         for (i, (option, n)) in delta.per_option.iter().enumerate() {
             names.insert(format!("#v{i}"), tally::vote_attribute(option.as_str()));
             values.insert(format!(":v{i}"), num(*n));
@@ -107,16 +109,27 @@ impl TallyStore for DynamoStore {
 /// The tally item as the domain sees it (an absent item is an empty tally).
 pub(super) fn tally_of(item: &Item) -> Tally {
     let mut tally = Tally::default();
+    let mut guest_ballots = 0;
     for (name, value) in item {
         let AttributeValue::N(n) = value else {
             continue;
         };
         if name == tally::BALLOTS {
             tally.ballots = n.parse().unwrap_or(0);
+        } else if name == tally::GUEST_BALLOTS {
+            guest_ballots = n.parse().unwrap_or(0);
         } else if let Some(option) = tally::option_of(name).and_then(|o| o.parse::<OptionId>().ok())
         {
             tally.per_option.insert(option, n.parse().unwrap_or(0));
         }
+    }
+    // Exact only on a tally that was counting guests from its first ballot (made with the
+    // mark): on an older one the figure would miss the ballots counted before.
+    if matches!(
+        item.get(tally::GUESTS_COUNTED),
+        Some(AttributeValue::Bool(true))
+    ) {
+        tally.guest_ballots = Some(guest_ballots);
     }
     for (_, checkpoint) in checkpoints(item) {
         tally.counted_through = tally.counted_through.max(Some(checkpoint.newest_vote));
@@ -164,6 +177,8 @@ pub struct StreamBallot {
     pub choices: Vec<OptionId>,
     pub voted_at: OffsetDateTime,
     pub sequence: SequenceNumber,
+    /// Cast by a guest of the poll's list (voter `g:<guest>`), for the list's `voted` count.
+    pub by_guest: bool,
 }
 
 /// The new ballot a stream record inserted; `None` for any other record (another item, a
@@ -181,7 +196,7 @@ pub fn stream_ballot(record: &EventRecord) -> StoreResult<Option<StreamBallot>> 
         Some(serde_dynamo::AttributeValue::S(sk)) => sk.as_str(),
         _ => return Ok(None),
     };
-    let Some(Key::Ballot(poll, _)) = Key::parse(pk, sk) else {
+    let Some(Key::Ballot(poll, voter)) = Key::parse(pk, sk) else {
         return Ok(None);
     };
     let item: BallotItem =
@@ -197,6 +212,8 @@ pub fn stream_ballot(record: &EventRecord) -> StoreResult<Option<StreamBallot>> 
         choices: item.choices,
         voted_at: item.voted_at,
         sequence,
+        // A guest's ballot is keyed by the guest (`Voter::Guest`'s text form).
+        by_guest: voter.starts_with("g:"),
     }))
 }
 

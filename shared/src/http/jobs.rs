@@ -517,7 +517,12 @@ async fn list_guests(
         counts: GuestCountsView {
             invited: counts.guests,
             opened: counts.opened,
-            voted: (poll.visibility == Visibility::Invite).then_some(tally.ballots),
+            // Guests' ballots, counted apart by the count function; for an invite-only poll
+            // whose tally predates that, every ballot is a guest's (or an invite's from
+            // before guest lists).
+            voted: tally
+                .guest_ballots
+                .or((poll.visibility == Visibility::Invite).then_some(tally.ballots)),
         },
         next_cursor: next.map(|g| g.to_string()),
     };

@@ -955,6 +955,56 @@ async fn deleting_a_poll_purges_its_guests_cards_and_ballots(app: TestApp) {
         .expect_problem(409, "already-voted");
 }
 
+/// A public poll's guest count is its guests' ballots exactly, whoever else votes: the count
+/// function counts guests' ballots apart. A tally from before that (without its mark) gives
+/// `null` on a public poll, where the figure would be short, and all ballots on an
+/// invite-only one, where every ballot is a guest's.
+async fn a_public_polls_voted_count_is_its_guests_ballots(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let public = app.lunch_poll(&owner).await;
+    let ids = add_named(&app, &owner, &public, &["Ann", "Bob", "Cy"]).await;
+    for n in 0..3 {
+        let user = app
+            .sign_up(&format!("user{n}@example.com"))
+            .await
+            .access_token;
+        app.vote(&user, &public, &["o2"]).await.expect(201);
+    }
+    for guest in &ids[..2] {
+        guest_vote(&app, &public, &token(&app, &public, guest, 0), "o1")
+            .await
+            .expect(201);
+    }
+    app.settle().await;
+    assert_eq!(app.results(&owner, &public).await.body["total"], 5);
+    let counts = list(&app, &owner, &public, "").await.expect(200).body["counts"].clone();
+    assert_eq!(counts, json!({ "invited": 3, "opened": 0, "voted": 2 }));
+
+    // The same poll as if its tally predated guests' counts: no figure rather than a wrong one.
+    let invited = invite_poll(&app, &owner).await;
+    let guest = add_named(&app, &owner, &invited, &["Dee"]).await;
+    guest_vote(&app, &invited, &token(&app, &invited, &guest[0], 0), "o1")
+        .await
+        .expect(201);
+    app.settle().await;
+    for poll in [&public, &invited] {
+        app.store()
+            .client()
+            .update_item()
+            .table_name(app.store().table())
+            .key("PK", AttributeValue::S(format!("TALLY#{poll}")))
+            .key("SK", AttributeValue::S("TALLY".into()))
+            .update_expression("REMOVE guests_counted, guest_ballots")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let old = list(&app, &owner, &public, "").await.expect(200).body["counts"].clone();
+    assert_eq!(old["voted"], Value::Null, "{old}");
+    let old = list(&app, &owner, &invited, "").await.expect(200).body["counts"].clone();
+    assert_eq!(old["voted"], 1, "{old}");
+}
+
 tally_tests::on_every_backend!(
     guests_see_results_when_the_poll_allows,
     a_latecomer_does_not_give_anyone_a_second_card,
@@ -966,4 +1016,5 @@ tally_tests::on_every_backend!(
     other_owners_and_other_polls_are_refused,
     guest_routes_keep_their_storage_budget,
     deleting_a_poll_purges_its_guests_cards_and_ballots,
+    a_public_polls_voted_count_is_its_guests_ballots,
 );
