@@ -247,6 +247,13 @@ pub trait TallyStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Added>;
 }
 
+/// Where a page of a poll's jobs stops: the last job's creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobCursor {
+    pub created_ms: i64,
+    pub id: JobId,
+}
+
 /// Whether a job request made a new job or found the one the same request made earlier.
 #[derive(Debug, Clone)]
 pub enum JobCreated {
@@ -275,6 +282,15 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         in_flight: u32,
     ) -> StoreResult<JobCreated>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// A page of the poll's jobs, newest first, after `after`: one query of the poll-jobs
+    /// index (eventually consistent: a job started a moment ago may be missing for that
+    /// moment). The next page's start, when there is one.
+    async fn jobs_of_poll(
+        &self,
+        poll: PollId,
+        limit: u16,
+        after: Option<&JobCursor>,
+    ) -> StoreResult<(Vec<Job>, Option<JobCursor>)>;
     /// Counts chunk `chunk` of the job once, with its done and failed units: `true` when
     /// counted now, `false` when it had been counted before (a redelivery).
     async fn record_chunk(

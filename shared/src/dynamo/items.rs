@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::keys::{Key, owner_index};
+use super::keys::{Key, owner_index, poll_jobs_index};
 use crate::domain::{
     Ballot, Guest, GuestCounts, GuestId, Invite, InviteHash, NewGuest, OptionId, Poll, PollId,
     PollOption, PollStatus, ResultsVisibility, User, UserId, Visibility, Voter,
@@ -293,6 +293,12 @@ pub struct JobItem {
     pub pk: String,
     #[serde(rename = "SK")]
     pub sk: String,
+    /// The poll-jobs index (`keys::poll_jobs_index`); absent on jobs stored before it, which
+    /// the poll's job list does not show.
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1_pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1_sk: Option<String>,
     pub id: crate::domain::JobId,
     pub kind: crate::domain::JobKind,
     pub poll_id: PollId,
@@ -329,9 +335,12 @@ const JOB_RETENTION_SECONDS: i64 = 30 * 86_400;
 impl JobItem {
     pub fn new(job: &crate::domain::Job) -> Self {
         let key = Key::Job(job.id);
+        let (gsi1_pk, gsi1_sk) = poll_jobs_index(job.poll_id, unix_ms(job.created_at), job.id);
         Self {
             pk: key.pk(),
             sk: key.sk().into(),
+            gsi1_pk: Some(gsi1_pk),
+            gsi1_sk: Some(gsi1_sk),
             id: job.id,
             kind: job.kind,
             poll_id: job.poll_id,

@@ -194,6 +194,29 @@ pub fn owner_index(owner: UserId, created_ms: i64, poll: PollId) -> (String, Str
     (format!("OWNER#{owner}"), format!("{created_ms:015}#{poll}"))
 }
 
+/// A job's place on the poll-jobs index (`GSI1`, shared with the owner index under a
+/// partition prefix of its own): its poll's jobs, by creation time.
+pub fn poll_jobs_index(poll: PollId, created_ms: i64, job: JobId) -> (String, String) {
+    (
+        format!("POLLJOBS#{poll}"),
+        format!("{created_ms:015}#{job}"),
+    )
+}
+
+/// Where a query of a poll's jobs resumes: the last job of the previous page, as
+/// `ExclusiveStartKey` wants it.
+pub fn poll_jobs_index_start(
+    poll: PollId,
+    created_ms: i64,
+    job: JobId,
+) -> HashMap<String, AttributeValue> {
+    let (gsi_pk, gsi_sk) = poll_jobs_index(poll, created_ms, job);
+    let mut key = Key::Job(job).item_key();
+    key.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
+    key.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
+    key
+}
+
 /// Where a query of the owner index resumes: the full key (index and table) of the last poll
 /// of the previous page, as `ExclusiveStartKey` wants it.
 pub fn owner_index_start(

@@ -480,6 +480,13 @@ async fn drive_every_route(app: &TestApp) {
             .await
             .expect(302);
     }
+    ok(
+        app.get(&format!("/v1/polls/{poll}/jobs"))
+            .bearer(&token)
+            .send()
+            .await,
+        "a poll's jobs",
+    );
     let cards = super::jobs::cards_of(&app.download(&token, &ids[0]).await);
     let invite = super::jobs::token_of(&cards[0].1, &app.config.public_base_url);
     ok(
