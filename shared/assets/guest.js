@@ -24,12 +24,19 @@
 
   // The results, when the poll shows them to guests (always, or once closed): appended to
   // `into` below what is there. A poll that keeps them until the close answers 403: nothing.
-  async function results(poll, into) {
+  // With the guest's `ballot`, they wait (up to about 5 s) until counting has reached it, so
+  // that the guest's own vote is in them: ballots are counted a moment after they are taken.
+  async function results(poll, into, ballot) {
     let r;
-    try {
-      r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
-    } catch (e) {
-      return;
+    for (let tries = 0; ; tries++) {
+      try {
+        r = await api("GET", `/v1/polls/${encodeURIComponent(poll.id)}/results`, { invite: token });
+      } catch (e) {
+        return;
+      }
+      const counted = r.counted_through && Date.parse(r.counted_through) >= Date.parse(ballot && ballot.voted_at);
+      if (!ballot || counted || tries >= 20) break;
+      await new Promise((done) => setTimeout(done, 250));
     }
     const list = h("ul", { class: "results", "aria-label": "Results" },
       r.options.map((o) => h("li", null, h("span", null, o.text), " ", h("strong", null, String(o.votes)))));
@@ -49,7 +56,7 @@
       h("p", { class: "muted" }, poll.question),
       ballot ? h("p", null, justNow ? "You chose " : "The choice was ", h("span", { class: "pick" }, texts(poll, ballot.choices))) : null,
       h("p", { class: "muted small" }, "Each guest counts once, so this invite cannot vote again.")));
-    results(poll, view);
+    results(poll, view, ballot);
   }
 
   async function vote(invite, choices) {
