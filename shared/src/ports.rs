@@ -245,7 +245,22 @@ pub trait TallyStore: Send + Sync + std::fmt::Debug {
         delta: &TallyDelta,
         prune: &[String],
     ) -> StoreResult<Added>;
+    /// Records who cast a batch's ballots in the poll (its voters other than guests, whom the
+    /// guest list finds), so that the poll's deletion can find their ballots, which are keyed
+    /// by voter. Keyed by the shard and the batch's first record: a redelivered batch writes
+    /// the same record again. One `PutItem` per [`VOTERS_PER_RECORD`] voters.
+    async fn record_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()>;
 }
+
+/// Voters per record of [`TallyStore::record_voters`]: about 40 KB, a tenth of an item's
+/// limit.
+pub const VOTERS_PER_RECORD: usize = 1_000;
 
 /// Where a page of a poll's jobs stops: the last job's creation time and id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -440,6 +455,16 @@ pub enum Doomed {
     Guest(PollId, GuestId),
     /// The list's counts.
     GuestList(PollId),
+    /// A record of a batch's voters ([`VoterRecord::id`]).
+    VoterRecord(PollId, String),
+}
+
+/// One record of [`TallyStore::record_voters`], as the purge reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterRecord {
+    /// Which record (opaque): what [`Doomed::VoterRecord`] removes.
+    pub id: String,
+    pub voters: Vec<Voter>,
 }
 
 /// What the render worker removes once a poll is deleted: its guests, their cards and their
@@ -450,6 +475,8 @@ pub enum Doomed {
 pub trait PurgeStore: Send + Sync + std::fmt::Debug {
     /// The first `limit` guests still on the poll's list: one query.
     async fn guests_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<Guest>>;
+    /// The first `limit` records of the poll's other voters still there: one query.
+    async fn voter_records_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<VoterRecord>>;
     /// Deletes the items, or puts their tombstones (those already gone or buried are no
     /// error): one `BatchWriteItem` per
     /// [`PURGE_PER_WRITE`] items, and one more for each batch DynamoDB left partly
@@ -559,6 +586,14 @@ pub struct PurgeMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+/// How long the polls function has SQS hold a purge message on AWS before the render worker
+/// gets it. A ballot may still be taken for up to a second after the deletion (a votes
+/// instance's cached poll), and a ballot's voter is recorded (for the purge to find) when the
+/// count function counts it, about a second later: a minute covers both with room, so the
+/// purge finds what the poll's last moments wrote. The dev server and the tests deliver at
+/// once, after settling what they counted.
+pub const PURGE_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The render queue (SQS).
 #[async_trait]

@@ -47,6 +47,8 @@ pub fn batches(bodies: Vec<String>) -> StoreResult<Vec<Vec<String>>> {
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// How long SQS holds a purge message before delivering it (`DelaySeconds`).
+    purge_delay: std::time::Duration,
 }
 
 impl SqsQueue {
@@ -54,7 +56,15 @@ impl SqsQueue {
         Self {
             client,
             url: url.into(),
+            purge_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Purge messages delivered `delay` after they are sent (at most SQS's 15 minutes): see
+    /// [`crate::ports::PURGE_DELAY`].
+    pub fn with_purge_delay(mut self, delay: std::time::Duration) -> Self {
+        self.purge_delay = delay.min(std::time::Duration::from_secs(900));
+        self
     }
 }
 
@@ -103,6 +113,7 @@ impl RenderQueue for SqsQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .delay_seconds(i32::try_from(self.purge_delay.as_secs()).unwrap_or(900))
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(&e).to_string()))?;

@@ -497,6 +497,17 @@ impl InviteItem {
     }
 }
 
+/// A record of one counted batch's voters in a poll, other than its guests (`Key::Voters`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VotersItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    /// The voters' text forms (`u:<user>`, `i:<hash>`), as in their ballots' keys.
+    pub voters: Vec<String>,
+}
+
 /// A guest of a poll's list.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GuestItem {

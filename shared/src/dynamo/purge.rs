@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
-use super::items::InviteItem;
+use super::items::{InviteItem, VotersItem};
 use super::keys::{Key, PK, prefix_of};
-use super::ops::{internal, to_item};
+use super::ops::{from_item, internal, to_item};
 use super::{DynamoStore, Touch};
-use crate::domain::{Guest, PollId};
-use crate::ports::{Doomed, PURGE_PER_WRITE, PurgeStore, StoreError, StoreResult};
+use crate::domain::{Guest, PollId, Voter};
+use crate::ports::{Doomed, PURGE_PER_WRITE, PurgeStore, StoreError, StoreResult, VoterRecord};
 
 /// How many times a batch's unprocessed deletes are sent again before the purge gives up (and
 /// its message is delivered again later): DynamoDB leaves deletes unprocessed only when it
@@ -29,6 +29,39 @@ impl PurgeStore for DynamoStore {
             .query_guests(poll, None, Some(i32::from(limit)))
             .await?;
         Ok(guests)
+    }
+
+    async fn voter_records_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<VoterRecord>> {
+        let pk = Key::Voters(poll, String::new()).pk();
+        // A query names its partition key in a value, not in a key map: recorded by hand.
+        let touches = vec![Touch::new("Query", "Query", prefix_of(&pk), None)];
+        let query = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .consistent_read(true)
+            .limit(i32::from(limit));
+        let out = self.send(touches, query.send()).await?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let id = match Key::of_item(&item) {
+                    Some(Key::Voters(_, id)) => id,
+                    _ => return Err(internal("a voter record with another key")),
+                };
+                let record: VotersItem = from_item(item)?;
+                let voters = record
+                    .voters
+                    .iter()
+                    .map(|v| Voter::parse(v).ok_or_else(|| internal("a voter record's voter")))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(VoterRecord { id, voters })
+            })
+            .collect()
     }
 
     async fn remove(&self, items: &[Doomed]) -> StoreResult<()> {
@@ -90,6 +123,7 @@ fn request_of(doomed: &Doomed) -> StoreResult<WriteRequest> {
         }
         Doomed::Guest(poll, guest) => Key::Guest(*poll, guest.clone()),
         Doomed::GuestList(poll) => Key::GuestList(*poll),
+        Doomed::VoterRecord(poll, id) => Key::Voters(*poll, id.clone()),
     };
     let delete = DeleteRequest::builder()
         .set_key(Some(key.item_key()))

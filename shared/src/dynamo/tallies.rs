@@ -14,11 +14,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::{BallotItem, from_unix_ms, tally, unix_ms};
+use super::items::{BallotItem, VotersItem, from_unix_ms, tally, unix_ms};
 use super::keys::{self, Key};
-use super::ops::{Item, internal, num};
-use crate::domain::{OptionId, PollId, Tally};
-use crate::ports::{Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore};
+use super::ops::{Item, internal, num, to_item};
+use crate::domain::{OptionId, PollId, Tally, Voter};
+use crate::ports::{
+    Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore, VOTERS_PER_RECORD,
+};
 
 /// How long a checkpoint guards anything. The event source mapping delivers no record older
 /// than its `MaximumRecordAgeInSeconds` (one hour, `template.yaml`), and a checkpoint written
@@ -104,6 +106,45 @@ impl TallyStore for DynamoStore {
             }
         }
     }
+
+    async fn record_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()> {
+        self.put_voters(poll, shard, first, voters).await
+    }
+}
+
+impl DynamoStore {
+    /// [`TallyStore::record_voters`]: plain puts, since a redelivery writes the same items.
+    pub(super) async fn put_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()> {
+        for (n, chunk) in voters.chunks(VOTERS_PER_RECORD).enumerate() {
+            let key = Key::Voters(poll, format!("{shard}#{}#{n}", first.as_str()));
+            let item = VotersItem {
+                pk: key.pk(),
+                sk: key.sk().into_owned(),
+                voters: chunk.iter().map(ToString::to_string).collect(),
+            };
+            // No condition: a redelivered batch puts the same record again.
+            if self
+                .put_unless_taken(self.put_item(to_item(&item)?))
+                .await?
+                .is_err()
+            {
+                return Err(internal("an unconditional put was refused"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The tally item as the domain sees it (an absent item is an empty tally).
@@ -177,8 +218,14 @@ pub struct StreamBallot {
     pub choices: Vec<OptionId>,
     pub voted_at: OffsetDateTime,
     pub sequence: SequenceNumber,
-    /// Cast by a guest of the poll's list (voter `g:<guest>`), for the list's `voted` count.
-    pub by_guest: bool,
+    pub voter: Voter,
+}
+
+impl StreamBallot {
+    /// Cast by a guest of the poll's list, for the list's `voted` count.
+    pub fn by_guest(&self) -> bool {
+        matches!(self.voter, Voter::Guest(_))
+    }
 }
 
 /// The new ballot a stream record inserted; `None` for any other record (another item, a
@@ -212,8 +259,8 @@ pub fn stream_ballot(record: &EventRecord) -> StoreResult<Option<StreamBallot>> 
         choices: item.choices,
         voted_at: item.voted_at,
         sequence,
-        // A guest's ballot is keyed by the guest (`Voter::Guest`'s text form).
-        by_guest: voter.starts_with("g:"),
+        voter: Voter::parse(&voter)
+            .ok_or_else(|| internal("a ballot record whose key names no voter"))?,
     }))
 }
 

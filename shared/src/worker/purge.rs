@@ -11,6 +11,9 @@ use crate::ports::{Doomed, PurgeMessage};
 /// `generation + 1` cards, usually one) and the guests themselves in `BatchWriteItem`s of 25.
 const GUESTS_PER_PAGE: u16 = 100;
 
+/// Records of other voters read per page: each names up to a batch's voters (1,000).
+const RECORDS_PER_PAGE: u16 = 4;
+
 /// How long a deleted poll's card keeps answering 410 `poll-deleted` (from a tombstone that
 /// holds nothing of its guest) before the table's TTL removes it and it answers 404 like any
 /// unknown card: long enough for the guests holding printed cards to learn what happened.
@@ -65,7 +68,31 @@ impl Worker {
             guests_removed += page.len();
         }
         self.store.remove(&[Doomed::GuestList(poll)]).await?;
-        tracing::info!(poll_id = %poll, guests_removed, "deleted poll's guests purged");
+        // The other voters' ballots, found from the count function's records of them; each
+        // record goes once its ballots have.
+        let mut ballots_removed = 0_usize;
+        loop {
+            let records = self
+                .store
+                .voter_records_left(poll, RECORDS_PER_PAGE)
+                .await?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                let ballots: Vec<Doomed> = record
+                    .voters
+                    .iter()
+                    .map(|v| Doomed::Ballot(poll, v.clone()))
+                    .collect();
+                self.store.remove(&ballots).await?;
+                self.store
+                    .remove(&[Doomed::VoterRecord(poll, record.id)])
+                    .await?;
+                ballots_removed += ballots.len();
+            }
+        }
+        tracing::info!(poll_id = %poll, guests_removed, ballots_removed, "deleted poll's guests and ballots purged");
         Ok(Purged::Done)
     }
 }

@@ -1005,6 +1005,79 @@ async fn a_public_polls_voted_count_is_its_guests_ballots(app: TestApp) {
     assert_eq!(old["voted"], 1, "{old}");
 }
 
+/// Deleting a public poll also removes its signed-in voters' ballots, found from the count
+/// function's records of who voted; another poll's ballots and records stay.
+async fn deleting_a_public_poll_removes_its_users_ballots(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let doomed = app.lunch_poll(&owner).await;
+    let kept = app.lunch_poll(&owner).await;
+    let guest = add_named(&app, &owner, &doomed, &["Public Ann"]).await;
+    for _ in 0..3 {
+        app.vote(&app.mint_token(), &doomed, &["o1"])
+            .await
+            .expect(201);
+    }
+    app.vote(&app.mint_token(), &kept, &["o2"])
+        .await
+        .expect(201);
+    guest_vote(&app, &doomed, &token(&app, &doomed, &guest[0], 0), "o2")
+        .await
+        .expect(201);
+    // Who voted is recorded as the ballots are counted.
+    app.settle().await;
+    let of = |poll: &str, items: &[HashMap<String, AttributeValue>]| -> Vec<String> {
+        let mut keys: Vec<String> = items
+            .iter()
+            .filter_map(|i| match i.get("PK") {
+                Some(AttributeValue::S(pk))
+                    if pk.starts_with(&format!("BALLOT#{poll}#"))
+                        || *pk == format!("VOTERS#{poll}") =>
+                {
+                    Some(pk.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    let before = app.all_items().await;
+    let doomed_before = of(&doomed, &before);
+    assert_eq!(
+        doomed_before
+            .iter()
+            .filter(|k| k.starts_with("BALLOT#"))
+            .count(),
+        4,
+        "{doomed_before:?}"
+    );
+    assert!(
+        doomed_before.iter().any(|k| k.starts_with("VOTERS#")),
+        "{doomed_before:?}"
+    );
+    let kept_before = of(&kept, &before);
+    assert_eq!(kept_before.len(), 2, "{kept_before:?}");
+
+    app.delete(&format!("/v1/polls/{doomed}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(204);
+    let started = std::time::Instant::now();
+    let left = loop {
+        let left = of(&doomed, &app.all_items().await);
+        if left.is_empty() || started.elapsed() > std::time::Duration::from_secs(60) {
+            break left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(of(&kept, &app.all_items().await), kept_before);
+    let again = app.stack.worker.handle(purge_delivery(&doomed, 3)).await;
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(of(&kept, &app.all_items().await), kept_before);
+}
+
 tally_tests::on_every_backend!(
     guests_see_results_when_the_poll_allows,
     a_latecomer_does_not_give_anyone_a_second_card,
@@ -1017,4 +1090,5 @@ tally_tests::on_every_backend!(
     guest_routes_keep_their_storage_budget,
     deleting_a_poll_purges_its_guests_cards_and_ballots,
     a_public_polls_voted_count_is_its_guests_ballots,
+    deleting_a_public_poll_removes_its_users_ballots,
 );
