@@ -31,11 +31,12 @@ pub(super) enum Purged {
 }
 
 impl Worker {
-    /// Removes the deleted poll's guests page by page. Each page's cards and ballots go before
-    /// the guests (the guest item is what leads to them), and the list's counts last, so a purge
-    /// cut short anywhere leaves what is needed to finish it, and a redelivered message
-    /// continues from what is left. Every delete is of a fixed key: repeating one deletes
-    /// nothing more.
+    /// Removes the deleted poll's guests page by page, then its other voters' ballots. Each
+    /// page's cards (buried) and ballots go before the guests (the guest item is what leads to
+    /// them), the list's counts after the guests, and each voters' record after its ballots,
+    /// so a purge cut short anywhere leaves what is needed to finish it, and a redelivered
+    /// message continues from what is left. Every write is to a fixed key: repeating one
+    /// removes nothing more.
     pub(super) async fn purge(&self, message: &PurgeMessage) -> Result<Purged, WorkError> {
         let poll = message.purge;
         if self.store.poll(poll).await?.is_some() {
