@@ -111,6 +111,7 @@ impl Functions {
             ),
             polls: PollsState {
                 polls: Arc::new(polls.clone()),
+                queue: queue.clone(),
                 gate: gate.clone(),
             },
             votes: VotesState::with_polls(

@@ -61,7 +61,7 @@ async fn run() -> Result<(), String> {
     }
     if let Some(url) = &stack.sqs_url {
         eprintln!(
-            "tally-dev: render queue at {url} (TALLY_RENDER_QUEUE_URL for the jobs function)"
+            "tally-dev: render queue at {url} (TALLY_RENDER_QUEUE_URL for the jobs and polls functions)"
         );
     }
     if let Some(dynamo) = &stack.dynamo {

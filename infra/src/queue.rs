@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde_json::{Value, json};
-use tally::ports::{DeadLetters, RenderMessage, RenderQueue, StoreError, StoreResult};
+use tally::ports::{
+    DeadLetters, PurgeMessage, RenderMessage, RenderQueue, StoreError, StoreResult,
+};
 use tally::worker::Worker;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -269,8 +271,21 @@ impl RenderQueue for LocalQueue {
             .map(|message| serde_json::to_string(message).map(Envelope::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        // As with SendMessageBatch, the call returns once the messages are stored: here, once
-        // every file is written and synced, so a crash right after the answer loses none.
+        self.store_and_enqueue(envelopes).await
+    }
+
+    async fn purge(&self, message: &PurgeMessage) -> StoreResult<()> {
+        let body =
+            serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.store_and_enqueue(vec![Envelope::new(body)]).await
+    }
+}
+
+impl LocalQueue {
+    /// As with `SendMessage` and `SendMessageBatch`, returns once the messages are stored:
+    /// here, once every file is written and synced, so a crash right after the answer loses
+    /// none.
+    async fn store_and_enqueue(&self, envelopes: Vec<Envelope>) -> StoreResult<()> {
         if let Some(spool) = &self.spool {
             let (spool, saved) = (spool.clone(), envelopes.clone());
             tokio::task::spawn_blocking(move || spool.write_all(&saved))

@@ -185,6 +185,7 @@
         error),
       resultsCard(poll),
       guestsCard(poll),
+      filesCard(poll),
       poll.status === "open" ? inviteForm(poll) : null);
   }
 
@@ -261,6 +262,44 @@
       h("label", { for: "guest-search" }, "Search"), search,
       h("table", { class: "guests" }, h("thead", null, h("tr", null, h("th", null, "Name"), h("th", null, "Email or ref"), h("th", null, "Status"), h("th", null, ""))), body),
       more, error);
+  }
+
+  // The poll's jobs, newest first, each with its download while its file lasts; refreshed
+  // while one is still running.
+  function filesCard(poll) {
+    const list = h("ul", { class: "files" });
+    const error = h("p", { class: "error", role: "alert" });
+    const section = card(h("h2", null, "Files"), list, error);
+    section.hidden = true;
+    every(5000, async () => {
+      let jobs;
+      try { jobs = (await api("GET", `/v1/polls/${poll.id}/jobs?limit=10`)).items; } catch (e) { error.textContent = problemText(e); return e.status === 0 || e.status >= 500; }
+      section.hidden = !jobs.length;
+      list.replaceChildren(...jobs.map((j) => {
+        const [name, unit] = KINDS[j.kind] || KINDS.invites;
+        return h("li", { "data-job": j.id }, h("a", { href: "#/jobs/" + j.id }, name), ` (${j.total} ${j.total === 1 ? unit.slice(0, -1) : unit}), ${when(j.created_at)}: `,
+          j.download_url ? h("button", { type: "button", class: "link", onclick: (ev) => fetchFile(j.id, ev.target, error) }, "Download")
+            : j.status === "done" ? "expired" : j.status);
+      }));
+      return jobs.some((j) => j.status === "queued" || j.status === "running");
+    });
+    return section;
+  }
+
+  // A job's file lives on the file store's origin: a presigned link, opened by navigation (a
+  // download), since a fetch across origins would need CORS.
+  async function fetchFile(id, button, error) {
+    button.disabled = true;
+    error.textContent = "";
+    try {
+      const link = await api("GET", `/v1/jobs/${id}/download`, { headers: { accept: "application/json" } });
+      location.assign(link.url);
+    } catch (e) {
+      error.textContent = e.status === 410
+        ? "This file has expired: files are kept for 24 hours. Start the job again for a new one."
+        : problemText(e);
+    }
+    button.disabled = false;
   }
 
   function resultsCard(poll) {
@@ -411,21 +450,6 @@
     show(view, card(title, state, bar, h("p", { class: "figures" }, count, percent), left, actions, error, back));
     const samples = [];
 
-    async function download(ev) {
-      ev.target.disabled = true;
-      error.textContent = "";
-      try {
-        // The file lives on the file store's origin: a presigned link, opened by navigation
-        // (a download), since a fetch across origins would need CORS.
-        const link = await api("GET", `/v1/jobs/${id}/download`, { headers: { accept: "application/json" } });
-        location.assign(link.url);
-      } catch (e) {
-        error.textContent = e.status === 410
-          ? "This file has expired: files are kept for 24 hours. Start the job again for a new one."
-          : problemText(e);
-      }
-      ev.target.disabled = false;
-    }
 
     // Time left, from the last 15 s of progress in this stage (stages differ in pace).
     let sampled;
@@ -469,7 +493,7 @@
       if (job.failed) left.textContent += ` ${job.failed} failed.`;
       bar.classList.toggle("done", job.status === "done");
       if (job.status === "done" && job.download_url && !actions.children.length) {
-        actions.append(h("button", { type: "button", id: "download", onclick: download }, label));
+        actions.append(h("button", { type: "button", id: "download", onclick: (ev) => fetchFile(id, ev.target, error) }, label));
       }
       if (!back.children.length) {
         back.append(h("a", { href: "#/polls/" + job.poll_id }, "Back to the poll and its results"));

@@ -45,7 +45,7 @@
       h("p", { class: "muted" }, poll.question),
       ballot ? h("p", null, justNow ? "You chose " : "The choice was ", h("span", { class: "pick" }, texts(poll, ballot.choices))) : null,
       h("p", { class: "muted small" }, "Each guest counts once, so this invite cannot vote again.")));
-    results(poll, view);
+    results(poll, view, ballot);
   }
 
   async function vote(invite, choices) {

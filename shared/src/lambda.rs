@@ -101,7 +101,8 @@ impl Aws<'_> {
         s3_blobs(&self.sdk, &self.env.config)
     }
 
-    /// The render queue the jobs function sends to.
+    /// The render queue the jobs function (render work) and the polls function (a deleted
+    /// poll's purge) send to.
     pub fn render_queue(&self) -> Result<SqsQueue, Error> {
         let url = self
             .env

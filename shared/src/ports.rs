@@ -213,6 +213,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TallyDelta {
     pub ballots: u64,
+    /// Of them, ballots of guests of the poll's list.
+    pub guest_ballots: u64,
     pub per_option: std::collections::BTreeMap<crate::domain::OptionId, u64>,
 }
 
@@ -245,6 +247,28 @@ pub trait TallyStore: Send + Sync + std::fmt::Debug {
         delta: &TallyDelta,
         prune: &[String],
     ) -> StoreResult<Added>;
+    /// Records who cast a batch's ballots in the poll (its voters other than guests, whom the
+    /// guest list finds), so that the poll's deletion can find their ballots, which are keyed
+    /// by voter. Keyed by the shard and the batch's first record: a redelivered batch writes
+    /// the same record again. One `PutItem` per [`VOTERS_PER_RECORD`] voters.
+    async fn record_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()>;
+}
+
+/// Voters per record of [`TallyStore::record_voters`]: about 40 KB, a tenth of an item's
+/// limit.
+pub const VOTERS_PER_RECORD: usize = 1_000;
+
+/// Where a page of a poll's jobs stops: the last job's creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobCursor {
+    pub created_ms: i64,
+    pub id: JobId,
 }
 
 /// Where the count function publishes a poll's new results for live watchers
@@ -284,6 +308,15 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         in_flight: u32,
     ) -> StoreResult<JobCreated>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// A page of the poll's jobs, newest first, after `after`: one query of the poll-jobs
+    /// index (eventually consistent: a job started a moment ago may be missing for that
+    /// moment). The next page's start, when there is one.
+    async fn jobs_of_poll(
+        &self,
+        poll: PollId,
+        limit: u16,
+        after: Option<&JobCursor>,
+    ) -> StoreResult<(Vec<Job>, Option<JobCursor>)>;
     /// Counts chunk `chunk` of the job once, with its done and failed units: `true` when
     /// counted now, `false` when it had been counted before (a redelivery).
     async fn record_chunk(
@@ -416,6 +449,55 @@ pub trait GuestStore: Send + Sync + std::fmt::Debug {
     async fn mark_cards(&self, poll: PollId, at: OffsetDateTime) -> StoreResult<()>;
 }
 
+/// An item of a deleted poll that [`PurgeStore::remove`] removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doomed {
+    /// A voter's ballot in the poll.
+    Ballot(PollId, Voter),
+    /// A card, by its token's hash: replaced by a tombstone that names only its poll, so that
+    /// a printed card keeps answering 410 `poll-deleted` (not 404, as a mistyped one) until
+    /// the table's TTL removes it at `until`.
+    Invite {
+        hash: InviteHash,
+        poll: PollId,
+        until: OffsetDateTime,
+    },
+    /// A guest of the poll's list (name, email, reference).
+    Guest(PollId, GuestId),
+    /// The list's counts.
+    GuestList(PollId),
+    /// A record of a batch's voters ([`VoterRecord::id`]).
+    VoterRecord(PollId, String),
+}
+
+/// One record of [`TallyStore::record_voters`], as the purge reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterRecord {
+    /// Which record (opaque): what [`Doomed::VoterRecord`] removes.
+    pub id: String,
+    pub voters: Vec<Voter>,
+}
+
+/// What the render worker removes once a poll is deleted: its guests, their cards and their
+/// ballots. The worker finds them from the guest list, page by page, and removes each page's
+/// cards and ballots before the guests that lead to them, so a purge cut short anywhere is
+/// finished by the message's redelivery.
+#[async_trait]
+pub trait PurgeStore: Send + Sync + std::fmt::Debug {
+    /// The first `limit` guests still on the poll's list: one query.
+    async fn guests_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<Guest>>;
+    /// The first `limit` records of the poll's other voters still there: one query.
+    async fn voter_records_left(&self, poll: PollId, limit: u16) -> StoreResult<Vec<VoterRecord>>;
+    /// Deletes the items, or puts their tombstones (those already gone or buried are no
+    /// error): one `BatchWriteItem` per
+    /// [`PURGE_PER_WRITE`] items, and one more for each batch DynamoDB left partly
+    /// unprocessed (throttling).
+    async fn remove(&self, items: &[Doomed]) -> StoreResult<()>;
+}
+
+/// Deletes per `BatchWriteItem` (DynamoDB's limit).
+pub const PURGE_PER_WRITE: usize = 25;
+
 /// Guests written per transaction: each is two items (the guest and its invite) and the
 /// list's counter is one more, under DynamoDB's 100 items a transaction.
 pub const GUESTS_PER_WRITE: usize = 49;
@@ -503,11 +585,34 @@ pub struct RenderMessage {
     pub request_id: Option<String>,
 }
 
+/// The removal of a deleted poll's guests, cards and guests' ballots: one message per poll on
+/// the render queue, which the render worker tells from a chunk by its `purge` field. The
+/// worker reads the poll first and acts only once it is gone, so a message sent for a
+/// deletion that then failed removes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeMessage {
+    /// The deleted poll.
+    pub purge: PollId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// How long the polls function has SQS hold a purge message on AWS before the render worker
+/// gets it. A ballot may still be taken for up to a second after the deletion (a votes
+/// instance's cached poll), and a ballot's voter is recorded (for the purge to find) when the
+/// count function counts it, about a second later: a minute covers both with room, so the
+/// purge finds what the poll's last moments wrote. The dev server and the tests deliver at
+/// once, after settling what they counted.
+pub const PURGE_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The render queue (SQS).
 #[async_trait]
 pub trait RenderQueue: Send + Sync + std::fmt::Debug {
     /// Enqueues the messages (ten per `SendMessageBatch`); fails if any was not accepted.
     async fn send(&self, messages: &[RenderMessage]) -> StoreResult<()>;
+    /// Enqueues the removal of a deleted poll's personal data (one `SendMessage`).
+    async fn purge(&self, message: &PurgeMessage) -> StoreResult<()>;
 }
 
 /// Where the render worker puts a message it can never process (its body is not a render

@@ -5,7 +5,9 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::ports::{DeadLetters, RenderMessage, RenderQueue, StoreError, StoreResult};
+use crate::ports::{
+    DeadLetters, PurgeMessage, RenderMessage, RenderQueue, StoreError, StoreResult,
+};
 
 /// `SendMessageBatch` takes at most ten messages.
 const BATCH: usize = 10;
@@ -45,6 +47,8 @@ pub fn batches(bodies: Vec<String>) -> StoreResult<Vec<Vec<String>>> {
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// How long SQS holds a purge message before delivering it (`DelaySeconds`).
+    purge_delay: std::time::Duration,
 }
 
 impl SqsQueue {
@@ -52,7 +56,15 @@ impl SqsQueue {
         Self {
             client,
             url: url.into(),
+            purge_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Purge messages delivered `delay` after they are sent (at most SQS's 15 minutes): see
+    /// [`crate::ports::PURGE_DELAY`].
+    pub fn with_purge_delay(mut self, delay: std::time::Duration) -> Self {
+        self.purge_delay = delay.min(std::time::Duration::from_secs(900));
+        self
     }
 }
 
@@ -91,6 +103,20 @@ impl RenderQueue for SqsQueue {
                 )));
             }
         }
+        Ok(())
+    }
+
+    async fn purge(&self, message: &PurgeMessage) -> StoreResult<()> {
+        let body =
+            serde_json::to_string(message).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(i32::try_from(self.purge_delay.as_secs()).unwrap_or(900))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 }

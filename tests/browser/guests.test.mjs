@@ -1,10 +1,13 @@
 // The guest list on the organiser's poll page: turnout that follows the votes without a
-// reload, search, revoke (the card then says it was withdrawn) and reissue; and the guest's
-// page showing the results after their vote.
+// reload, search, revoke (the card then says it was withdrawn) and reissue; the guest's
+// page showing the results after their vote; and the poll's past card jobs with their
+// downloads.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
+import AdmZip from "adm-zip";
 import {
-  BASE, DESKTOP, PASSWORD, PHONE, api, browser, createPoll, inviteGuests, screenshot, uniqueEmail,
+  BASE, DESKTOP, PASSWORD, PHONE, api, browser, createPoll, inviteGuests, screenshot, uniqueEmail, waitForJob,
 } from "./lib.mjs";
 
 const QUESTION = "Which band for the village fête?";
@@ -100,4 +103,48 @@ test("a guest sees the results after voting when the poll shows them", async () 
   } finally {
     await phone.close();
   }
+});
+
+test("the poll page lists its past card jobs, newest first, with their downloads", async () => {
+  // A second job: Ann's card alone, after the list's first job (before()).
+  const guests = await api("GET", `/v1/polls/${poll.id}/guests`, { token });
+  const ann = guests.body.guests.find((g) => g.name === "Ann Lee");
+  const again = await api("POST", `/v1/polls/${poll.id}/cards`, { token, body: { guests: [ann.id] } });
+  assert.equal(again.status, 202, JSON.stringify(again.body));
+  await waitForJob(token, again.body.id);
+  const jobs = await api("GET", `/v1/polls/${poll.id}/jobs`, { token });
+  assert.equal(jobs.status, 200, JSON.stringify(jobs.body));
+  assert.equal(jobs.body.items.length, 2);
+  assert.equal(jobs.body.items[0].id, again.body.id, "newest first");
+
+  // The poll page is open from the first test, with the list as it was then: back to the
+  // polls and in again draws it afresh.
+  const { page } = desktop;
+  await page.goto(`${BASE}/#/`);
+  await page.getByRole("heading", { level: 1, name: "My polls" }).waitFor();
+  await page.goto(`${BASE}/#/polls/${poll.id}`);
+  await page.getByRole("heading", { level: 2, name: "Files", exact: true }).waitFor();
+  const rows = page.locator("ul.files li");
+  await rows.nth(1).waitFor();
+  assert.equal(await rows.count(), 2);
+  assert.deepEqual(await rows.evaluateAll((lis) => lis.map((li) => li.dataset.job)), jobs.body.items.map((j) => j.id));
+  assert.match(await rows.nth(0).innerText(), /^Invite cards \(1 card\), .+: Download$/);
+  assert.match(await rows.nth(1).innerText(), /^Invite cards \(3 cards\), .+: Download$/);
+  await screenshot(page, "organiser-files-desktop.png");
+
+  // The older job's ZIP, downloaded from the list: the file store is another origin.
+  const link = await api("GET", `/v1/jobs/${jobs.body.items[1].id}/download`, { token });
+  desktop.allow(new URL(link.body.url).origin);
+  const [file] = await Promise.all([
+    page.waitForEvent("download"),
+    rows.nth(1).getByRole("button", { name: "Download" }).click(),
+  ]);
+  const names = new AdmZip(readFileSync(await file.path())).getEntries()
+    .map((e) => e.entryName).filter((n) => n.endsWith(".png")).sort();
+  assert.deepEqual(names, NAMES.map((n) => `${n}.png`));
+
+  // Each job links to its own page.
+  await rows.nth(0).getByRole("link", { name: "Invite cards" }).click();
+  await page.getByText("Done: 1 cards ready.").waitFor();
+  assert.deepEqual(desktop.problems, []);
 });

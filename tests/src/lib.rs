@@ -506,6 +506,31 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("results did not settle: {e}"));
     }
 
+    /// Every item of the table (a paginated scan), in no particular order.
+    pub async fn all_items(
+        &self,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .store()
+                .client()
+                .scan()
+                .table_name(self.store().table())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("scan: {e:?}"));
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+
     /// The results once every ballot accepted before the call is counted ([`Self::settle`]).
     pub async fn settled_results(&self, token: &str, poll: &str) -> Reply {
         self.settle().await;

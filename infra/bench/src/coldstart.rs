@@ -286,7 +286,8 @@ fn environment(lambda: Lambda, endpoint: &str, keys: &KeyMaterial) -> Vec<(Strin
                 .unwrap_or_default(),
         ));
     }
-    if lambda.binary == "jobs" {
+    // Jobs sends render work there and polls a deleted poll's purge.
+    if lambda.binary == "jobs" || lambda.binary == "polls" {
         env.push((
             "TALLY_RENDER_QUEUE_URL",
             "http://127.0.0.1:9/000000000000/tally-render".into(),

@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::clock::SharedClock;
-use crate::domain::PollId;
+use crate::domain::{PollId, Voter};
 use crate::dynamo::{StreamBallot, stream_ballot};
 use crate::live::LiveResults;
 use crate::ports::{
@@ -132,6 +132,20 @@ impl Counter {
         now: OffsetDateTime,
     ) -> Result<Counted, CountError> {
         let mut counted = Counted::default();
+        // Who voted, other than guests, before the counts: if the update then fails, the
+        // batch comes again and writes the same record.
+        let voters: Vec<Voter> = ballots
+            .iter()
+            .filter(|b| !b.by_guest())
+            .map(|b| b.voter.clone())
+            .collect();
+        if let Some(first) = ballots.first()
+            && !voters.is_empty()
+        {
+            self.store
+                .record_voters(poll, shard, &first.sequence, &voters)
+                .await?;
+        }
         let mut rest = ballots.as_slice();
         // Each refusal names a checkpoint at or past the first remaining record, so every
         // round drops at least one record and the loop ends.
@@ -215,6 +229,7 @@ pub fn sum(
     let mut newest_vote = OffsetDateTime::UNIX_EPOCH;
     for ballot in ballots {
         delta.ballots += 1;
+        delta.guest_ballots += u64::from(ballot.by_guest());
         for choice in &ballot.choices {
             *delta.per_option.entry(choice.clone()).or_insert(0) += 1;
         }
@@ -239,6 +254,7 @@ mod tests {
             choices: vec![OptionId::for_index(choice)],
             voted_at: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seq.len() as i64),
             sequence: SequenceNumber::parse(seq).unwrap_or_else(|| panic!("{seq}")),
+            voter: Voter::User(crate::domain::UserId::new()),
         }
     }
 

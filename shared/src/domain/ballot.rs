@@ -29,6 +29,19 @@ impl fmt::Display for Voter {
     }
 }
 
+impl Voter {
+    /// Reads back the text form of [`fmt::Display`]; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (kind, id) = text.split_once(':')?;
+        match kind {
+            "u" => id.parse().ok().map(Self::User),
+            "i" if !id.is_empty() => Some(Self::Invite(InviteHash::from_stored(id))),
+            "g" => GuestId::parse(id).map(Self::Guest),
+            _ => None,
+        }
+    }
+}
+
 /// A ballot as recorded. `idempotency_key` is what the first request carried, so a retry
 /// with the same key can be answered with this very ballot.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -159,6 +159,9 @@ impl Choices {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     pub ballots: u64,
+    /// How many of the ballots guests of the poll's list cast; `None` for a poll whose
+    /// tally was made before guests' ballots were counted (the figure would be short).
+    pub guest_ballots: Option<u64>,
     pub per_option: BTreeMap<OptionId, u64>,
     /// The `voted_at` of the newest ballot counted; `None` before the first.
     pub counted_through: Option<OffsetDateTime>,

@@ -261,7 +261,7 @@ impl DynamoStore {
 
     /// One query of the list's guests (strongly consistent, in id order) from `start`: the
     /// guests and where the next query starts, if the page was cut short.
-    async fn query_guests(
+    pub(super) async fn query_guests(
         &self,
         poll: PollId,
         start: Option<std::collections::HashMap<String, AttributeValue>>,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::keys::{Key, owner_index};
+use super::keys::{Key, owner_index, poll_jobs_index};
 use crate::domain::{
     Ballot, Guest, GuestCounts, GuestId, Invite, InviteHash, NewGuest, OptionId, Poll, PollId,
     PollOption, PollStatus, ResultsVisibility, User, UserId, Visibility, Voter,
@@ -195,6 +195,11 @@ pub struct TallyItem {
     /// The option list the counts are for; changes only while `locked` is unset.
     pub options_rev: u32,
     pub ballots: u64,
+    /// Ballots of guests of the poll's list, counted beside `ballots` by the count function.
+    pub guest_ballots: u64,
+    /// Present (`true`) on a tally made since guests' ballots are counted, so from the poll's
+    /// first ballot: then `guest_ballots` is exact. An older poll's tally lacks it.
+    pub guests_counted: bool,
 }
 
 impl TallyItem {
@@ -205,6 +210,8 @@ impl TallyItem {
             sk: key.sk().into(),
             options_rev: poll.options_rev,
             ballots: 0,
+            guest_ballots: 0,
+            guests_counted: true,
         }
     }
 }
@@ -213,6 +220,10 @@ impl TallyItem {
 pub mod tally {
     /// The number of ballots counted.
     pub const BALLOTS: &str = "ballots";
+    /// The number of those cast by guests of the poll's list (voters `g:<guest>`).
+    pub const GUEST_BALLOTS: &str = "guest_ballots";
+    /// Whether `GUEST_BALLOTS` has been counted since the poll's first ballot.
+    pub const GUESTS_COUNTED: &str = "guests_counted";
     pub const OPTIONS_REV: &str = "options_rev";
     /// Set (to `true`) by the first ballot a votes instance accepts: from then on the options
     /// cannot change (see `BallotStore::lock_options`).
@@ -287,6 +298,12 @@ pub struct JobItem {
     pub pk: String,
     #[serde(rename = "SK")]
     pub sk: String,
+    /// The poll-jobs index (`keys::poll_jobs_index`); absent on jobs stored before it, which
+    /// the poll's job list does not show.
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1_pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi1_sk: Option<String>,
     pub id: crate::domain::JobId,
     pub kind: crate::domain::JobKind,
     pub poll_id: PollId,
@@ -326,9 +343,12 @@ const JOB_RETENTION_SECONDS: i64 = 30 * 86_400;
 impl JobItem {
     pub fn new(job: &crate::domain::Job) -> Self {
         let key = Key::Job(job.id);
+        let (gsi1_pk, gsi1_sk) = poll_jobs_index(job.poll_id, unix_ms(job.created_at), job.id);
         Self {
             pk: key.pk(),
             sk: key.sk().into(),
+            gsi1_pk: Some(gsi1_pk),
+            gsi1_sk: Some(gsi1_sk),
             id: job.id,
             kind: job.kind,
             poll_id: job.poll_id,
@@ -428,6 +448,9 @@ pub struct InviteItem {
     pub job_id: Option<crate::domain::JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    /// Only on a deleted poll's card (a tombstone): when the table's TTL removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
 }
 
 impl InviteItem {
@@ -444,6 +467,30 @@ impl InviteItem {
             opened: invite.opened,
             job_id: None,
             index: None,
+            ttl: None,
+        }
+    }
+
+    /// What stands of a deleted poll's card once its guest is purged: the poll it belonged
+    /// to and nothing of its guest (no name, no guest id), until `until`. Read, it is a card
+    /// of a poll that does not exist, which answers 410 `poll-deleted`.
+    pub fn tombstone(token_hash: &InviteHash, poll: PollId, until: OffsetDateTime) -> Self {
+        let key = Key::Invite(token_hash.to_string());
+        Self {
+            pk: key.pk(),
+            sk: key.sk().into_owned(),
+            poll_id: poll,
+            guest_name: String::new(),
+            guest_id: None,
+            generation: 0,
+            // Not revoked: the guest page checks revocation before the poll, and the card's
+            // truth is that its poll was deleted.
+            revoked: false,
+            // Opened, so that no read tries to count an opening on a list that is gone.
+            opened: true,
+            job_id: None,
+            index: None,
+            ttl: Some(until.unix_timestamp()),
         }
     }
 
@@ -458,6 +505,17 @@ impl InviteItem {
             opened: self.opened,
         }
     }
+}
+
+/// A record of one counted batch's voters in a poll, other than its guests (`Key::Voters`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VotersItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    /// The voters' text forms (`u:<user>`, `i:<hash>`), as in their ballots' keys.
+    pub voters: Vec<String>,
 }
 
 /// A guest of a poll's list.

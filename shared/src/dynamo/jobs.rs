@@ -7,13 +7,16 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
 
-use super::DynamoStore;
 use super::items::{JobChunkItem, JobItem, JobRequestItem, unix_ms};
-use super::keys::{Key, TTL, in_flight_job, in_flight_marker};
-use super::ops::{NEW_ITEM, internal, num, to_item, updating};
+use super::keys::{
+    GSI1, Key, TTL, in_flight_job, in_flight_marker, poll_jobs_index, poll_jobs_index_start,
+    prefix_of,
+};
+use super::ops::{NEW_ITEM, from_item, internal, num, to_item, updating};
+use super::{DynamoStore, Touch};
 use crate::domain::job::{FILE_LIFETIME, JOB_DEADLINE};
-use crate::domain::{Job, JobId, UserId};
-use crate::ports::{JobCreated, JobStore, StoreError, StoreResult};
+use crate::domain::{Job, JobId, PollId, UserId};
+use crate::ports::{JobCreated, JobCursor, JobStore, StoreError, StoreResult};
 
 /// The condition of every write to a job's outcome: the job exists and has not completed.
 const UNFINISHED: &str = "attribute_exists(PK) AND attribute_not_exists(completed_at)";
@@ -103,6 +106,51 @@ impl JobStore for DynamoStore {
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let item: Option<JobItem> = self.get(&Key::Job(id)).await?;
         Ok(item.map(JobItem::into_job))
+    }
+
+    async fn jobs_of_poll(
+        &self,
+        poll: PollId,
+        limit: u16,
+        after: Option<&JobCursor>,
+    ) -> StoreResult<(Vec<Job>, Option<JobCursor>)> {
+        let (index_pk, _) = poll_jobs_index(poll, 0, JobId::new());
+        // A query names its partition key in a value, not in a key map: recorded by hand.
+        let touches = vec![Touch::new(
+            "Query",
+            "Query",
+            prefix_of(&index_pk),
+            Some(GSI1),
+        )];
+        let start = after.map(|c| poll_jobs_index_start(poll, c.created_ms, c.id));
+        // One more than asked: whether it arrives tells if there is a next page.
+        let query = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :poll")
+            .expression_attribute_values(":poll", AttributeValue::S(index_pk))
+            .scan_index_forward(false)
+            .limit(i32::from(limit) + 1)
+            .set_exclusive_start_key(start);
+        let out = self.send(touches, query.send()).await?;
+        let mut jobs = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| from_item::<JobItem>(i).map(JobItem::into_job))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = if jobs.len() > usize::from(limit) {
+            jobs.truncate(usize::from(limit));
+            jobs.last().map(|j| JobCursor {
+                created_ms: unix_ms(j.created_at),
+                id: j.id,
+            })
+        } else {
+            None
+        };
+        Ok((jobs, next))
     }
 
     async fn record_chunk(

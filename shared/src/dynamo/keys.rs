@@ -55,6 +55,11 @@ pub enum Key {
     /// `GUEST#<poll>` / `LIST`: the list's counts (guests, opened) and the time of its last
     /// card job, which tells the guests added since.
     GuestList(PollId),
+    /// `VOTERS#<poll>` / `B#<shard>#<first sequence number>#<n>`: who cast the ballots of
+    /// one counted batch in the poll, other than its guests (signed-in users, and invites
+    /// from before guest lists): ballots are keyed by voter, so this is how a deleted poll's
+    /// ballots are found. Written by the count function, read by the purge.
+    Voters(PollId, String),
     /// `RATE#<scope>#<window start>` / `RATE`: requests counted in one rate-limit window.
     Rate(String, i64),
     /// `RATE#<scope>` / `BACKOFF`: failures counted against a scope, and when the last was.
@@ -85,6 +90,7 @@ impl Key {
             Self::JobRequest(fingerprint) => format!("JOBREQ#{fingerprint}"),
             Self::Invite(hash) => format!("INVITE#{hash}"),
             Self::Guest(poll, _) | Self::GuestList(poll) => format!("GUEST#{poll}"),
+            Self::Voters(poll, _) => format!("VOTERS#{poll}"),
             Self::Rate(scope, window) => format!("RATE#{scope}#{window}"),
             Self::Backoff(scope) => format!("RATE#{scope}"),
             Self::InFlight(user) => format!("INFLIGHT#{user}"),
@@ -92,7 +98,7 @@ impl Key {
     }
 
     /// The sort key: fixed per item kind, except a guest's, which names the guest (a poll's
-    /// guests share its partition).
+    /// guests share its partition), and a voter record's, which names its batch.
     pub fn sk(&self) -> Cow<'static, str> {
         let fixed = match self {
             Self::User(_) => "USER",
@@ -110,6 +116,7 @@ impl Key {
             Self::Invite(_) => "INVITE",
             Self::Guest(_, guest) => return Cow::Owned(format!("G#{guest}")),
             Self::GuestList(_) => "LIST",
+            Self::Voters(_, batch) => return Cow::Owned(format!("B#{batch}")),
             Self::Rate(..) => "RATE",
             Self::Backoff(_) => "BACKOFF",
             Self::InFlight(_) => "INFLIGHT",
@@ -166,6 +173,9 @@ impl Key {
                 Self::Guest(rest.parse().ok()?, GuestId::parse(&sk[2..])?)
             }
             ("INFLIGHT", "INFLIGHT") => Self::InFlight(rest.parse().ok()?),
+            ("VOTERS", sk) if sk.starts_with("B#") => {
+                Self::Voters(rest.parse().ok()?, sk[2..].to_owned())
+            }
             ("RATE", "RATE") => {
                 let (scope, window) = rest.rsplit_once('#')?;
                 Self::Rate(scope.to_owned(), window.parse().ok()?)
@@ -192,6 +202,29 @@ pub fn in_flight_job(attribute: &str) -> Option<JobId> {
 /// owner returns their polls in creation order.
 pub fn owner_index(owner: UserId, created_ms: i64, poll: PollId) -> (String, String) {
     (format!("OWNER#{owner}"), format!("{created_ms:015}#{poll}"))
+}
+
+/// A job's place on the poll-jobs index (`GSI1`, shared with the owner index under a
+/// partition prefix of its own): its poll's jobs, by creation time.
+pub fn poll_jobs_index(poll: PollId, created_ms: i64, job: JobId) -> (String, String) {
+    (
+        format!("POLLJOBS#{poll}"),
+        format!("{created_ms:015}#{job}"),
+    )
+}
+
+/// Where a query of a poll's jobs resumes: the last job of the previous page, as
+/// `ExclusiveStartKey` wants it.
+pub fn poll_jobs_index_start(
+    poll: PollId,
+    created_ms: i64,
+    job: JobId,
+) -> HashMap<String, AttributeValue> {
+    let (gsi_pk, gsi_sk) = poll_jobs_index(poll, created_ms, job);
+    let mut key = Key::Job(job).item_key();
+    key.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
+    key.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
+    key
 }
 
 /// Where a query of the owner index resumes: the full key (index and table) of the last poll
@@ -247,6 +280,7 @@ mod tests {
             Key::Rate("login-ip#203.0.113.9".into(), 1_795_845_600),
             Key::Backoff("login#ann@example.com#203.0.113.9".into()),
             Key::InFlight(UserId::new()),
+            Key::Voters(poll, "shard-1#0000000042#0".into()),
         ];
         for key in keys {
             assert_eq!(

@@ -16,6 +16,7 @@ pub mod keys;
 mod limits;
 mod ops;
 mod polls;
+mod purge;
 #[cfg(test)]
 mod scripted;
 mod sessions;

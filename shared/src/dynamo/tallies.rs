@@ -14,11 +14,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use time::OffsetDateTime;
 
 use super::DynamoStore;
-use super::items::{BallotItem, from_unix_ms, tally, unix_ms};
+use super::items::{BallotItem, VotersItem, from_unix_ms, tally, unix_ms};
 use super::keys::{self, Key};
-use super::ops::{Item, internal, num};
-use crate::domain::{OptionId, PollId, Tally};
-use crate::ports::{Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore};
+use super::ops::{Item, internal, num, to_item};
+use crate::domain::{OptionId, PollId, Tally, Voter};
+use crate::ports::{
+    Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore, VOTERS_PER_RECORD,
+};
 
 /// How long a checkpoint guards anything. The event source mapping delivers no record older
 /// than its `MaximumRecordAgeInSeconds` (one hour, `template.yaml`), and a checkpoint written
@@ -45,6 +47,7 @@ impl TallyStore for DynamoStore {
         let mut names = HashMap::from([
             ("#cp".to_owned(), checkpoint_attribute.clone()),
             ("#ballots".to_owned(), tally::BALLOTS.to_owned()),
+            ("#guests".to_owned(), tally::GUEST_BALLOTS.to_owned()),
         ]);
         let mut values = HashMap::from([
             (
@@ -53,8 +56,9 @@ impl TallyStore for DynamoStore {
             ),
             (":at".to_owned(), AttributeValue::S(encode(at))),
             (":ballots".to_owned(), num(delta.ballots)),
+            (":guests".to_owned(), num(delta.guest_ballots)),
         ]);
-        let mut adds = vec!["#ballots :ballots".to_owned()];
+        let mut adds = vec!["#ballots :ballots".to_owned(), "#guests :guests".to_owned()];
         for (i, (option, n)) in delta.per_option.iter().enumerate() {
             names.insert(format!("#v{i}"), tally::vote_attribute(option.as_str()));
             values.insert(format!(":v{i}"), num(*n));
@@ -105,21 +109,71 @@ impl TallyStore for DynamoStore {
             }
         }
     }
+
+    async fn record_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()> {
+        self.put_voters(poll, shard, first, voters).await
+    }
+}
+
+impl DynamoStore {
+    /// [`TallyStore::record_voters`]: plain puts, since a redelivery writes the same items.
+    pub(super) async fn put_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()> {
+        for (n, chunk) in voters.chunks(VOTERS_PER_RECORD).enumerate() {
+            let key = Key::Voters(poll, format!("{shard}#{}#{n}", first.as_str()));
+            let item = VotersItem {
+                pk: key.pk(),
+                sk: key.sk().into_owned(),
+                voters: chunk.iter().map(ToString::to_string).collect(),
+            };
+            // No condition: a redelivered batch puts the same record again.
+            if self
+                .put_unless_taken(self.put_item(to_item(&item)?))
+                .await?
+                .is_err()
+            {
+                return Err(internal("an unconditional put was refused"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The tally item as the domain sees it (an absent item is an empty tally).
 pub(super) fn tally_of(item: &Item) -> Tally {
     let mut tally = Tally::default();
+    let mut guest_ballots = 0;
     for (name, value) in item {
         let AttributeValue::N(n) = value else {
             continue;
         };
         if name == tally::BALLOTS {
             tally.ballots = n.parse().unwrap_or(0);
+        } else if name == tally::GUEST_BALLOTS {
+            guest_ballots = n.parse().unwrap_or(0);
         } else if let Some(option) = tally::option_of(name).and_then(|o| o.parse::<OptionId>().ok())
         {
             tally.per_option.insert(option, n.parse().unwrap_or(0));
         }
+    }
+    // Exact only on a tally that was counting guests from its first ballot (made with the
+    // mark): on an older one the figure would miss the ballots counted before.
+    if matches!(
+        item.get(tally::GUESTS_COUNTED),
+        Some(AttributeValue::Bool(true))
+    ) {
+        tally.guest_ballots = Some(guest_ballots);
     }
     for (_, checkpoint) in checkpoints(item) {
         tally.counted_through = tally.counted_through.max(Some(checkpoint.newest_vote));
@@ -180,6 +234,14 @@ pub struct StreamBallot {
     pub choices: Vec<OptionId>,
     pub voted_at: OffsetDateTime,
     pub sequence: SequenceNumber,
+    pub voter: Voter,
+}
+
+impl StreamBallot {
+    /// Cast by a guest of the poll's list, for the list's `voted` count.
+    pub fn by_guest(&self) -> bool {
+        matches!(self.voter, Voter::Guest(_))
+    }
 }
 
 /// The new ballot a stream record inserted; `None` for any other record (another item, a
@@ -197,7 +259,7 @@ pub fn stream_ballot(record: &EventRecord) -> StoreResult<Option<StreamBallot>> 
         Some(serde_dynamo::AttributeValue::S(sk)) => sk.as_str(),
         _ => return Ok(None),
     };
-    let Some(Key::Ballot(poll, _)) = Key::parse(pk, sk) else {
+    let Some(Key::Ballot(poll, voter)) = Key::parse(pk, sk) else {
         return Ok(None);
     };
     let item: BallotItem =
@@ -213,6 +275,8 @@ pub fn stream_ballot(record: &EventRecord) -> StoreResult<Option<StreamBallot>> 
         choices: item.choices,
         voted_at: item.voted_at,
         sequence,
+        voter: Voter::parse(&voter)
+            .ok_or_else(|| internal("a ballot record whose key names no voter"))?,
     }))
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +19,7 @@ use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
 use super::views::{
-    AddedGuestView, GuestCountsView, GuestPageView, GuestView, GuestsAddedView, JobView,
+    AddedGuestView, GuestCountsView, GuestPageView, GuestView, GuestsAddedView, JobView, ListView,
 };
 use super::{BodyLimit, RequestId};
 use crate::domain::guest::GUESTS_PER_POLL_MAX;
@@ -32,7 +34,7 @@ use crate::error::{ApiResult, AppError};
 use crate::jobs::{JobPlan, JobRequest};
 use crate::ports::{
     AddOutcome, BallotStore, BlobStore, GUESTS_PER_READ, GuestStore, GuestToAdd, GuestsAdded,
-    JobCreated, JobStore, PollStore, RenderQueue,
+    JobCreated, JobCursor, JobStore, PollStore, RenderQueue,
 };
 
 /// How long a download link (a presigned S3 URL) is valid: minutes, because
@@ -109,6 +111,7 @@ pub fn routes(state: JobsState) -> OpenApiRouter {
         .routes(routes!(results_chart))
         .routes(routes!(read))
         .routes(routes!(download))
+        .routes(routes!(poll_jobs))
         .with_state(state)
 }
 
@@ -572,7 +575,12 @@ async fn list_guests(
         counts: GuestCountsView {
             invited: counts.guests,
             opened: counts.opened,
-            voted: (poll.visibility == Visibility::Invite).then_some(tally.ballots),
+            // Guests' ballots, counted apart by the count function; for an invite-only poll
+            // whose tally predates that, every ballot is a guest's (or an invite's from
+            // before guest lists).
+            voted: tally
+                .guest_ballots
+                .or((poll.visibility == Visibility::Invite).then_some(tally.ballots)),
         },
         next_cursor: next.map(|g| g.to_string()),
     };
@@ -856,6 +864,86 @@ async fn single_file_job(
     let plan = JobPlan::new(poll, request, state.gate.now(), request_id.map(|r| r.0.0))
         .map_err(AppError::internal)?;
     start(state, plan).await
+}
+
+/// Jobs per page of a poll's job list, by default and at most.
+const JOB_PAGE_DEFAULT: u16 = 20;
+const JOB_PAGE_MAX: u16 = 100;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct JobListQuery {
+    /// Jobs per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page, as given (any other value gets 400).
+    cursor: Option<String>,
+}
+
+/// The poll's jobs (invite cards, QR codes, charts), newest first, with their downloads: two
+/// storage reads (the poll, one page of its jobs), whatever the number of jobs. A job started
+/// a moment ago may be missing from the list for that moment (the index is eventually
+/// consistent); `GET /v1/jobs/{id}` always has it.
+#[utoipa::path(get, path = "/v1/polls/{id}/jobs", operation_id = "listPollJobs", tag = "jobs", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The poll id"), JobListQuery),
+    responses((status = 200, description = "A page of the poll's jobs, newest first", body = ListView<JobView>),
+        (status = 400, description = "A bad `limit` or `cursor`", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        AuthErrors, CommonErrors))]
+async fn poll_jobs(
+    State(state): State<JobsState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<JobListQuery>,
+) -> ApiResult<Response> {
+    let limit = match query.limit.as_deref() {
+        None => JOB_PAGE_DEFAULT,
+        Some(raw) => raw
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=JOB_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                AppError::BadParameter(format!(
+                    "limit must be a whole number from 1 to {JOB_PAGE_MAX}"
+                ))
+            })?,
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            URL_SAFE_NO_PAD
+                .decode(raw)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<JobCursor>(&bytes).ok())
+                .ok_or_else(|| AppError::BadParameter("cursor is not one this API returned".into()))
+        })
+        .transpose()?;
+    let poll = owned_poll(&state, user, &id).await?;
+    let (jobs, next) = state
+        .jobs
+        .jobs_of_poll(poll.id, limit, cursor.as_ref())
+        .await?;
+    let now = state.gate.now();
+    let view = ListView {
+        // Only the poll's owner starts its jobs, but the list is filtered by owner too, so
+        // that it never shows what `GET /v1/jobs/{id}` would refuse.
+        items: jobs
+            .iter()
+            .filter(|j| j.owner_id == user)
+            .map(|j| JobView::new(j, now))
+            .collect(),
+        next_cursor: next
+            .map(|c| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap_or_default())),
+    };
+    let mut response = axum::Json(view).into_response();
+    // Progress and downloads change while a job runs: no cache may keep the list.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// A job, to its owner only: anyone else gets 404, as for a job that does not exist.

@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::RequestId;
 use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey, IfMatch, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
@@ -26,15 +27,19 @@ use crate::domain::{
 };
 use crate::error::ProblemDoc;
 use crate::error::{ApiResult, AppError};
-use crate::ports::{CreateRequest, PollCreated, PollCursor, PollStore, StoreError};
+use crate::ports::{
+    CreateRequest, PollCreated, PollCursor, PollStore, PurgeMessage, RenderQueue, StoreError,
+};
 
 pub const PAGE_DEFAULT: u16 = 20;
 pub const PAGE_MAX: u16 = 100;
 
-/// What the polls function holds: the polls, and nothing of ballots, users or files.
+/// What the polls function holds: the polls, and the render queue, where a deletion sends
+/// the removal of the poll's guests, cards and ballots; nothing of ballots, users or files.
 #[derive(Debug, Clone)]
 pub struct PollsState {
     pub polls: Arc<dyn PollStore>,
+    pub queue: Arc<dyn RenderQueue>,
     pub gate: Gate,
 }
 gated!(PollsState);
@@ -491,7 +496,8 @@ async fn patch(
     Ok(poll_response(StatusCode::OK, &next, user, now))
 }
 
-/// Deletes a poll (owner only).
+/// Deletes a poll (owner only). Its guests' cards answer 410 at once; its guests, their cards
+/// and their ballots are removed in the background.
 #[utoipa::path(delete, path = "/v1/polls/{id}", operation_id = "deletePoll", tag = "polls", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
@@ -506,8 +512,21 @@ async fn delete(
     Writer(user): Writer,
     Path(id): Path<String>,
     if_match: IfMatch,
+    request_id: Option<axum::Extension<RequestId>>,
 ) -> ApiResult<StatusCode> {
     let poll = load_for_write(&state, user, &id, &if_match).await?;
+    // The removal of the guests' data is queued before the poll goes, so no deletion is
+    // ever written without it: a failed send fails the request with nothing deleted, and a
+    // deletion that fails after the send leaves a message the worker drops once it finds the
+    // poll still there. The queue (one call) rather than this request pages through the
+    // guest list, which may hold 50,000 guests.
+    state
+        .queue
+        .purge(&PurgeMessage {
+            purge: poll.id,
+            request_id: request_id.map(|r| r.0.0),
+        })
+        .await?;
     state
         .polls
         .delete_poll(&poll)

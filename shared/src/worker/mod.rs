@@ -15,6 +15,7 @@
 
 mod invites;
 pub mod names;
+mod purge;
 mod segment;
 mod sheets;
 mod single;
@@ -29,7 +30,7 @@ use crate::clock::SharedClock;
 use crate::domain::{InviteKey, Job, JobId, JobKind};
 use crate::objects::ObjectKey;
 use crate::ports::{
-    BallotStore, BlobStore, DeadLetters, JobStore, PollStore, RenderMessage, StoreError,
+    BallotStore, BlobStore, DeadLetters, JobStore, PollStore, PurgeStore, RenderMessage, StoreError,
 };
 
 /// How long one worker's right to build a job's final file lasts unless renewed. The builder
@@ -55,6 +56,9 @@ pub enum WorkError {
     Store(#[from] StoreError),
     #[error("rendering: {0}")]
     Render(String),
+    /// A purge message arrived before its poll's deletion was written: it is delivered again.
+    #[error("the poll to purge still exists")]
+    PollStillExists,
 }
 
 impl WorkError {
@@ -64,14 +68,17 @@ impl WorkError {
             Self::Malformed(_) => "A work item of this job could not be read.",
             Self::Store(_) => "Storage kept failing while the files were generated.",
             Self::Render(_) => "A card could not be rendered.",
+            // Only purge messages fail so, and they belong to no job.
+            Self::PollStillExists => "The work was not ready to run.",
         }
     }
 }
 
-/// What the render function reaches in the table: jobs, and polls with their
-/// counts (for charts). Never users, sessions or rate windows.
-pub trait RenderStore: JobStore + PollStore + BallotStore {}
-impl<T: JobStore + PollStore + BallotStore> RenderStore for T {}
+/// What the render function reaches in the table: jobs, polls with their counts (for
+/// charts), and a deleted poll's guests, cards and ballots (to remove them). Never users,
+/// sessions or rate windows.
+pub trait RenderStore: JobStore + PollStore + BallotStore + PurgeStore {}
+impl<T: JobStore + PollStore + BallotStore + PurgeStore> RenderStore for T {}
 
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -129,7 +136,7 @@ impl Worker {
                 response.batch_item_failures.push(failure);
                 continue;
             }
-            let outcome = self.process(&record).await;
+            let outcome = self.process(&record, receives).await;
             if let Err(WorkError::Malformed(why)) = &outcome {
                 // No delivery can make an unreadable body readable, so it goes to the
                 // dead-letter queue now rather than after `max_receives` visibility timeouts;
@@ -175,8 +182,24 @@ impl Worker {
         response
     }
 
-    async fn process(&self, record: &SqsMessage) -> Result<(), WorkError> {
+    async fn process(&self, record: &SqsMessage, receives: u32) -> Result<(), WorkError> {
         let body = record.body.as_deref().unwrap_or_default();
+        if let Some(purge) = purge::purge_of(body) {
+            let span = tracing::info_span!("purge", poll_id = %purge.purge, request_id = purge.request_id.as_deref().unwrap_or("-"));
+            let _guard = span.enter();
+            return match self.purge(&purge).await? {
+                purge::Purged::Done => Ok(()),
+                // The delete route sends the message just before it deletes the poll, so the
+                // first delivery may come first; by the next one (a visibility timeout later)
+                // the deletion has been written or has failed for good, and a poll that is
+                // still there was not deleted: its data stays.
+                purge::Purged::PollExists if receives < 2 => Err(WorkError::PollStillExists),
+                purge::Purged::PollExists => {
+                    tracing::info!("the poll was not deleted after all; nothing purged");
+                    Ok(())
+                }
+            };
+        }
         let message: RenderMessage =
             serde_json::from_str(body).map_err(|e| WorkError::Malformed(e.to_string()))?;
         let span = tracing::info_span!("render", job_id = %message.job_id, chunk = message.chunk, request_id = message.request_id.as_deref().unwrap_or("-"));

@@ -20,6 +20,8 @@ const BUDGET: &[(&str, u64)] = &[
     // The poll with its counts, a page of guests, the list's counts with the page's ballots
     // (more guests: `guests.rs` measures the guest routes with 1 and 1,000 guests).
     ("GET /v1/polls/{id}/guests", 3),
+    // The poll (owner check), one page of the poll-jobs index.
+    ("GET /v1/polls/{id}/jobs", 2),
 ];
 
 async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u64)> {
@@ -44,6 +46,12 @@ async fn measure(app: &TestApp, owner: &str, poll: &str) -> Vec<(&'static str, u
             // are part of the request's fingerprint.
             "POST /v1/polls/{id}/chart" => {
                 app.post(&format!("/v1/polls/{poll}/chart"))
+                    .bearer(owner)
+                    .send()
+                    .await
+            }
+            "GET /v1/polls/{id}/jobs" => {
+                app.get(&format!("/v1/polls/{poll}/jobs?limit=100"))
                     .bearer(owner)
                     .send()
                     .await

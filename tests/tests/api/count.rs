@@ -10,7 +10,7 @@ use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_json::json;
 use tally::clock::SharedClock;
 use tally::count::Counter;
-use tally::domain::PollId;
+use tally::domain::{PollId, Voter};
 use tally::ports::{
     Added, Checkpoint, SequenceNumber, StoreError, StoreResult, TallyDelta, TallyStore,
 };
@@ -109,6 +109,15 @@ impl TallyStore for CrashAfterWrite {
     ) -> StoreResult<Added> {
         self.0.add(poll, shard, first, at, delta, prune).await?;
         Err(StoreError::Unavailable("the function died here".into()))
+    }
+    async fn record_voters(
+        &self,
+        poll: PollId,
+        shard: &str,
+        first: &SequenceNumber,
+        voters: &[Voter],
+    ) -> StoreResult<()> {
+        self.0.record_voters(poll, shard, first, voters).await
     }
 }
 
@@ -298,8 +307,8 @@ async fn a_batch_without_a_shard_id_fails() {
     assert_eq!(counts(&app, &owner, &poll).await.0, 0);
 }
 
-/// However many ballots a batch holds, each poll in it costs one update: a hot poll's tally
-/// takes a write per batch, not per ballot.
+/// However many ballots a batch holds, each poll in it costs one update and one record of who
+/// voted (for the poll's deletion): a hot poll's tally takes a write per batch, not per ballot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_is_one_update_per_poll() {
     let app = TestApp::start_counting_by_hand().await;
@@ -322,7 +331,11 @@ async fn a_batch_is_one_update_per_poll() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((counted.ballots, counted.updates), (300, 3));
-    assert_eq!(store.calls(), 3);
+    assert_eq!(
+        store.calls(),
+        6,
+        "per poll: its voters' record and its tally's update"
+    );
     for poll in &polls {
         assert_eq!(counts(&app, &owner, poll).await, (100, vec![100, 0]));
     }

@@ -733,6 +733,351 @@ async fn guests_see_results_when_the_poll_allows(app: TestApp) {
         .expect_problem(410, "invite-revoked");
 }
 
+/// Whether the item belongs to `poll`'s guests: a guest or the list (`GUEST#<poll>`), a
+/// ballot in the poll (`BALLOT#<poll>#…`), or a card naming the poll.
+fn of_poll_guests(item: &HashMap<String, AttributeValue>, poll: &str) -> bool {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => s.as_str(),
+        _ => "",
+    };
+    let pk = text("PK");
+    pk == format!("GUEST#{poll}")
+        || pk.starts_with(&format!("BALLOT#{poll}#"))
+        || (pk.starts_with("INVITE#") && text("poll_id") == poll)
+}
+
+/// The items of the table that are not rate windows (which every request moves), keyed by
+/// their keys, for comparing what a purge left of other polls.
+async fn lasting_items(app: &TestApp) -> HashMap<String, HashMap<String, AttributeValue>> {
+    app.all_items()
+        .await
+        .into_iter()
+        .filter_map(|item| {
+            let key = |name: &str| match item.get(name) {
+                Some(AttributeValue::S(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let (pk, sk) = (key("PK"), key("SK"));
+            (!pk.starts_with("RATE#")).then(|| (format!("{pk}|{sk}"), item))
+        })
+        .collect()
+}
+
+/// A purge message for `poll` on its `receives`th delivery, as SQS hands it to the render
+/// function.
+fn purge_delivery(poll: &str, receives: u32) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some(format!("purge-{receives}"));
+    message.body = Some(json!({ "purge": poll }).to_string());
+    message.attributes =
+        HashMap::from([("ApproximateReceiveCount".to_owned(), receives.to_string())]);
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+/// Deleting a poll removes its guests (names, emails, references), every card they were
+/// issued and their ballots, through the queue and the render worker; another poll's guests,
+/// cards and ballots stay as they were, a redelivered purge message changes nothing, and a
+/// purge message for a poll that was not deleted removes nothing.
+async fn deleting_a_poll_purges_its_guests_cards_and_ballots(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let doomed = invite_poll(&app, &owner).await;
+    let kept = invite_poll(&app, &owner).await;
+    let added = add(
+        &app,
+        &owner,
+        &doomed,
+        json!([
+            { "name": "Purged Ann", "email": "ann@purged.example" },
+            { "name": "Purged Bob", "ref": "bob-ref-purged" },
+            { "name": "Purged Cy" },
+        ]),
+    )
+    .await
+    .expect(200);
+    let ids = ids_of(&added);
+    let zed = add_named(&app, &owner, &kept, &["Kept Zed"]).await;
+    // Bob's card reissued twice: three cards of his stand, the first two revoked.
+    for _ in 0..2 {
+        app.post(&format!("/v1/polls/{doomed}/guests/{}/reissue", ids[1]))
+            .bearer(&owner)
+            .send()
+            .await
+            .expect(200);
+    }
+    let ann_card = token(&app, &doomed, &ids[0], 0);
+    app.get(&format!("/v1/invites/{ann_card}"))
+        .send()
+        .await
+        .expect(200);
+    guest_vote(&app, &doomed, &ann_card, "o1").await.expect(201);
+    guest_vote(&app, &doomed, &token(&app, &doomed, &ids[1], 2), "o2")
+        .await
+        .expect(201);
+    guest_vote(&app, &kept, &token(&app, &kept, &zed[0], 0), "o1")
+        .await
+        .expect(201);
+    app.settle().await;
+
+    let before = app.all_items().await;
+    let doomed_items: Vec<_> = before
+        .iter()
+        .filter(|i| of_poll_guests(i, &doomed))
+        .collect();
+    // 3 guests and the list, 5 cards (Bob's three), 2 ballots.
+    assert_eq!(doomed_items.len(), 11, "{doomed_items:#?}");
+    let kept_before: HashMap<_, _> = lasting_items(&app)
+        .await
+        .into_iter()
+        .filter(|(_, i)| of_poll_guests(i, &kept))
+        .collect();
+    assert_eq!(kept_before.len(), 4, "Zed, the list, Zed's card and ballot");
+
+    let etag = app
+        .get(&format!("/v1/polls/{doomed}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .header("etag")
+        .unwrap_or_default()
+        .to_owned();
+    app.delete(&format!("/v1/polls/{doomed}"))
+        .bearer(&owner)
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect(204);
+    app.get(&format!("/v1/invites/{ann_card}"))
+        .send()
+        .await
+        .expect_problem(410, "poll-deleted");
+
+    // The purge runs in the background: a minute is hundreds of times what it takes. What
+    // may stay are the cards' tombstones: the poll's id and a TTL, nothing of the guest.
+    let is_tombstone = |item: &HashMap<String, AttributeValue>| {
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+            == [
+                "PK",
+                "SK",
+                "generation",
+                "guest_name",
+                "opened",
+                "poll_id",
+                "revoked",
+                "ttl",
+            ]
+            && matches!(item.get("guest_name"), Some(AttributeValue::S(n)) if n.is_empty())
+    };
+    let started = std::time::Instant::now();
+    let left = loop {
+        let left: Vec<_> = app
+            .all_items()
+            .await
+            .into_iter()
+            .filter(|i| of_poll_guests(i, &doomed))
+            .collect();
+        if left.iter().all(is_tombstone) || started.elapsed() > std::time::Duration::from_secs(60) {
+            break left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(left.iter().all(is_tombstone), "left behind: {left:#?}");
+    assert_eq!(
+        left.len(),
+        5,
+        "one tombstone per card ever issued: {left:#?}"
+    );
+    let now = app.now().unix_timestamp();
+    for tombstone in &left {
+        let ttl = match tombstone.get("ttl") {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().unwrap_or_default(),
+            _ => 0,
+        };
+        // The table's TTL attribute, in epoch seconds: about 30 days from now.
+        assert!(
+            (now + 29 * 86_400..=now + 31 * 86_400).contains(&ttl),
+            "{tombstone:?}"
+        );
+    }
+    // Nothing anywhere in the table names the doomed poll's guests any more, and their cards
+    // still say what happened.
+    let everything = format!("{:?}", app.all_items().await);
+    for personal in [
+        "Purged Ann",
+        "ann@purged.example",
+        "Purged Bob",
+        "bob-ref-purged",
+        "Purged Cy",
+    ] {
+        assert!(!everything.contains(personal), "{personal} is still stored");
+    }
+    for guest in &ids {
+        assert!(
+            !everything.contains(guest.as_str()),
+            "guest {guest} is still named"
+        );
+    }
+    app.get(&format!("/v1/invites/{ann_card}"))
+        .send()
+        .await
+        .expect_problem(410, "poll-deleted");
+    guest_vote(&app, &doomed, &token(&app, &doomed, &ids[2], 0), "o1")
+        .await
+        .expect_problem(410, "poll-deleted");
+    let kept_items = |items: HashMap<String, HashMap<String, AttributeValue>>| -> HashMap<_, _> {
+        items
+            .into_iter()
+            .filter(|(_, i)| of_poll_guests(i, &kept))
+            .collect()
+    };
+    assert_eq!(kept_items(lasting_items(&app).await), kept_before);
+
+    // The same message delivered again (SQS delivers at least once): nothing fails, nothing
+    // else goes.
+    let all_before = lasting_items(&app).await;
+    let again = app.stack.worker.handle(purge_delivery(&doomed, 2)).await;
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(lasting_items(&app).await, all_before);
+
+    // A purge message for a poll that still exists (its deletion failed after the message was
+    // sent): handed back on its first delivery, in case the deletion is still being written,
+    // then dropped; the poll keeps its guests either way.
+    let early = app.stack.worker.handle(purge_delivery(&kept, 1)).await;
+    assert_eq!(early.batch_item_failures.len(), 1, "{early:?}");
+    let late = app.stack.worker.handle(purge_delivery(&kept, 2)).await;
+    assert!(late.batch_item_failures.is_empty(), "{late:?}");
+    assert_eq!(kept_items(lasting_items(&app).await), kept_before);
+    guest_vote(&app, &kept, &token(&app, &kept, &zed[0], 0), "o2")
+        .await
+        .expect_problem(409, "already-voted");
+}
+
+/// A public poll's guest count is its guests' ballots exactly, whoever else votes: the count
+/// function counts guests' ballots apart. A tally from before that (without its mark) gives
+/// `null` on a public poll, where the figure would be short, and all ballots on an
+/// invite-only one, where every ballot is a guest's.
+async fn a_public_polls_voted_count_is_its_guests_ballots(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let public = app.lunch_poll(&owner).await;
+    let ids = add_named(&app, &owner, &public, &["Ann", "Bob", "Cy"]).await;
+    for n in 0..3 {
+        let user = app
+            .sign_up(&format!("user{n}@example.com"))
+            .await
+            .access_token;
+        app.vote(&user, &public, &["o2"]).await.expect(201);
+    }
+    for guest in &ids[..2] {
+        guest_vote(&app, &public, &token(&app, &public, guest, 0), "o1")
+            .await
+            .expect(201);
+    }
+    app.settle().await;
+    assert_eq!(app.results(&owner, &public).await.body["total"], 5);
+    let counts = list(&app, &owner, &public, "").await.expect(200).body["counts"].clone();
+    assert_eq!(counts, json!({ "invited": 3, "opened": 0, "voted": 2 }));
+
+    // The same poll as if its tally predated guests' counts: no figure rather than a wrong one.
+    let invited = invite_poll(&app, &owner).await;
+    let guest = add_named(&app, &owner, &invited, &["Dee"]).await;
+    guest_vote(&app, &invited, &token(&app, &invited, &guest[0], 0), "o1")
+        .await
+        .expect(201);
+    app.settle().await;
+    for poll in [&public, &invited] {
+        app.store()
+            .client()
+            .update_item()
+            .table_name(app.store().table())
+            .key("PK", AttributeValue::S(format!("TALLY#{poll}")))
+            .key("SK", AttributeValue::S("TALLY".into()))
+            .update_expression("REMOVE guests_counted, guest_ballots")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let old = list(&app, &owner, &public, "").await.expect(200).body["counts"].clone();
+    assert_eq!(old["voted"], Value::Null, "{old}");
+    let old = list(&app, &owner, &invited, "").await.expect(200).body["counts"].clone();
+    assert_eq!(old["voted"], 1, "{old}");
+}
+
+/// Deleting a public poll also removes its signed-in voters' ballots, found from the count
+/// function's records of who voted; another poll's ballots and records stay.
+async fn deleting_a_public_poll_removes_its_users_ballots(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let doomed = app.lunch_poll(&owner).await;
+    let kept = app.lunch_poll(&owner).await;
+    let guest = add_named(&app, &owner, &doomed, &["Public Ann"]).await;
+    for _ in 0..3 {
+        app.vote(&app.mint_token(), &doomed, &["o1"])
+            .await
+            .expect(201);
+    }
+    app.vote(&app.mint_token(), &kept, &["o2"])
+        .await
+        .expect(201);
+    guest_vote(&app, &doomed, &token(&app, &doomed, &guest[0], 0), "o2")
+        .await
+        .expect(201);
+    // Who voted is recorded as the ballots are counted.
+    app.settle().await;
+    let of = |poll: &str, items: &[HashMap<String, AttributeValue>]| -> Vec<String> {
+        let mut keys: Vec<String> = items
+            .iter()
+            .filter_map(|i| match i.get("PK") {
+                Some(AttributeValue::S(pk))
+                    if pk.starts_with(&format!("BALLOT#{poll}#"))
+                        || *pk == format!("VOTERS#{poll}") =>
+                {
+                    Some(pk.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    let before = app.all_items().await;
+    let doomed_before = of(&doomed, &before);
+    assert_eq!(
+        doomed_before
+            .iter()
+            .filter(|k| k.starts_with("BALLOT#"))
+            .count(),
+        4,
+        "{doomed_before:?}"
+    );
+    assert!(
+        doomed_before.iter().any(|k| k.starts_with("VOTERS#")),
+        "{doomed_before:?}"
+    );
+    let kept_before = of(&kept, &before);
+    assert_eq!(kept_before.len(), 2, "{kept_before:?}");
+
+    app.delete(&format!("/v1/polls/{doomed}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(204);
+    let started = std::time::Instant::now();
+    let left = loop {
+        let left = of(&doomed, &app.all_items().await);
+        if left.is_empty() || started.elapsed() > std::time::Duration::from_secs(60) {
+            break left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(of(&kept, &app.all_items().await), kept_before);
+    let again = app.stack.worker.handle(purge_delivery(&doomed, 3)).await;
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(of(&kept, &app.all_items().await), kept_before);
+}
+
 tally_tests::on_every_backend!(
     guests_see_results_when_the_poll_allows,
     a_latecomer_does_not_give_anyone_a_second_card,
@@ -743,4 +1088,7 @@ tally_tests::on_every_backend!(
     closed_polls_refuse_new_guests_and_cards,
     other_owners_and_other_polls_are_refused,
     guest_routes_keep_their_storage_budget,
+    deleting_a_poll_purges_its_guests_cards_and_ballots,
+    a_public_polls_voted_count_is_its_guests_ballots,
+    deleting_a_public_poll_removes_its_users_ballots,
 );

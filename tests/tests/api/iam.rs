@@ -15,6 +15,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use serde_json::json;
 use tally::clock::SharedClock;
+use tally::domain::{GuestId, PollId};
 use tally::dynamo::DynamoStore;
 use tally::worker::Worker;
 use tally_dev::{Function, Functions, LocalDeadLetters, LocalQueue, QueueOptions};
@@ -486,6 +487,13 @@ async fn drive_every_route(app: &TestApp) {
             .await
             .expect(302);
     }
+    ok(
+        app.get(&format!("/v1/polls/{poll}/jobs"))
+            .bearer(&token)
+            .send()
+            .await,
+        "a poll's jobs",
+    );
     let cards = super::jobs::cards_of(&app.download(&token, &ids[0]).await);
     let invite = super::jobs::token_of(&cards[0].1, &app.config.public_base_url);
     ok(
@@ -578,6 +586,70 @@ async fn drive_every_route(app: &TestApp) {
         StatusCode::TOO_MANY_REQUESTS,
         "{refused:#?}"
     );
+
+    // Deleting an invite poll with a guest who voted: the render worker's purge of its
+    // guests, cards and ballots.
+    let doomed = app
+        .create_poll(
+            &token,
+            json!({ "question": "Doomed?", "options": ["Yes", "No"], "visibility": "invite" }),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let dee = ok(
+        app.post(&format!("/v1/polls/{doomed}/guests"))
+            .bearer(&token)
+            .json(json!({ "guests": [{ "name": "Dee" }] }))
+            .send()
+            .await,
+        "add a guest to the doomed poll",
+    )
+    .body["guests"][0]["id"]
+        .as_str()
+        .and_then(GuestId::parse)
+        .unwrap_or_else(|| panic!("a guest id"));
+    let doomed_id: PollId = doomed
+        .parse()
+        .unwrap_or_else(|_| panic!("poll id {doomed}"));
+    let card = app.stack.invite_key.token(doomed_id, &dee, 0);
+    ok(
+        app.post(&format!("/v1/polls/{doomed}/votes"))
+            .header("authorization", &format!("Invite {card}"))
+            .json(json!({ "choices": ["o1"] }))
+            .send()
+            .await,
+        "the doomed poll's guest votes",
+    );
+    let etag = app
+        .get(&format!("/v1/polls/{doomed}"))
+        .bearer(&token)
+        .send()
+        .await
+        .header("etag")
+        .unwrap_or_default()
+        .to_owned();
+    ok(
+        app.delete(&format!("/v1/polls/{doomed}"))
+            .bearer(&token)
+            .header("if-match", &etag)
+            .send()
+            .await,
+        "delete the invite poll",
+    );
+    let list = format!("GUEST#{doomed}");
+    let started = std::time::Instant::now();
+    while app.all_items().await.iter().any(|i| {
+        matches!(i.get("PK"), Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) if *pk == list)
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the deleted poll's guests were not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The (action, prefix) pairs a store touched on the table, and the (action, index) pairs on

@@ -379,11 +379,146 @@ async fn the_zip_names_cards_after_guests_and_lists_them_in_a_manifest(app: Test
     assert_eq!(facts.last().map(|f| f.0.as_str()), Some("manifest.csv"));
 }
 
+/// A poll's jobs, newest first, in pages, each with its download link; another poll's jobs are
+/// not among them; only the owner reaches the list (404 where the poll is hidden, 403 where it
+/// is not); two storage calls a page, whatever the number of jobs.
+async fn a_polls_jobs_are_listed_newest_first_with_their_downloads(app: TestApp) {
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let stranger = app.sign_up("stranger@example.com").await.access_token;
+    let poll = app.lunch_poll(&owner).await;
+    let other = app.lunch_poll(&owner).await;
+    let hidden = invite_poll(&app, &owner).await;
+    let list = |poll: String, query: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/polls/{poll}/jobs{query}"))
+                .bearer(&token)
+                .send()
+                .await
+        }
+    };
+    let empty = list(poll.clone(), "", owner.clone()).await.expect(200);
+    assert_eq!(empty.body, json!({ "items": [], "next_cursor": null }));
+
+    // Started one after the other (each waited for), so their creation times differ.
+    let starts = [
+        (format!("/v1/polls/{poll}/invites"), guests(2)),
+        (format!("/v1/polls/{poll}/qr"), json!({ "format": "png" })),
+        (format!("/v1/polls/{other}/qr"), json!({ "format": "svg" })),
+        (format!("/v1/polls/{poll}/chart"), json!({})),
+    ];
+    let mut ids = Vec::new();
+    for (path, body) in &starts {
+        let id = app
+            .post(path)
+            .bearer(&owner)
+            .json(body.clone())
+            .send()
+            .await
+            .expect(202)
+            .body["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let done = app.wait_for_job(&owner, &id, PATIENCE).await;
+        assert_eq!(done.body["status"], "done", "{:#}", done.body);
+        ids.push(id);
+    }
+    let before = app.store().calls();
+    let all = list(poll.clone(), "", owner.clone()).await.expect(200);
+    assert_eq!(app.store().calls() - before, 2, "the poll and one query");
+    assert_eq!(all.header("cache-control"), Some("no-store"));
+    let listed: Vec<&str> = all.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| j["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(listed, [ids[3].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    let kinds: Vec<&Value> = all.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| &j["kind"])
+        .collect();
+    assert_eq!(kinds, [&json!("chart"), &json!("qr"), &json!("invites")]);
+    for job in all.body["items"].as_array().into_iter().flatten() {
+        let id = job["id"].as_str().unwrap_or_default();
+        assert_eq!(job["status"], "done");
+        assert_eq!(job["poll_id"], poll.as_str());
+        assert_eq!(job["download_url"], format!("/v1/jobs/{id}/download"));
+        app.get(&format!("/v1/jobs/{id}/download"))
+            .bearer(&owner)
+            .send()
+            .await
+            .expect(302);
+    }
+    assert_eq!(all.body["next_cursor"], Value::Null);
+
+    // Pages of two: the same jobs in the same order, and the same two calls a page.
+    let first = list(poll.clone(), "?limit=2", owner.clone())
+        .await
+        .expect(200);
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!cursor.is_empty(), "{:#}", first.body);
+    let before = app.store().calls();
+    let second = app
+        .get(&format!("/v1/polls/{poll}/jobs?limit=2&cursor={cursor}"))
+        .bearer(&owner)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(app.store().calls() - before, 2);
+    let paged: Vec<&Value> = first.body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(second.body["items"].as_array().into_iter().flatten())
+        .map(|j| &j["id"])
+        .collect();
+    assert_eq!(
+        paged,
+        all.body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|j| &j["id"])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(second.body["next_cursor"], Value::Null);
+    let theirs = list(other.clone(), "", owner.clone()).await.expect(200);
+    assert_eq!(theirs.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(theirs.body["items"][0]["id"], ids[2].as_str());
+
+    list(poll.clone(), "?limit=0", owner.clone())
+        .await
+        .expect_problem(400, "bad-parameter");
+    list(poll.clone(), "?cursor=nope", owner.clone())
+        .await
+        .expect_problem(400, "bad-parameter");
+    list(poll.clone(), "", stranger.clone())
+        .await
+        .expect_problem(403, "forbidden");
+    list(hidden.clone(), "", stranger.clone())
+        .await
+        .expect_problem(404, "not-found");
+    let unknown = tally::domain::PollId::new().to_string();
+    list(unknown, "", owner.clone())
+        .await
+        .expect_problem(404, "not-found");
+    let anonymous = app.get(&format!("/v1/polls/{poll}/jobs")).send().await;
+    assert_eq!(anonymous.status.as_u16(), 401);
+}
+
 tally_tests::on_every_backend!(
     the_zip_names_cards_after_guests_and_lists_them_in_a_manifest,
     a_thousand_guests_end_to_end,
     the_same_request_within_a_day_finds_the_same_job,
     share_qr_codes_and_charts_are_jobs,
+    a_polls_jobs_are_listed_newest_first_with_their_downloads,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
