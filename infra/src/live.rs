@@ -462,6 +462,63 @@ mod tests {
         )
     }
 
+    /// Serves `hub` on a loopback port; returns the WebSocket URL and host.
+    async fn serve(hub: &LiveHub) -> (String, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let host = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let app = hub.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("ws://{host}{PATH}"), host)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_connections_are_bounded() {
+        let key = LiveKey::generate().unwrap_or_else(|e| panic!("{e}"));
+        let limits = LiveLimits {
+            idle: Duration::from_millis(300),
+            connections: 1,
+            ..LiveLimits::default()
+        };
+        let hub = LiveHub::new(key.clone(), Arc::new(SystemClock), limits);
+        let (url, host) = serve(&hub).await;
+        let poll = PollId::new();
+        let pass = key.pass(
+            poll,
+            tally::clock::Clock::now(&SystemClock) + tally::live::PASS_LIFETIME,
+        );
+        let mut idle = crate::watcher::Watcher::connect(&url, &host, &pass)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The hub holds one connection: a second is refused while the first is open.
+        let refused = crate::watcher::Watcher::connect(&url, &host, &pass).await;
+        assert_eq!(
+            refused.err().as_deref(),
+            Some("HTTP 503 Service Unavailable")
+        );
+        // With no subscription, the first is closed once it has been idle long enough...
+        let closed = idle.next_message(Duration::from_secs(5)).await;
+        assert_eq!(closed.err().as_deref(), Some("closed"));
+        // ...which frees its place.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = crate::watcher::Watcher::connect(&url, &host, &pass)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A subscription keeps a connection open past the idle time.
+        let reply = again
+            .subscribe("s", &tally::live::channel(poll), &host, &pass)
+            .await;
+        assert_eq!(reply["type"], "subscribe_success", "{reply}");
+        let quiet = again.next_message(Duration::from_millis(900)).await;
+        assert_eq!(quiet.err().as_deref(), Some("nothing arrived in time"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn publishes_are_paced_to_one_a_second_and_the_newest_always_arrives() {
         let key = LiveKey::generate().unwrap_or_else(|e| panic!("{e}"));
