@@ -13,8 +13,8 @@ The few rules JSON Schema cannot state are the only expected refusals of schema-
 named per operation in the config below: a deadline in the future, `max_choices` within the
 option count, options distinct ignoring case and surrounding spaces (422), a cursor that is
 not one the server gave (400), choices that are not the poll's option ids (422), card jobs for
-guest ids that are not on the poll's list (422), and an `If-Match` that names another version
-than the current one (412).
+guest ids that are not on the poll's list (422), a `paper` size for a job that is not print
+sheets (422), and an `If-Match` that names another version than the current one (412).
 
 Usage: python3 infra/contract/run.py <path to the tally-dev binary>
 """
@@ -127,6 +127,14 @@ checks.positive_data_acceptance.expected-statuses = {accepted}, "400"]
 [[operations]]
 include-name = "POST /v1/polls/{{id}}/cards"
 checks.positive_data_acceptance.expected-statuses = {accepted}, "422"]
+
+[[operations]]
+include-name = "POST /v1/polls/{{id}}/invites"
+checks.positive_data_acceptance.expected-statuses = {accepted}, "422"]
+
+[[operations]]
+include-name = "GET /v1/polls/{{id}}/jobs"
+checks.positive_data_acceptance.expected-statuses = {accepted}, "400"]
 """
 
 
