@@ -271,6 +271,32 @@ pub struct JobCursor {
     pub id: JobId,
 }
 
+/// The outcome of [`PublishLease::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Publish now: this claim holds the poll's publishing for the next pace.
+    Granted,
+    /// A publish of this total or a larger one was claimed already: nothing to do.
+    Superseded,
+    /// Another claim holds publishing until then (with a smaller total): try again then.
+    HeldUntil(OffsetDateTime),
+}
+
+/// The count functions' shared lease on publishing a poll's live results, on the poll's tally
+/// item (`dynamo/tallies.rs`): one conditional update per claim.
+#[async_trait]
+pub trait PublishLease: Send + Sync + std::fmt::Debug {
+    /// Claims the publishing of `total` for `poll` at `now`: granted only when no claim was
+    /// made in the last `pace` and no claim ever was for `total` or more.
+    async fn claim(
+        &self,
+        poll: PollId,
+        total: u64,
+        now: OffsetDateTime,
+        pace: time::Duration,
+    ) -> StoreResult<Lease>;
+}
+
 /// Where the count function publishes a poll's new results for live watchers
 /// (`live::appsync` on AWS, the dev server's hub locally). A publish that fails is logged and
 /// dropped: watchers catch up with the next one, or fall back to reading the results, and the

@@ -228,6 +228,12 @@ pub mod tally {
     /// Set (to `true`) by the first ballot a votes instance accepts: from then on the options
     /// cannot change (see `BallotStore::lock_options`).
     pub const LOCKED: &str = "locked";
+    /// When the poll's live results were last claimed for publishing (Unix ms), and the
+    /// `total` claimed then: the count functions' shared lease on publishing
+    /// (`PublishLease`), so a poll is published at most once a second however many stream
+    /// shards carry its ballots.
+    pub const LIVE_AT: &str = "live_at";
+    pub const LIVE_TOTAL: &str = "live_total";
     const VOTE: &str = "v#";
     const CHECKPOINT: &str = "cp#";
 

@@ -19,7 +19,8 @@ use super::keys::{self, Key};
 use super::ops::{Item, internal, num, to_item};
 use crate::domain::{OptionId, PollId, Tally, Voter};
 use crate::ports::{
-    Added, Checkpoint, SequenceNumber, StoreResult, TallyDelta, TallyStore, VOTERS_PER_RECORD,
+    Added, Checkpoint, Lease, PublishLease, SequenceNumber, StoreResult, TallyDelta, TallyStore,
+    VOTERS_PER_RECORD,
 };
 
 /// How long a checkpoint guards anything. The event source mapping delivers no record older
@@ -147,6 +148,47 @@ impl DynamoStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PublishLease for DynamoStore {
+    async fn claim(
+        &self,
+        poll: PollId,
+        total: u64,
+        now: OffsetDateTime,
+        pace: time::Duration,
+    ) -> StoreResult<Lease> {
+        let update = self
+            .update(&Key::Tally(poll))
+            .update_expression("SET #at = :now, #total = :total")
+            .condition_expression(
+                "(attribute_not_exists(#at) OR #at <= :due) \
+                 AND (attribute_not_exists(#total) OR #total < :total)",
+            )
+            .expression_attribute_names("#at", tally::LIVE_AT)
+            .expression_attribute_names("#total", tally::LIVE_TOTAL)
+            .expression_attribute_values(":now", num(unix_ms(now)))
+            .expression_attribute_values(":due", num(unix_ms(now - pace)))
+            .expression_attribute_values(":total", num(total));
+        match self.update_unless(update).await? {
+            Ok(_) => Ok(Lease::Granted),
+            Err(old) => {
+                let old = old.unwrap_or_default();
+                let number = |name: &str| match old.get(name) {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                    _ => None,
+                };
+                if number(tally::LIVE_TOTAL).is_some_and(|t| t >= total) {
+                    return Ok(Lease::Superseded);
+                }
+                let at = number(tally::LIVE_AT)
+                    .and_then(|ms| i64::try_from(ms).ok())
+                    .map_or(now, from_unix_ms);
+                Ok(Lease::HeldUntil(at + pace))
+            }
+        }
     }
 }
 

@@ -77,6 +77,64 @@ impl crate::ports::ResultsFeed for Unwatched {
     }
 }
 
+/// How often one poll's live results may be published at most.
+pub const PUBLISH_PACE: time::Duration = time::Duration::seconds(1);
+/// Claims one publish tries before giving up. A claim fails only while another publish of the
+/// poll holds the lease (at most a pace) with an older total; when several instances wait for
+/// the same lease, an older total may win it first, so the newest may need one round per
+/// instance publishing the poll at once (one per stream shard: a few).
+const CLAIM_ROUNDS: usize = 8;
+
+/// A feed that publishes a poll at most once per [`PUBLISH_PACE`] across every count function
+/// instance (one per stream shard), under the lease on the poll's tally item: a publish whose
+/// claim finds the lease held by an older total waits for the lease to end and claims again,
+/// so the newest counts always go out, at most a pace late; one that finds a newer total
+/// claimed does nothing. Each claim is one conditional write.
+#[derive(Debug, Clone)]
+pub struct Paced {
+    feed: std::sync::Arc<dyn crate::ports::ResultsFeed>,
+    lease: std::sync::Arc<dyn crate::ports::PublishLease>,
+    clock: crate::clock::SharedClock,
+}
+
+impl Paced {
+    pub fn new(
+        feed: std::sync::Arc<dyn crate::ports::ResultsFeed>,
+        lease: std::sync::Arc<dyn crate::ports::PublishLease>,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
+        Self { feed, lease, clock }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::ResultsFeed for Paced {
+    async fn publish(&self, results: &LiveResults) -> Result<(), String> {
+        use crate::ports::Lease;
+        let poll: PollId = results
+            .poll_id
+            .parse()
+            .map_err(|_| format!("not a poll id: {}", results.poll_id))?;
+        for _ in 0..CLAIM_ROUNDS {
+            let now = self.clock.now();
+            let claim = self
+                .lease
+                .claim(poll, results.total, now, PUBLISH_PACE)
+                .await
+                .map_err(|e| e.to_string())?;
+            match claim {
+                Lease::Granted => return self.feed.publish(results).await,
+                Lease::Superseded => return Ok(()),
+                Lease::HeldUntil(until) => {
+                    let wait = (until - now).clamp(time::Duration::ZERO, PUBLISH_PACE);
+                    tokio::time::sleep(wait.unsigned_abs()).await;
+                }
+            }
+        }
+        Err("the publish lease stayed taken".into())
+    }
+}
+
 /// The key live passes are signed with. On AWS it is read once at cold start from Secrets
 /// Manager (`TALLY_LIVE_KEY_SECRET`) by the votes function (which hands passes out) and the
 /// authorizer (which checks them); locally it is generated into the data folder.

@@ -4,8 +4,15 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
 use futures::future::join_all;
 use serde_json::{Value, json};
+use tally::clock::SystemClock;
+use tally::domain::{PollId, Tally};
+use tally::live::{LiveResults, Paced};
+use tally::ports::ResultsFeed;
 use tally_dev::Storage;
 use tally_dev::watcher::Watcher;
 use tally_tests::{Served, TestApp};
@@ -277,4 +284,78 @@ async fn a_watcher_reconnects_after_the_dev_server_restarts() {
         (seen.votes.get("o1"), seen.votes.get("o2")),
         (Some(&1), Some(&1))
     );
+}
+
+/// A feed that records what reaches it, and when.
+#[derive(Debug, Default)]
+struct Recorded(Mutex<Vec<(u64, Instant)>>);
+
+#[async_trait::async_trait]
+impl ResultsFeed for Recorded {
+    async fn publish(&self, results: &LiveResults) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((results.total, Instant::now()));
+        Ok(())
+    }
+}
+
+/// On AWS one count function instance runs per stream shard, and a hot poll's ballots are on
+/// every shard: the lease on the poll's tally item holds them all to one publish a second,
+/// and the newest counts still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_shards_publish_one_poll_at_most_once_a_second_and_the_newest_counts_go_out() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("owner@example.com").await.access_token;
+    let poll: PollId = app
+        .lunch_poll(&owner)
+        .await
+        .parse()
+        .unwrap_or_else(|_| panic!("a poll id"));
+    let recorded = Arc::new(Recorded::default());
+    let paced = Arc::new(Paced::new(
+        recorded.clone(),
+        Arc::new(app.store().clone()),
+        Arc::new(SystemClock),
+    ));
+    // Shard i publishes the totals i + 1, i + 5, … every 100 ms, up to 100 in all.
+    let shards = (0..4u64).map(|shard| {
+        let paced = paced.clone();
+        async move {
+            for round in 0..25u64 {
+                let tally = Tally {
+                    ballots: round * 4 + shard + 1,
+                    ..Tally::default()
+                };
+                paced
+                    .publish(&LiveResults::new(poll, &tally))
+                    .await
+                    .unwrap_or_else(|e| panic!("shard {shard}: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    join_all(shards).await;
+    let seen = recorded
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let totals: Vec<u64> = seen.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        totals.last(),
+        Some(&100),
+        "the newest counts went out: {totals:?}"
+    );
+    assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
+    for pair in seen.windows(2) {
+        let apart = pair[1].1 - pair[0].1;
+        // The lease is kept in milliseconds, by the wall clock.
+        assert!(
+            apart >= Duration::from_millis(995),
+            "{apart:?} apart: {totals:?}"
+        );
+    }
+    assert!(seen.len() >= 2, "{totals:?}");
 }
