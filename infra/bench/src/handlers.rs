@@ -249,7 +249,10 @@ pub fn run(runs: usize) -> Result<Vec<HandlerResult>, String> {
             name: "vote (first ballot)",
             route: "POST /v1/polls/{id}/votes",
             calls_per_run: 200,
-            storage_calls: Some(2),
+            // The conditional put alone: the poll comes from the instance's cache (read once
+            // a second), the options lock is taken once, and the bench runs without rate
+            // limits (with them, the voter's rate window adds one).
+            storage_calls: Some(1),
         },
         Case {
             kind: Kind::Results,
@@ -296,12 +299,18 @@ pub fn run(runs: usize) -> Result<Vec<HandlerResult>, String> {
         for run in 0..=runs {
             let mut times = Vec::with_capacity(case.calls_per_run);
             let calls_before = fixture.stack.store.calls();
+            let started = Instant::now();
             for _ in 0..case.calls_per_run {
                 times.push(one_call(&fixture, case.kind, case.name)?);
             }
             let made = fixture.stack.store.calls() - calls_before;
             let expected = case.storage_calls.unwrap_or(0) * case.calls_per_run as u64;
-            if case.storage_calls.is_some() && made != expected {
+            // The warm-up run also fills the caches (the poll, the options lock): only the
+            // warm runs must match, and the votes function's poll cache may read the poll
+            // again once per second of the run.
+            let refreshes = started.elapsed().as_secs() + 1;
+            let matches = (expected..=expected + refreshes).contains(&made);
+            if run > 0 && case.storage_calls.is_some() && !matches {
                 return Err(format!(
                     "{}: {made} storage calls for {} requests, expected {expected}",
                     case.name, case.calls_per_run

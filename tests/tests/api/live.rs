@@ -349,13 +349,20 @@ async fn four_shards_publish_one_poll_at_most_once_a_second_and_the_newest_count
         "the newest counts went out: {totals:?}"
     );
     assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
+    // The claims are a second apart at least; what reaches the feed is each claim plus the
+    // time until its publish runs, which a loaded machine varies by some milliseconds.
     for pair in seen.windows(2) {
         let apart = pair[1].1 - pair[0].1;
-        // The lease is kept in milliseconds, by the wall clock.
         assert!(
-            apart >= Duration::from_millis(995),
+            apart >= Duration::from_millis(900),
             "{apart:?} apart: {totals:?}"
         );
     }
+    let span = seen[seen.len() - 1].1 - seen[0].1;
+    assert!(
+        (seen.len() as f64) <= span.as_secs_f64() + 1.0,
+        "{} publishes in {span:?}: {totals:?}",
+        seen.len()
+    );
     assert!(seen.len() >= 2, "{totals:?}");
 }
