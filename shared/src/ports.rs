@@ -303,7 +303,7 @@ pub trait PublishLease: Send + Sync + std::fmt::Debug {
 /// count itself never waits on a watcher.
 #[async_trait]
 pub trait ResultsFeed: Send + Sync + std::fmt::Debug {
-    async fn publish(&self, results: &crate::live::LiveResults) -> Result<(), String>;
+    async fn publish(&self, results: &crate::domain::LiveResults) -> Result<(), String>;
 }
 
 /// Whether a job request made a new job or found the one the same request made earlier.

@@ -6,6 +6,7 @@ pub mod ballot;
 pub mod guest;
 pub mod ids;
 pub mod job;
+pub mod live;
 pub mod poll;
 pub mod secret;
 pub mod user;
@@ -17,6 +18,7 @@ pub use ids::{FamilyId, JobId, OptionId, PollId, UserId};
 pub use job::{
     Invite, InviteHash, InviteToken, Job, JobKind, JobStage, JobStatus, QrFormat, SheetPaper,
 };
+pub use live::LiveResults;
 pub use poll::{
     NewPoll, Poll, PollOption, PollPatch, PollStatus, ResultsVisibility, Tally, Visibility,
     parse_event_name,

@@ -13,14 +13,13 @@
 pub mod appsync;
 pub mod authorizer;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::domain::LiveResults;
+use crate::domain::PollId;
 use crate::domain::secret::{SecretKey, base64_url};
-use crate::domain::{PollId, Tally};
 
 /// The channel namespace of the Events API (`template.yaml`).
 pub const NAMESPACE: &str = "results";
@@ -32,37 +31,6 @@ pub const PASS_LIFETIME: time::Duration = time::Duration::minutes(10);
 /// The channel a poll's results are published to.
 pub fn channel(poll: PollId) -> String {
     format!("/{NAMESPACE}/{poll}")
-}
-
-/// One publish: a poll's counts as a batch left them. Publishes of one poll can arrive out of
-/// order (two shards' batches, a retry), so a watcher keeps the one with the larger `total`,
-/// which only grows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LiveResults {
-    pub poll_id: String,
-    pub total: u64,
-    /// Votes per option id (the page knows the options' texts).
-    pub votes: BTreeMap<String, u64>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub counted_through: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub counted_at: Option<OffsetDateTime>,
-}
-
-impl LiveResults {
-    pub fn new(poll: PollId, tally: &Tally) -> Self {
-        Self {
-            poll_id: poll.to_string(),
-            total: tally.ballots,
-            votes: tally
-                .per_option
-                .iter()
-                .map(|(o, n)| (o.as_str().to_owned(), *n))
-                .collect(),
-            counted_through: tally.counted_through,
-            counted_at: tally.counted_at,
-        }
-    }
 }
 
 /// A feed nobody watches: for the count function's own tests, which hand it deliveries and
