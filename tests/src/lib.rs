@@ -293,8 +293,12 @@ impl TestApp {
                 let invite_key = tally::domain::InviteKey::generate()
                     .unwrap_or_else(|e| panic!("{e}"))
                     .to_text();
+                let live_key = tally::live::LiveKey::generate()
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .to_text();
                 let vars = [
                     ("TALLY_INVITE_KEY", invite_key.as_str()),
+                    ("TALLY_LIVE_KEY", live_key.as_str()),
                     ("TALLY_RATE_LIMIT_VOTES", "100/60"),
                     ("TALLY_RATE_LIMIT_GUEST_IP", "10000/60"),
                     ("TALLY_RENDER_JOBS_IN_FLIGHT", "100"),
