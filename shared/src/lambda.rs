@@ -126,20 +126,7 @@ impl Aws<'_> {
         let Some(secret) = &config.private_key_secret else {
             return self.env.issuer();
         };
-        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
-            .get_secret_value()
-            .secret_id(secret)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "read the signing key from secret {secret}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let private = out
-            .secret_string
-            .ok_or_else(|| format!("the secret {secret} has no SecretString (the key's PEM)"))?;
+        let private = self.read_secret(secret, "the signing key's PEM").await?;
         let public = key_material(config)?.public_pem;
         let keys = KeyMaterial {
             private_pem: Some(private),
@@ -216,6 +203,12 @@ impl Aws<'_> {
             }
             return Ok(None);
         };
+        Ok(Some(self.read_secret(secret, what).await?))
+    }
+
+    /// The `SecretString` of the Secrets Manager secret `secret` (`what` it holds, for errors).
+    #[cfg(feature = "secrets-manager")]
+    async fn read_secret(&self, secret: &str, what: &str) -> Result<String, Error> {
         let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
             .get_secret_value()
             .secret_id(secret)
@@ -227,10 +220,9 @@ impl Aws<'_> {
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                 )
             })?;
-        let text = out
+        Ok(out
             .secret_string
-            .ok_or_else(|| format!("the secret {secret} has no SecretString ({what})"))?;
-        Ok(Some(text))
+            .ok_or_else(|| format!("the secret {secret} has no SecretString ({what})"))?)
     }
 
     /// Where the count function publishes live results: the AppSync Events API named by

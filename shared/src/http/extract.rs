@@ -217,6 +217,21 @@ impl IfMatch {
     }
 }
 
+/// A page size from the query (`limit`): `default` when absent, else a whole number from 1 to
+/// `max`, or 400 naming the range.
+pub fn page_limit(raw: Option<&str>, default: u16, max: u16) -> Result<u16, AppError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                AppError::BadParameter(format!("limit must be a whole number from 1 to {max}"))
+            }),
+    }
+}
+
 /// A resource id from the path. Ids that cannot exist answer 404, like unknown ones.
 pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, AppError> {
     raw.parse().map_err(|_| AppError::NotFound)

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, ApiQuery, Caller, NoIdempotencyKey, parse_id};
+use super::extract::{ApiJson, ApiQuery, Caller, NoIdempotencyKey, page_limit, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
@@ -537,18 +537,7 @@ async fn list_guests(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<GuestListQuery>,
 ) -> ApiResult<Response> {
-    let limit = match query.limit.as_deref() {
-        None => GUEST_PAGE_DEFAULT,
-        Some(raw) => raw
-            .parse::<u16>()
-            .ok()
-            .filter(|n| (1..=GUEST_PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                AppError::BadParameter(format!(
-                    "limit must be a whole number from 1 to {GUEST_PAGE_MAX}"
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), GUEST_PAGE_DEFAULT, GUEST_PAGE_MAX)?;
     let cursor =
         match query.cursor.as_deref() {
             None => None,
@@ -898,18 +887,7 @@ async fn poll_jobs(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<JobListQuery>,
 ) -> ApiResult<Response> {
-    let limit = match query.limit.as_deref() {
-        None => JOB_PAGE_DEFAULT,
-        Some(raw) => raw
-            .parse::<u16>()
-            .ok()
-            .filter(|n| (1..=JOB_PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                AppError::BadParameter(format!(
-                    "limit must be a whole number from 1 to {JOB_PAGE_MAX}"
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), JOB_PAGE_DEFAULT, JOB_PAGE_MAX)?;
     let cursor = query
         .cursor
         .as_deref()

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::RequestId;
-use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey, IfMatch, parse_id};
+use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey, IfMatch, page_limit, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
 use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
@@ -292,16 +292,7 @@ async fn list(
             "only `mine=true` is supported: polls are listed for their owner".into(),
         ));
     }
-    let limit = match query.limit.as_deref() {
-        None => PAGE_DEFAULT,
-        Some(raw) => raw
-            .parse::<u16>()
-            .ok()
-            .filter(|n| (1..=PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                AppError::BadParameter(format!("limit must be a whole number from 1 to {PAGE_MAX}"))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?;
     let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state
         .polls
