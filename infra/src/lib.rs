@@ -92,7 +92,8 @@ pub fn local_dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 /// through a second connection of this process, before the engine serves any request (SQLite's
 /// own locking orders the two connections; the engine's queries do not change, SQLite picks
 /// the index for them), and `IF NOT EXISTS` makes it a no-op on every later start. An
-/// in-memory engine cannot be reached from a second connection and keeps the slow path.
+/// in-memory engine is a named database in SQLite's shared cache, which `path` (its URI)
+/// reaches in the same way.
 fn index_stream_sequence(path: &str) -> Result<(), String> {
     let conn = rusqlite::Connection::open(path).map_err(|e| format!("open {path}: {e}"))?;
     // The second index serves the per-shard reads (`GetRecords` after a sequence number, a
@@ -108,7 +109,7 @@ fn index_stream_sequence(path: &str) -> Result<(), String> {
 }
 
 /// The shortest pause between two TTL sweeps of the embedded engine.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(15 * 60);
 /// A pause after a TTL sweep lasts at least this many times the sweep.
 const SWEEP_SHARE: u32 = 20;
 
@@ -133,21 +134,38 @@ impl LocalDynamo {
                 }
                 let path = path.to_str().ok_or("the data path is not valid UTF-8")?;
                 let db = dynoxide::Database::new(path).map_err(|e| format!("open {path}: {e}"))?;
-                // The engine opens its file in WAL mode with SQLite's default `synchronous =
-                // FULL`, which syncs the log to the disk on every commit: a few milliseconds
-                // each here, under the engine's one lock, so the disk capped every write the
-                // dev server made. `disable_bulk_loading` is the engine's own way back to its
-                // normal settings, `synchronous = NORMAL` with the cache, temp-store and mmap
-                // defaults: in WAL mode a commit is then written to the log (the OS holds it)
-                // and synced at checkpoints. A process killed with `kill -9` loses nothing
-                // committed (the kernel still writes what it was given); a power cut or OS
-                // crash may lose the last moments of writes, which a dev server can afford.
-                db.disable_bulk_loading()
-                    .map_err(|e| format!("set {path} to synchronous = NORMAL: {e}"))?;
+                // The engine opens its file in WAL mode with SQLite's defaults: `synchronous =
+                // FULL`, which syncs the log to the disk on every commit (a few milliseconds
+                // each here, under the engine's one lock, so the disk capped every write), and
+                // a page cache of 2 MB read through `pread`, so once the table outgrew it every
+                // request read its B-tree pages from the kernel again and the rate sank as the
+                // table grew. The engine's bulk-loading settings are its public way to a 64 MB
+                // cache, memory-mapped reads and `synchronous = OFF`: a commit is handed to the
+                // kernel and never waited for. A process killed with `kill -9` loses nothing
+                // committed (the kernel still writes what it was given), which is what the dev
+                // server must survive; a power cut or an OS crash may leave the file damaged,
+                // and the cure is to delete the data folder. Data in a dev server can afford
+                // that; the bench measures the dev server with these settings.
+                db.enable_bulk_loading()
+                    .map_err(|e| format!("set the engine's cache on {path}: {e}"))?;
                 index_stream_sequence(path)?;
                 db
             }
-            None => dynoxide::Database::memory().map_err(|e| e.to_string())?,
+            None => {
+                // A named in-memory database in SQLite's shared cache rather than a private
+                // `:memory:` one, so that a second connection of this process can reach it
+                // and give it the same index as a file: without it every write of a stack in
+                // memory (the tests', the bench's) read every stream record kept so far, and
+                // a 10,000-guest job spent nine tenths of its time in those reads. The name is
+                // unique per engine; the database lives as long as the engine's connection.
+                let uri = format!(
+                    "file:tally-{}?mode=memory&cache=shared",
+                    uuid::Uuid::new_v4().simple()
+                );
+                let db = dynoxide::Database::new(&uri).map_err(|e| format!("open {uri}: {e}"))?;
+                index_stream_sequence(&uri)?;
+                db
+            }
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -174,7 +192,12 @@ impl LocalDynamo {
         // under sustained load spends an ever larger share of the engine's time sweeping,
         // and requests queue behind its pages. So the pause after a sweep is at least
         // `SWEEP_SHARE` times as long as the sweep took: it never takes more than about
-        // 1/`SWEEP_SHARE` of the engine, whatever the table holds.
+        // 1/`SWEEP_SHARE` of the engine, whatever the table holds. Even so a sweep of a big
+        // table slows the requests beside it by about a third while it runs (20 s of a table
+        // of 1.5 million items, measured under the sustained bench), so sweeps come at most
+        // every `SWEEP_EVERY`: the first at start, on what the last run left, then a quarter
+        // of an hour apart. Expired rate windows and tombstones wait that long, as they may
+        // on DynamoDB for days.
         let swept = db.clone();
         let sweeper = tokio::spawn(async move {
             loop {
