@@ -15,6 +15,10 @@
 //! ```
 
 use std::io::Write;
+
+/// The dev server's allocator, so that the bench's stack runs as `tally-dev` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use tally_bench::report::Section;
