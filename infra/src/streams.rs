@@ -405,7 +405,15 @@ impl Reader {
         }
         let mut fetched_any = false;
         let mut open = true;
-        if shard.pending.len() < self.options.batch_size {
+        // While a batch waits for its window to close, the shard is not read again until it
+        // has: the read at the close gathers everything that arrived meanwhile, as Lambda's
+        // poller hands over what its reads gathered once the window has passed. Reading
+        // every pause instead cost the engine (one request at a time) hundreds of reads a
+        // second under load, each returning a handful of records.
+        let gathering = shard
+            .pending_since
+            .is_some_and(|since| now.duration_since(since) < self.options.batching_window);
+        if shard.pending.len() < self.options.batch_size && !gathering {
             match self.fetch(index).await {
                 Ok((any, still_open)) => {
                     fetched_any = any;
