@@ -238,3 +238,42 @@ pub async fn create_poll(
         .map(str::to_owned)
         .ok_or_else(|| "the created poll has no id".into())
 }
+
+/// Items per page of the ballot scans: without a limit the engine reads every item after the
+/// page's start (and keeps the first megabyte of them), so scanning a table of a million and
+/// a half items page by page took hours.
+const SCAN_PAGE: i32 = 5_000;
+
+/// What follows `prefix` in the key (`PK`) of every ballot item whose key starts with it,
+/// scanned from the engine (not through Tally): `BALLOT#<poll>#` gives that poll's voters,
+/// `BALLOT#` every `<poll>#<voter>`.
+pub async fn ballot_keys(stack: &Stack, prefix: &str) -> Result<Vec<String>, String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let mut keys = Vec::new();
+    let mut start = None;
+    // Bounded: the tables the benchmarks fill hold far fewer pages than this.
+    for _ in 0..1_000_000 {
+        let page = stack
+            .store
+            .client()
+            .scan()
+            .table_name(stack.store.table())
+            .filter_expression("begins_with(PK, :prefix)")
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .projection_expression("PK")
+            .set_exclusive_start_key(start)
+            .limit(SCAN_PAGE)
+            .send()
+            .await
+            .map_err(|e| format!("scan the ballots: {e:?}"))?;
+        keys.extend(page.items().iter().filter_map(|item| match item.get("PK") {
+            Some(AttributeValue::S(pk)) => pk.strip_prefix(prefix).map(str::to_owned),
+            _ => None,
+        }));
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(keys),
+        }
+    }
+    Err("scan the ballots: too many pages".into())
+}

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use http::{Method, header};
 use http_body_util::{BodyExt, Full};
@@ -226,7 +225,23 @@ pub async fn run(asked: Sustained) -> Result<SustainedResult, String> {
     )
     .await?;
 
-    let ticks = std::mem::take(&mut *shared.ticks.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut ticks =
+        std::mem::take(&mut *shared.ticks.lock().unwrap_or_else(PoisonError::into_inner));
+    // Replies to requests sent just before the end arrive just after it, in an interval that
+    // has begun but holds a few milliseconds of the run: they are counted in the last whole
+    // one, rather than as a minute of their own with a rate computed over nothing.
+    let intervals_run = (asked.duration.as_secs_f64() / INTERVAL.as_secs_f64()).ceil();
+    while ticks.len() > 1 && ticks.len() as f64 > intervals_run.max(1.0) {
+        if let Some(late) = ticks.pop()
+            && let Some(last) = ticks.last_mut()
+        {
+            last.ballots += late.ballots;
+            last.errors += late.errors;
+            last.latencies
+                .add(&late.latencies)
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let first_error = shared
         .first_error
         .lock()
@@ -468,35 +483,12 @@ async fn check_exact(
 /// engine's table (not through Tally).
 async fn ballots_per_poll(stack: &tally_dev::Stack) -> Result<HashMap<String, u64>, String> {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    let mut start = None;
-    // Bounded: each page holds up to 1 MB, and the table holds far fewer pages than this.
-    for _ in 0..1_000_000 {
-        let page = stack
-            .store
-            .client()
-            .scan()
-            .table_name(stack.store.table())
-            .filter_expression("begins_with(PK, :prefix)")
-            .expression_attribute_values(":prefix", AttributeValue::S("BALLOT#".into()))
-            .projection_expression("PK")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| format!("scan the ballots: {e:?}"))?;
-        for item in page.items() {
-            if let Some(AttributeValue::S(pk)) = item.get("PK")
-                && let Some(rest) = pk.strip_prefix("BALLOT#")
-                && let Some((poll, _voter)) = rest.split_once('#')
-            {
-                *counts.entry(poll.to_owned()).or_default() += 1;
-            }
-        }
-        match page.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
-            _ => return Ok(counts),
+    for key in stack::ballot_keys(stack, "BALLOT#").await? {
+        if let Some((poll, _voter)) = key.split_once('#') {
+            *counts.entry(poll.to_owned()).or_default() += 1;
         }
     }
-    Err("scan the ballots: too many pages".into())
+    Ok(counts)
 }
 
 /// The report's section: one row per minute, the whole run, and the last minute against the

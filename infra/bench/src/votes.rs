@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use axum::extract::Request;
 use axum::middleware::Next;
 use bytes::Bytes;
@@ -553,36 +552,8 @@ async fn check_exact(
 
 /// The voters (`u:<user>`) with a ballot item for `poll`, scanned from the engine.
 async fn ballot_voters(stack: &tally_dev::Stack, poll: &str) -> Result<HashSet<String>, String> {
-    let prefix = format!("BALLOT#{poll}#");
-    let mut voters = HashSet::new();
-    let mut start = None;
-    // Bounded: each page holds up to 1 MB, and the table holds far fewer pages than this.
-    for _ in 0..100_000 {
-        let page = stack
-            .store
-            .client()
-            .scan()
-            .table_name(stack.store.table())
-            .filter_expression("begins_with(PK, :prefix)")
-            .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
-            .projection_expression("PK")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| format!("scan the ballots: {e:?}"))?;
-        for item in page.items() {
-            if let Some(AttributeValue::S(pk)) = item.get("PK")
-                && let Some(voter) = pk.strip_prefix(&prefix)
-            {
-                voters.insert(voter.to_owned());
-            }
-        }
-        match page.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
-            _ => return Ok(voters),
-        }
-    }
-    Err("scan the ballots: too many pages".into())
+    let voters = stack::ballot_keys(stack, &format!("BALLOT#{poll}#")).await?;
+    Ok(voters.into_iter().collect())
 }
 
 fn summarise(level: Level, runs: &[Run]) -> LevelResult {
