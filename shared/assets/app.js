@@ -113,6 +113,7 @@
   function newPollForm() {
     const question = h("input", { type: "text", id: "question", required: true, maxlength: 300 });
     const options = h("textarea", { id: "options", required: true, rows: 4 });
+    const eventName = h("input", { type: "text", id: "event-name", maxlength: 100 });
     const visibility = h("select", { id: "visibility" },
       h("option", { value: "invite" }, "Invited guests (with their cards)"),
       h("option", { value: "public" }, "Anyone signed in, with the link"));
@@ -130,7 +131,10 @@
         ev.submitter.disabled = true;
         try {
           const poll = await api("POST", "/v1/polls", {
-            body: { question: question.value.trim(), options: texts, visibility: visibility.value },
+            body: {
+              question: question.value.trim(), options: texts, visibility: visibility.value,
+              ...(eventName.value.trim() ? { event_name: eventName.value.trim() } : {}),
+            },
           });
           location.hash = "#/polls/" + poll.id;
         } catch (e) {
@@ -143,6 +147,7 @@
     h("label", { for: "question" }, "Question"), question,
     h("label", { for: "options" }, "Options", h("span", { class: "hint" }, "2 to 20, one per line")), options,
     h("label", { for: "visibility" }, "Who can vote"), visibility,
+    h("label", { for: "event-name" }, "Event name", h("span", { class: "hint" }, "Optional: printed on the invite cards")), eventName,
     h("button", { type: "submit" }, "Create poll"), error);
   }
 
@@ -176,7 +181,9 @@
       } catch (e) { error.textContent = problemText(e); }
     };
     show(view,
-      card(h("h1", null, poll.question), h("p", null, tags(poll)),
+      card(h("h1", null, poll.question),
+        poll.event_name ? h("p", { class: "muted", id: "event" }, poll.event_name) : null,
+        h("p", null, tags(poll)),
         poll.visibility === "public"
           ? h("p", null, "Share page: ", h("span", { class: "url" }, share), " ",
             h("button", { type: "button", class: "secondary", onclick: qr }, "Make a share QR code"))
@@ -211,10 +218,11 @@
         if (action === "reissue") error.textContent = `${guest.name} has a new card: make their cards to print it.`;
       } catch (e) { error.textContent = problemText(e); }
     };
+    const files = filePicker("cards-file");
     const cards = async (guests) => {
       error.textContent = "";
       try {
-        const job = await api("POST", `/v1/polls/${poll.id}/cards`, { body: { guests } });
+        const job = await api("POST", `/v1/polls/${poll.id}/cards`, { body: { guests, ...files.body() } });
         location.hash = "#/jobs/" + job.id;
       } catch (e) { error.textContent = problemText(e); }
     };
@@ -256,6 +264,7 @@
       return poll.status === "open";
     });
     return card(h("h2", null, "Guests"), turnout,
+      open ? h("label", { for: "cards-file" }, "Cards as") : null, open ? files.select : null,
       open ? h("p", null,
         h("button", { type: "button", class: "secondary", onclick: () => cards("new") }, "Cards for new guests"), " ",
         h("button", { type: "button", class: "secondary", onclick: () => cards("all") }, "Cards for all guests")) : null,
@@ -277,7 +286,8 @@
       section.hidden = !jobs.length;
       list.replaceChildren(...jobs.map((j) => {
         const [name, unit] = KINDS[j.kind] || KINDS.invites;
-        return h("li", { "data-job": j.id }, h("a", { href: "#/jobs/" + j.id }, name), ` (${j.total} ${j.total === 1 ? unit.slice(0, -1) : unit}), ${when(j.created_at)}: `,
+        const title = j.media_type === "application/pdf" ? "Print sheets" : name;
+        return h("li", { "data-job": j.id }, h("a", { href: "#/jobs/" + j.id }, title), ` (${j.total} ${j.total === 1 ? unit.slice(0, -1) : unit}), ${when(j.created_at)}: `,
           j.download_url ? h("button", { type: "button", class: "link", onclick: (ev) => fetchFile(j.id, ev.target, error) }, "Download")
             : j.status === "done" ? "expired" : j.status);
       }));
@@ -353,6 +363,7 @@
     const file = h("input", { type: "file", id: "csv", accept: ".csv,text/csv,text/plain" });
     const count = h("p", { class: "muted", "aria-live": "polite" });
     const error = h("p", { class: "error", role: "alert" });
+    const files = filePicker("invite-file");
     const list = () => names.value.split("\n").map((n) => n.trim()).filter(Boolean);
     const counted = () => {
       const n = list().length;
@@ -375,7 +386,7 @@
         error.textContent = "";
         try {
           // Guests already on the list get their existing card again, so nobody holds two.
-          const job = await api("POST", `/v1/polls/${poll.id}/invites`, { body: { guests } });
+          const job = await api("POST", `/v1/polls/${poll.id}/invites`, { body: { guests, ...files.body() } });
           location.hash = "#/jobs/" + job.id;
         } catch (e) {
           error.textContent = problemText(e);
@@ -387,7 +398,19 @@
     h("p", { class: "muted small" }, "Each guest gets a card with a QR code that lets them vote once; guests already invited get the card they have."),
     h("label", { for: "guests" }, "Guest names", h("span", { class: "hint" }, "One per line")), names,
     h("label", { for: "csv" }, "Or load a CSV file", h("span", { class: "hint" }, "The “name” column, or else the first")), file,
+    h("label", { for: "invite-file" }, "Cards as"), files.select,
     count, h("button", { type: "submit" }, "Make invite cards"), error);
+  }
+
+  // What a cards job makes: one PNG per guest in a ZIP, or print sheets (nine cards a page
+  // with cut marks) as one PDF on the paper the organiser's printer takes.
+  function filePicker(id) {
+    const select = h("select", { id },
+      h("option", { value: "zip" }, "PNG files, one per guest, in a ZIP"),
+      h("option", { value: "a4" }, "Print sheets on A4 paper (PDF)"),
+      h("option", { value: "letter" }, "Print sheets on US Letter paper (PDF)"));
+    const body = () => (select.value === "zip" ? {} : { format: "pdf", paper: select.value });
+    return { select, body };
   }
 
   function csvNames(text) {
@@ -466,15 +489,17 @@
     }
 
     function draw(job) {
-      const [name, unit, label] = KINDS[job.kind] || KINDS.invites;
-      title.textContent = name;
+      const [name, unit, zipLabel] = KINDS[job.kind] || KINDS.invites;
+      const sheets = job.media_type === "application/pdf";
+      const label = sheets ? "Download the PDF" : zipLabel;
+      title.textContent = sheets ? "Print sheets" : name;
       const stage = job.stage;
       const bundling = stage === "bundling" && job.status === "running";
       const pct = Math.floor(job.progress * 100);
       fill.style.width = pct + "%";
       bar.setAttribute("aria-valuenow", String(pct));
       const figures = bundling
-        ? `${job.bundled} of ${job.bundle_total} ${unit} in the ZIP`
+        ? `${job.bundled} of ${job.bundle_total} ${unit} ${sheets ? "on the sheets" : "in the ZIP"}`
         : `${job.done} of ${job.total} ${unit}`;
       bar.setAttribute("aria-valuetext", `${pct} %: ${figures}`);
       count.textContent = figures;
@@ -482,7 +507,8 @@
       const states = {
         queued: "Queued: waiting for a worker.",
         running: job.kind !== "invites" ? `Rendering ${unit}…`
-          : bundling ? "Step 2 of 2: bundling the ZIP…" : `Step 1 of 2: rendering ${unit}…`,
+          : bundling ? (sheets ? "Step 2 of 2: drawing the print sheets…" : "Step 2 of 2: bundling the ZIP…")
+          : `Step 1 of 2: rendering ${unit}…`,
         done: `Done: ${job.total} ${unit} ready.`,
         failed: "The job failed" + (job.error ? ": " + job.error : "."),
       };

@@ -9,6 +9,7 @@ import {
 } from "./lib.mjs";
 
 const QUESTION = "Where shall we hold the summer party?";
+const EVENT = "Summer party 2026";
 const GUESTS = Array.from({ length: 200 }, (_, i) => `Guest ${String(i + 1).padStart(3, "0")}`);
 const email = uniqueEmail("organiser");
 let desktop;
@@ -42,9 +43,12 @@ test("an organiser creates an account and a poll; the tokens stay out of URLs an
   await page.getByLabel("Question").fill(QUESTION);
   await page.getByLabel("Options").fill("Garden\nRooftop\nBoat");
   await page.getByLabel("Who can vote").selectOption("invite");
+  await page.getByLabel("Event name").fill(EVENT);
   await page.getByRole("button", { name: "Create poll" }).click();
   await page.getByRole("heading", { level: 1, name: QUESTION }).waitFor();
   state.pollId = decodeURIComponent(new URL(page.url()).hash.split("/")[2]);
+  // The event name the cards will print is the poll's, and its page shows it.
+  assert.equal(await page.locator("#event").textContent(), EVENT);
 
   const storage = await page.evaluate(() => ({
     local: localStorage.length,
@@ -56,6 +60,8 @@ test("an organiser creates an account and a poll; the tokens stay out of URLs an
   assert.ok(tokens.access_token && tokens.refresh_token, "the session is in session storage");
   assert.ok(!storage.href.includes(tokens.access_token) && !storage.href.includes(tokens.refresh_token));
   state.token = tokens.access_token;
+  const stored = await api("GET", `/v1/polls/${state.pollId}`, { token: state.token });
+  assert.equal(stored.body.event_name, EVENT);
   assert.deepEqual(desktop.problems, []);
 });
 
@@ -138,6 +144,40 @@ test("an organiser invites 200 guests, watches the bar reach 100 % and downloads
   cards.sort((a, b) => a.entryName.localeCompare(b.entryName));
   state.invites = cards.slice(0, 5).map((e) => decodeQr(e.getData()));
   for (const url of state.invites) assert.ok(url.startsWith(`${BASE}/i/`), url);
+  assert.deepEqual(desktop.problems, []);
+});
+
+test("the same guests' cards come as print sheets on US Letter, a PDF with a page per nine cards", async () => {
+  assert.ok(state.jobId, "needs the guests of the ZIP's test");
+  const { page } = desktop;
+  await page.goto(`${BASE}/#/polls/${state.pollId}`);
+  await page.getByLabel("Cards as").first().waitFor();
+  // The guest list's own buttons make the cards of every guest on it, as print sheets.
+  await page.locator("#cards-file").selectOption("letter");
+  await page.getByRole("button", { name: "Cards for all guests" }).click();
+  await page.getByRole("heading", { level: 1, name: "Print sheets" }).waitFor();
+  const sheetsJob = new URL(page.url()).hash.split("/")[2];
+  assert.notEqual(sheetsJob, state.jobId, "a PDF is another job than the ZIP");
+  const download = page.getByRole("button", { name: "Download the PDF" });
+  await download.waitFor({ timeout: 120_000 });
+  await page.getByText("Done: 200 cards ready.").waitFor();
+  const link = await api("GET", `/v1/jobs/${sheetsJob}/download`, { token: state.token });
+  desktop.allow(new URL(link.body.url).origin);
+  const [file] = await Promise.all([page.waitForEvent("download"), download.click()]);
+  const pdf = readFileSync(await file.path());
+  assert.equal(pdf.subarray(0, 5).toString("latin1"), "%PDF-");
+  // 200 cards at nine a page: 23 pages, each of US Letter's 612 × 792 points.
+  const text = pdf.toString("latin1");
+  const pages = text.match(/\/Type\s*\/Page(?!s)/g) || [];
+  assert.equal(pages.length, 23, "pages in the PDF");
+  assert.match(text, /\/MediaBox\s*\[\s*0\s+0\s+612(\.0+)?\s+792(\.0+)?\s*\]/);
+  // The poll's files list the sheets beside the ZIP.
+  await page.goto(`${BASE}/#/polls/${state.pollId}`);
+  await page.locator(`[data-job="${sheetsJob}"]`).getByText("Print sheets").waitFor({ timeout: 10_000 });
+  await page.locator(`[data-job="${state.jobId}"]`).getByText("Invite cards").waitFor();
+  // The tests after this one start from the ZIP's page.
+  await page.goto(`${BASE}/#/jobs/${state.jobId}`);
+  await page.getByRole("button", { name: "Download the ZIP" }).waitFor();
   assert.deepEqual(desktop.problems, []);
 });
 

@@ -189,6 +189,9 @@ pub struct JobView {
     /// `rendering` (making the files), `bundling` (an invites job's ZIP), then `done`; a
     /// failed job keeps the stage it reached.
     pub stage: crate::domain::JobStage,
+    /// The media type of the file the job makes: `application/zip` (invite cards as PNGs),
+    /// `application/pdf` (print sheets), `image/png` or `image/svg+xml` (a QR code, a chart).
+    pub media_type: &'static str,
     /// Units of work: guests, or 1 for a QR code or chart.
     pub total: u32,
     /// Units rendered.
@@ -219,6 +222,7 @@ impl JobView {
             poll_id: job.poll_id.to_string(),
             status: job.status_at(now),
             stage: job.stage(),
+            media_type: crate::objects::ObjectKey::file_of(job).content_type(),
             total: job.total,
             done: job.done.min(job.total),
             failed: job.failed.min(job.total),

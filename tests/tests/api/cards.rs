@@ -258,6 +258,12 @@ const EVENT_ROWS: (u32, u32) = (32, 46);
 
 /// Starts a cards job at `path` with `body`, waits for it and downloads its file.
 async fn job_file(app: &tally_tests::TestApp, owner: &str, path: &str, body: Value) -> Vec<u8> {
+    // The job says what file it makes, so that a client can label its download.
+    let media_type = if body["format"] == "pdf" {
+        "application/pdf"
+    } else {
+        "application/zip"
+    };
     let job = app
         .post(path)
         .bearer(owner)
@@ -266,8 +272,10 @@ async fn job_file(app: &tally_tests::TestApp, owner: &str, path: &str, body: Val
         .await
         .expect(202);
     let id = job.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(job.body["media_type"], media_type, "{:#}", job.body);
     let done = app.wait_for_job(owner, &id, super::jobs::PATIENCE).await;
     assert_eq!(done.body["status"], "done", "{:#}", done.body);
+    assert_eq!(done.body["media_type"], media_type);
     app.download(owner, &id).await
 }
 
