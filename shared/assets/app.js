@@ -131,10 +131,7 @@
         ev.submitter.disabled = true;
         try {
           const poll = await api("POST", "/v1/polls", {
-            body: {
-              question: question.value.trim(), options: texts, visibility: visibility.value,
-              ...(eventName.value.trim() ? { event_name: eventName.value.trim() } : {}),
-            },
+            body: { question: question.value.trim(), options: texts, visibility: visibility.value, event_name: eventName.value.trim() || null },
           });
           location.hash = "#/polls/" + poll.id;
         } catch (e) {
@@ -402,8 +399,7 @@
     count, h("button", { type: "submit" }, "Make invite cards"), error);
   }
 
-  // What a cards job makes: one PNG per guest in a ZIP, or print sheets (nine cards a page
-  // with cut marks) as one PDF on the paper the organiser's printer takes.
+  // A cards job's file: a ZIP of PNGs, or print sheets (a PDF, nine cards a page).
   function filePicker(id) {
     const select = h("select", { id },
       h("option", { value: "zip" }, "PNG files, one per guest, in a ZIP"),
