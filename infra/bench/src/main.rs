@@ -10,8 +10,8 @@
 //!   --sustained S votes: instead of the levels, first ballots without pause for S seconds,
 //!                 reported minute by minute (the last minute against the first)
 //!   --clients N   votes --sustained: concurrent clients (default 100)
-//!   --disk        votes: the engines' data on disk (a temporary folder), as the dev server
-//!                 keeps it, instead of in memory
+//!   --disk        votes, render: the engines' data on disk (a temporary folder), as the dev
+//!                 server keeps it, instead of in memory
 //! ```
 
 use std::io::Write;
@@ -187,7 +187,7 @@ fn bench(options: &Options) -> Result<(), String> {
             }
             Part::Render => {
                 let guests = if options.quick { 1_000 } else { 10_000 };
-                let result = render::run(runs(5), runs(3), guests)?;
+                let result = render::run(runs(5), runs(3), guests, options.disk)?;
                 ("render", render::section(&result))
             }
             Part::ColdStart => {
@@ -240,15 +240,22 @@ fn print_report(
     Ok(())
 }
 
-/// `tally-bench render-job --guests N`: the render benchmark's child process.
+/// `tally-bench render-job --guests N [--disk]`: the render benchmark's child process.
 fn render_job(args: &[String]) -> Result<(), String> {
-    let guests = match args {
-        [flag, n] if flag == "--guests" => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or("--guests takes a number from 1 to 10000")?,
-        _ => return Err("usage: tally-bench render-job --guests N".into()),
+    let usage = "usage: tally-bench render-job --guests N [--disk]";
+    let (guests, on_disk) = match args {
+        [flag, n, rest @ ..] if flag == "--guests" => (n, rest),
+        _ => return Err(usage.into()),
     };
-    runtime()?.block_on(render::job_child(guests))
+    let guests = guests
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or("--guests takes a number from 1 to 10000")?;
+    let on_disk = match on_disk {
+        [] => false,
+        [flag] if flag == "--disk" => true,
+        _ => return Err(usage.into()),
+    };
+    runtime()?.block_on(render::job_child(guests, on_disk))
 }

@@ -94,11 +94,18 @@ pub struct RenderResult {
     pub cards_per_s_one: f64,
     pub cards_per_s_all: f64,
     pub jobs: Vec<JobFigures>,
+    /// Whether the job's stack kept its data on disk, as the dev server does.
+    pub on_disk: bool,
 }
 
 /// Runs the in-process render benchmarks `runs` times, then the job `job_runs` times, each
-/// in a child process running `tally-bench render-job`.
-pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, String> {
+/// in a child process running `tally-bench render-job` (with its data on disk if `on_disk`).
+pub fn run(
+    runs: usize,
+    job_runs: usize,
+    guests: usize,
+    on_disk: bool,
+) -> Result<RenderResult, String> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("tally-bench: render: cards on one core, then on {cores}");
     // Warm-up (and the cards' average size): not counted.
@@ -115,7 +122,7 @@ pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, 
             "tally-bench: render: {guests}-guest job, run {}/{job_runs} (child process)",
             run + 1
         );
-        jobs.push(job_in_child(guests)?);
+        jobs.push(job_in_child(guests, on_disk)?);
     }
     Ok(RenderResult {
         runs,
@@ -124,14 +131,19 @@ pub fn run(runs: usize, job_runs: usize, guests: usize) -> Result<RenderResult, 
         cards_per_s_one: report::median(&one),
         cards_per_s_all: report::median(&all),
         jobs,
+        on_disk,
     })
 }
 
 /// Runs `tally-bench render-job` and reads the one JSON line it prints.
-fn job_in_child(guests: usize) -> Result<JobFigures, String> {
+fn job_in_child(guests: usize, on_disk: bool) -> Result<JobFigures, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new(exe)
-        .args(["render-job", "--guests", &guests.to_string()])
+    let mut command = std::process::Command::new(exe);
+    command.args(["render-job", "--guests", &guests.to_string()]);
+    if on_disk {
+        command.arg("--disk");
+    }
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -182,8 +194,13 @@ fn job_in_child(guests: usize) -> Result<JobFigures, String> {
 /// followed through `GET /v1/jobs/{id}` until done; then the checks and one JSON line on
 /// stdout. Peak RSS is read before the ZIP is downloaded, so the download (the bench acting
 /// as a client) does not count.
-pub async fn job_child(guests: usize) -> Result<(), String> {
-    let (stack, _config, issuer) = stack::start_stack().await?;
+pub async fn job_child(guests: usize, on_disk: bool) -> Result<(), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let (stack, _config, issuer) = if on_disk {
+        stack::start_stack_on_disk(scratch.path()).await?
+    } else {
+        stack::start_stack().await?
+    };
     let served = Served::start(stack.app.clone()).await?;
     let client = stack::http_client();
     let base = served.base.clone();
@@ -496,14 +513,19 @@ pub fn section(r: &RenderResult) -> Section {
                 report::median(&bases) / 1024.0
             ),
         ]);
-        section.note(
+        let engines = if r.on_disk {
+            "its data on disk in a temporary folder, as the dev server keeps it (the engine's \
+             SQLite file, the S3 folder, the queue's message files)"
+        } else {
+            "in-memory engines (the S3 engine writes to a temporary folder)"
+        };
+        section.note(format!(
             "Job: a child process (`tally-bench render-job`) starts the dev-server stack with \
-             in-memory engines (the S3 engine writes to a temporary folder), serves it on \
-             loopback, creates an invite-only poll and starts the job, then polls \
-             `GET /v1/jobs/{id}` every 100 ms; the in-process queue runs the render worker with \
-             the dev server's settings (2 batches at a time). Afterwards the ZIP is downloaded \
-             and must hold one card per guest and the manifest.",
-        );
+             {engines}, serves it on loopback, creates an invite-only poll and starts the job, \
+             then polls `GET /v1/jobs/{{id}}` every 100 ms; the in-process queue runs the \
+             render worker with the dev server's settings (2 batches at a time). Afterwards \
+             the ZIP is downloaded and must hold one card per guest and the manifest."
+        ));
         if let Some(refusal) = r.jobs.iter().find_map(|j| j.http_refusal.as_ref()) {
             section.note(format!(
                 "**The API refused the {}-guest request** (`POST /v1/polls/{{id}}/invites` \
