@@ -467,7 +467,7 @@ pub fn section(r: &RenderResult) -> Section {
                     report::grouped(first.guests as f64 / cards_s)
                 ),
                 "until every card is counted: render, one segment `PutObject` per chunk of \
-                 100, invites, counters"
+                 100, its counter"
                     .into(),
             ]);
             section.row(vec![
