@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, ApiQuery, Caller, NoIdempotencyKey, page_limit, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
-use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors, OwnerErrors};
 use super::views::{
     AddedGuestView, GuestCountsView, GuestPageView, GuestView, GuestsAddedView, JobView, ListView,
 };
@@ -368,10 +368,8 @@ fn accepted(job: &Job, now: OffsetDateTime) -> ApiResult<Response> {
 #[utoipa::path(post, path = "/v1/polls/{id}/invites", operation_id = "createInviteJob", tag = "jobs", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = InviteBody,
     responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll is closed (`poll-closed`), or its guest list would go over its cap (`guest-list-full`)", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, BodyErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, BodyErrors, CommonErrors))]
 async fn invite_guests(
     State(state): State<JobsState>,
     // The same request within 24 hours already finds the same job (by its content), so a key
@@ -477,10 +475,8 @@ struct GuestsBody {
 #[utoipa::path(post, path = "/v1/polls/{id}/guests", operation_id = "addGuests", tag = "guests", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = GuestsBody,
     responses((status = 200, description = "Each guest given, added or already there", body = GuestsAddedView),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll is closed (`poll-closed`), or the list would go over 50,000 guests (`guest-list-full`; the guests before the overflow are added)", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, BodyErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, BodyErrors, CommonErrors))]
 async fn add_guests(
     State(state): State<JobsState>,
     Writer(user): Writer,
@@ -528,9 +524,7 @@ struct GuestListQuery {
     params(("id" = uuid::Uuid, Path, description = "The poll id"), GuestListQuery),
     responses((status = 200, description = "A page of guests", body = GuestPageView),
         (status = 400, description = "A bad `limit` or `cursor`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, CommonErrors))]
 async fn list_guests(
     State(state): State<JobsState>,
     Caller(user): Caller,
@@ -697,10 +691,8 @@ struct CardsBody {
 #[utoipa::path(post, path = "/v1/polls/{id}/cards", operation_id = "createCardsJob", tag = "jobs", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = CardsBody,
     responses((status = 202, description = "The job (the same one for the same cards within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll is closed (`poll-closed`)", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, BodyErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, BodyErrors, CommonErrors))]
 async fn guest_cards(
     State(state): State<JobsState>,
     _: NoIdempotencyKey,
@@ -795,9 +787,7 @@ async fn guest_cards(
 #[utoipa::path(post, path = "/v1/polls/{id}/qr", operation_id = "createQrJob", tag = "jobs", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")), request_body = QrBody,
     responses((status = 202, description = "The job (the same one for the same request within 24 hours, unless it failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, BodyErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, BodyErrors, CommonErrors))]
 async fn share_qr(
     State(state): State<JobsState>,
     // The same request within 24 hours already finds the same job (by its content), so a key
@@ -821,9 +811,7 @@ async fn share_qr(
 #[utoipa::path(post, path = "/v1/polls/{id}/chart", operation_id = "createChartJob", tag = "jobs", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The poll id")),
     responses((status = 202, description = "The job (the same one within 24 hours while the results are unchanged and it has not failed)", body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, CommonErrors))]
 async fn results_chart(
     State(state): State<JobsState>,
     // The same request within 24 hours already finds the same job (by its content), so a key
@@ -878,9 +866,7 @@ struct JobListQuery {
     params(("id" = uuid::Uuid, Path, description = "The poll id"), JobListQuery),
     responses((status = 200, description = "A page of the poll's jobs, newest first", body = ListView<JobView>),
         (status = 400, description = "A bad `limit` or `cursor`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, CommonErrors))]
 async fn poll_jobs(
     State(state): State<JobsState>,
     Caller(user): Caller,

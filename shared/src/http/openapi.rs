@@ -199,6 +199,17 @@ pub enum AuthErrors {
     Unauthorized(ProblemDoc),
 }
 
+/// Errors of a route on one of the caller's own polls.
+#[derive(Debug, IntoResponses)]
+pub enum OwnerErrors {
+    /// The caller may see the poll but does not own it
+    #[response(status = 403, content_type = "application/problem+json")]
+    NotOwner(ProblemDoc),
+    /// No such poll, or one hidden from the caller
+    #[response(status = 404, content_type = "application/problem+json")]
+    NoPoll(ProblemDoc),
+}
+
 /// Errors any route may give.
 #[derive(Debug, IntoResponses)]
 pub enum CommonErrors {

@@ -19,7 +19,7 @@ use super::RequestId;
 use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey, IfMatch, page_limit, parse_id};
 use super::gate::{Gate, gated};
 use super::limits::Writer;
-use super::openapi::{AuthErrors, BodyErrors, CommonErrors};
+use super::openapi::{AuthErrors, BodyErrors, CommonErrors, OwnerErrors};
 use super::views::{ListView, PollView};
 use crate::domain::{
     FieldErrors, NewPoll, Poll, PollId, PollPatch, PollStatus, ResultsVisibility, UserId,
@@ -442,11 +442,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     request_body = PatchBody,
     responses(
         (status = 200, description = "The changed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll is closed (`poll-closed`), its options are frozen by a ballot (`options-frozen`), or it changed meanwhile (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, BodyErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, BodyErrors, CommonErrors))]
 async fn patch(
     State(state): State<PollsState>,
     Writer(user): Writer,
@@ -493,11 +491,9 @@ async fn patch(
     params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll changed meanwhile", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, CommonErrors))]
 async fn delete(
     State(state): State<PollsState>,
     Writer(user): Writer,
@@ -531,11 +527,9 @@ async fn delete(
     params(("id" = uuid::Uuid, Path, description = "The poll id"), ("If-Match" = Option<String>, Header, description = "An ETag from a previous read")),
     responses(
         (status = 200, description = "The closed poll", body = PollView, headers(("ETag" = String, description = "The new version"))),
-        (status = 403, description = "The caller may see the poll but does not own it", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such poll, or one hidden from the caller", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The poll changed meanwhile", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names another version", body = ProblemDoc, content_type = "application/problem+json"),
-        AuthErrors, CommonErrors))]
+        OwnerErrors, AuthErrors, CommonErrors))]
 async fn close(
     State(state): State<PollsState>,
     Writer(user): Writer,
