@@ -42,6 +42,26 @@ impl Canvas {
         self.touched.fill(0);
     }
 
+    /// Copies back from `base` (a canvas of the same size) every row drawn on since
+    /// [`Canvas::untouch`], and forgets them: the canvas is `base` again at the cost of the
+    /// rows drawn, not of the whole image.
+    pub(super) fn restore(&mut self, base: &Self) {
+        let stride = self.width as usize;
+        for (word_index, word) in self.touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let row = word_index * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let span = row * stride..(row + 1) * stride;
+                if let (Some(to), Some(from)) =
+                    (self.pixels.get_mut(span.clone()), base.pixels.get(span))
+                {
+                    to.copy_from_slice(from);
+                }
+            }
+        }
+    }
+
     fn touch(&mut self, row: usize) {
         if let Some(word) = self.touched.get_mut(row / 64) {
             *word |= 1 << (row % 64);

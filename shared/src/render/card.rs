@@ -24,11 +24,13 @@
 //! name are encoded once; a card costs its name, its address, its QR code and the encoding of
 //! the rest (`deflate`).
 
+use std::sync::Mutex;
+
 use super::canvas::{BLACK, Canvas, WHITE};
 use super::deflate::{Encoder, Segment};
 use super::fonts::Style;
 use super::layout::{self, Block};
-use super::qr::Matrix;
+use super::qr::{Matrix, QUIET_ZONE};
 use super::{CardText, RenderError, raster};
 
 pub(super) const CARD_WIDTH: u32 = 600;
@@ -98,6 +100,8 @@ const SHARED_ROWS: u32 = RULE_TOP + RULE_HEIGHT;
 /// The rows between the QR area and the address ("Scan to vote" and the hint), also the
 /// same on every card, encoded once and appended to each card's stream.
 const SCAN_ROWS: std::ops::Range<u32> = QR_TOP + QR_AREA..URL.top as u32;
+/// The QR area's rows, which the encoder writes from the code's modules.
+const QR_ROWS: std::ops::Range<u32> = QR_TOP..QR_TOP + QR_AREA;
 pub(super) const NAME: Band = Band {
     top: 204.0,
     size: 44.0,
@@ -151,6 +155,18 @@ pub struct CardLayout {
     pub(super) title: Block,
     pub(super) scan: Block,
     pub(super) hint: Block,
+    scratch: Scratch,
+}
+
+/// The canvas a layout draws its cards on, kept between cards. A copy of a layout starts
+/// without one.
+#[derive(Default)]
+struct Scratch(Mutex<Option<Canvas>>);
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl std::fmt::Debug for CardLayout {
@@ -212,6 +228,7 @@ impl CardLayout {
             title,
             scan,
             hint,
+            scratch: Scratch::default(),
         }
     }
 
@@ -228,26 +245,51 @@ impl CardLayout {
     }
 
     /// One guest's card as a PNG (8-bit grayscale, 300 DPI).
+    ///
+    /// Cards are drawn on the layout's scratch canvas, restored to the base where the last
+    /// card drew (copying the whole 630 kB base for every card was an eighth of its time);
+    /// a thread that finds it in use by another draws on a copy.
     pub fn png(&self, card: &CardText<'_>) -> Result<Vec<u8>, RenderError> {
-        Ok(self.encode(&self.canvas(card)?))
-    }
-
-    /// One guest's card drawn.
-    fn canvas(&self, card: &CardText<'_>) -> Result<Canvas, RenderError> {
         // The QR code is encoded first: if the URL cannot be encoded, no drawing is wasted.
         let guest = self.guest(card)?;
-        let mut canvas = self.base.clone();
-        draw(&mut canvas, NAME, &guest.name);
-        draw_address(&mut canvas, &guest.address);
-        let (x, y, module_px) = qr_place(&guest.matrix);
-        // The base leaves the QR area blank, so only the dark modules are drawn.
-        guest.matrix.draw_dark(&mut canvas, x, y, module_px);
-        Ok(canvas)
+        let mut own = None;
+        let mut scratch = self.scratch.0.try_lock();
+        let canvas = match scratch.as_deref_mut() {
+            Ok(Some(canvas)) => {
+                canvas.restore(&self.base);
+                canvas
+            }
+            Ok(empty) => empty.insert(self.base.clone()),
+            Err(_) => own.insert(self.base.clone()),
+        };
+        self.draw_text(canvas, &guest);
+        Ok(self.encode(canvas, &guest.matrix))
     }
 
-    /// The card's PNG, reusing the rows the job encoded once unless this card drew into them
-    /// (or, for the scan rows, into the row above them, which their encoding assumes).
-    fn encode(&self, canvas: &Canvas) -> Vec<u8> {
+    /// Draws a guest's text (the name and the address) on a canvas that holds the base. The
+    /// QR code is not drawn: the encoder makes its rows from its modules
+    /// ([`CardLayout::encode`]).
+    fn draw_text(&self, canvas: &mut Canvas, guest: &GuestText) {
+        draw(canvas, NAME, &guest.name);
+        draw_address(canvas, &guest.address);
+    }
+
+    /// The card's PNG. It reuses the rows the job encoded once unless this card drew into
+    /// them (or, for the scan rows, into the row above them, which their encoding assumes),
+    /// and writes the QR area from the code's modules: a module row is one row of pixels
+    /// encoded and then repeated, never drawn onto the canvas or compared, which was a
+    /// third of a card's time. Text that reaches into the QR area (only ever a tall mark on
+    /// a name) is drawn under the code and every row encoded from the canvas.
+    fn encode(&self, canvas: &Canvas, matrix: &Matrix) -> Vec<u8> {
+        if canvas.touched(QR_ROWS) {
+            return self.encode_drawn(&with_code(canvas, matrix), None);
+        }
+        self.encode_drawn(canvas, Some(matrix))
+    }
+
+    /// [`CardLayout::encode`] of `canvas`, whose QR area is blank when `matrix` is the code
+    /// to write there, or already drawn when there is none.
+    fn encode_drawn(&self, canvas: &Canvas, matrix: Option<&Matrix>) -> Vec<u8> {
         let width = canvas.width();
         let (start, mut encoder) = if canvas.touched(0..SHARED_ROWS) {
             (0, Encoder::new(width as usize))
@@ -260,15 +302,54 @@ impl CardLayout {
             let len = (to.saturating_sub(from) * width) as usize;
             all.get(..len).unwrap_or(all)
         };
-        if canvas.touched(SCAN_ROWS.start - 1..SCAN_ROWS.end) {
-            encoder.rows(canvas.rows_from(start), above(start));
+        let scan_from = if let Some(matrix) = matrix {
+            encoder.rows(rows(start, QR_ROWS.start), above(start));
+            code_rows(&mut encoder, matrix, above(QR_ROWS.start));
+            // The area's last row is white (the quiet zone), as the canvas's is.
+            QR_ROWS.end
         } else {
-            encoder.rows(rows(start, SCAN_ROWS.start), above(start));
+            start
+        };
+        if canvas.touched(SCAN_ROWS.start - 1..SCAN_ROWS.end) {
+            encoder.rows(canvas.rows_from(scan_from), above(scan_from));
+        } else {
+            encoder.rows(rows(scan_from, SCAN_ROWS.start), above(scan_from));
             encoder.append(&self.scan_rows);
             encoder.rows(canvas.rows_from(SCAN_ROWS.end), above(SCAN_ROWS.end));
         }
         encoder.finish(DPI)
     }
+}
+
+/// `canvas` with `matrix` drawn in the QR area, over whatever is there.
+fn with_code(canvas: &Canvas, matrix: &Matrix) -> Canvas {
+    let mut drawn = canvas.clone();
+    let (x, y, module_px) = qr_place(matrix);
+    matrix.draw(&mut drawn, x, y, module_px);
+    drawn
+}
+
+/// Writes the QR area's rows (white, the code with its quiet zone, white), `above` being the
+/// row before the area.
+fn code_rows(encoder: &mut Encoder, matrix: &Matrix, above: Option<&[u8]>) {
+    let (x, y, module_px) = qr_place(matrix);
+    let white = vec![WHITE; CARD_WIDTH as usize];
+    let (mut line, mut previous) = (white.clone(), white.clone());
+    // The inset and the top quiet zone, at least four modules of white.
+    let top = y + QUIET_ZONE * module_px - QR_TOP;
+    encoder.rows(&white, above);
+    encoder.repeat(top - 1);
+    for row in 0..matrix.size() {
+        line.fill(WHITE);
+        matrix.draw_row(row, &mut line, x, module_px);
+        encoder.rows(&line, Some(&previous));
+        encoder.repeat(module_px - 1);
+        std::mem::swap(&mut line, &mut previous);
+    }
+    // The bottom quiet zone and the inset.
+    let bottom = QR_AREA - top - matrix.size() * module_px;
+    encoder.rows(&white, Some(&previous));
+    encoder.repeat(bottom - 1);
 }
 
 /// Where the code goes and its module size: whole pixels per module keep every module edge
@@ -346,9 +427,10 @@ fn draw_address(canvas: &mut Canvas, address: &[Block]) {
 mod tests {
     use super::*;
 
-    /// Reusing the rows a job encoded once gives exactly the pixels drawn, whether the card
-    /// leaves those rows alone (a short name) or not (a name set over the shared rows, which
-    /// must then be encoded whole).
+    /// Reusing the rows a job encoded once and writing the QR area from the code give
+    /// exactly the pixels of the card drawn whole, whether the card leaves those rows alone
+    /// (a short name) or not (ink over the shared rows, the scan rows or the QR area, which
+    /// must then be encoded from the canvas).
     #[test]
     fn cards_decode_to_the_pixels_drawn_with_or_without_the_shared_rows() {
         let layout = CardLayout::new("Where shall we go for lunch?", Some("Acme offsite"));
@@ -358,20 +440,70 @@ mod tests {
             url,
             short_url: None,
         };
-        let mut canvases = vec![layout.canvas(&card).unwrap_or_else(|e| panic!("{e}"))];
-        // A card whose ink reaches into the shared rows and the scan rows.
-        let mut intruder = canvases[0].clone();
+        let guest = layout.guest(&card).unwrap_or_else(|e| panic!("{e}"));
+        let mut plain = layout.base.clone();
+        layout.draw_text(&mut plain, &guest);
+        let matrix = guest.matrix;
+        assert!(!plain.touched(0..SHARED_ROWS));
+        assert!(!plain.touched(QR_ROWS));
+        assert!(!plain.touched(SCAN_ROWS.start - 1..SCAN_ROWS.end));
+        let mut canvases = vec![plain.clone()];
+        // Cards whose ink reaches into the shared rows and the scan rows, and into the QR
+        // area (beside the code and under its quiet zone).
+        let mut intruder = plain.clone();
         intruder.fill_rect(10, SHARED_ROWS - 1, 5, 1, BLACK);
         intruder.fill_rect(10, SCAN_ROWS.start + 3, 5, 1, BLACK);
         canvases.push(intruder);
-        assert!(!canvases[0].touched(0..SHARED_ROWS));
-        assert!(!canvases[0].touched(SCAN_ROWS.start - 1..SCAN_ROWS.end));
+        let mut into_code = plain.clone();
+        into_code.fill_rect(5, QR_TOP + 2, 30, 3, BLACK);
+        into_code.fill_rect(200, QR_TOP + 30, 10, 10, BLACK);
+        canvases.push(into_code);
         for canvas in &canvases {
-            let png = layout.encode(canvas);
+            let png = layout.encode(canvas, &matrix);
             let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
                 .map(|i| i.to_luma8())
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(decoded.as_raw().as_slice(), canvas.rows_from(0));
+            let drawn = with_code(canvas, &matrix);
+            assert_eq!(decoded.as_raw().as_slice(), drawn.rows_from(0));
+        }
+        // The code's own quiet zone stays white whatever was drawn there.
+        let (x, y, module_px) = qr_place(&matrix);
+        let drawn = with_code(&canvases[2], &matrix);
+        let row = drawn.row(y + module_px).unwrap_or_default();
+        assert!(
+            row[x as usize..(x + QUIET_ZONE * module_px) as usize]
+                .iter()
+                .all(|&p| p == WHITE)
+        );
+    }
+
+    /// A card drawn on the scratch canvas after others is the card a fresh layout draws:
+    /// nothing of an earlier guest's name or address is left on it.
+    #[test]
+    fn a_card_after_others_is_the_card_drawn_first() {
+        let question = "Where shall we go for lunch?";
+        let card = |name, n: usize| {
+            let url = format!("https://tally.example.com/i/q3Vx_7kPz-2mLw9RtYb4NcHs0aJdEf{n:05}");
+            (name, url)
+        };
+        let guests = [
+            card("Wolfgang Amadeus Mozart von Salzburg und Wien", 1),
+            card("李雷", 2),
+            card("Ann", 3),
+        ];
+        let png = |layout: &CardLayout, (name, url): &(&str, String)| {
+            layout
+                .png(&CardText {
+                    guest_name: name,
+                    url,
+                    short_url: None,
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let reused = CardLayout::new(question, None);
+        for guest in &guests {
+            let fresh = CardLayout::new(question, None);
+            assert!(png(&reused, guest) == png(&fresh, guest), "{}", guest.0);
         }
     }
 }

@@ -237,12 +237,9 @@ impl Encoder {
         for row in pixels.chunks_exact(width) {
             let (sum, weighted) = match above {
                 Some(previous) if previous == row => {
-                    // The "up" filter makes a repeated row all zeros: four codes.
-                    self.literal(UP);
-                    self.literal(0);
-                    self.copy(width - 1, (0, 5), 0);
-                    // Its checksum halves: the filter byte, then that sum after every byte.
-                    (u64::from(UP), u64::from(UP) * n)
+                    self.repeat(1);
+                    above = Some(row);
+                    continue;
                 }
                 Some(previous) => {
                     // Each pixel less the one above: a glyph's stem or a module's inside is
@@ -260,6 +257,23 @@ impl Encoder {
             self.a = (self.a + sum) % ADLER;
             self.rows += 1;
             above = Some(row);
+        }
+    }
+
+    /// Writes `count` more copies of the last row written, for a caller that knows its rows
+    /// repeat without comparing them. At least one row must have been written.
+    pub(super) fn repeat(&mut self, count: u32) {
+        let width = self.width.max(1);
+        let n = (width + 1) as u64;
+        for _ in 0..count {
+            // The "up" filter makes a repeated row all zeros: four codes.
+            self.literal(UP);
+            self.literal(0);
+            self.copy(width - 1, (0, 5), 0);
+            // Its checksum halves: the filter byte, then that sum after every byte.
+            self.b = (self.b + n * self.a + u64::from(UP) * n) % ADLER;
+            self.a = (self.a + u64::from(UP)) % ADLER;
+            self.rows += 1;
         }
     }
 

@@ -1,10 +1,13 @@
 //! QR codes: encoding a URL into a module matrix, drawing it onto a [`Canvas`], and the SVG
 //! rendering.
 
-use qrcode::canvas::{Canvas as QrCanvas, MaskPattern};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use qrcode::canvas::{Canvas as QrCanvas, MaskPattern, Module};
 use qrcode::render::{Renderer, svg};
 use qrcode::types::QrError;
-use qrcode::{Color, EcLevel, bits, ec};
+use qrcode::{Color, EcLevel, Version, bits, ec};
 
 use super::RenderError;
 use super::canvas::{BLACK, Canvas, WHITE};
@@ -43,22 +46,35 @@ impl Matrix {
     /// This is `QrCode::with_error_correction_level` step by step, with one difference: the
     /// mask is chosen by [`penalty`] here. The crate's own mask scoring allocates a boxed
     /// closure per module and took about 0.5 ms per code, three quarters of the time of a
-    /// whole invite card; this one takes about 4 µs per mask. The encoded data, error
-    /// correction, masking and format information are still the crate's.
+    /// whole invite card. Here the eight masked codes are never built: each is the version's
+    /// blank code under that mask ([`Blank`], made once per thread) with the data's dark
+    /// modules flipped, a few word operations per row. Only the winner is masked by the
+    /// crate, so the encoded data, error correction, masking and format information are
+    /// still the crate's.
     pub(super) fn encode(url: &str) -> Result<Self, RenderError> {
-        let (unmasked, width) = unmasked(url)?;
-        let candidate = |pattern| {
-            let colors = masked(&unmasked, pattern);
-            (penalty(&colors, width), colors)
-        };
+        let (unmasked, version, width) = unmasked(url)?;
+        let (data_rows, data_columns) = data_lines(&unmasked, width);
+        let blank = blank(version, width);
+        let mut rows = vec![Bits::default(); width];
+        let mut columns = vec![Bits::default(); width];
         // The first mask with the lowest penalty wins, as in the specification's procedure.
-        let mut best = candidate(MaskPattern::Checkerboard);
-        for pattern in MASKS.into_iter().skip(1) {
-            let next = candidate(pattern);
-            if next.0 < best.0 {
-                best = next;
+        let mut best = (u32::MAX, MaskPattern::Checkerboard);
+        for (pattern, (blank_rows, blank_columns)) in MASKS.into_iter().zip(&blank.masks) {
+            for (line, (&b, &d)) in rows.iter_mut().zip(blank_rows.iter().zip(&data_rows)) {
+                *line = b ^ d;
+            }
+            for (line, (&b, &d)) in columns
+                .iter_mut()
+                .zip(blank_columns.iter().zip(&data_columns))
+            {
+                *line = b ^ d;
+            }
+            let score = penalty(&rows, &columns, width);
+            if score < best.0 {
+                best = (score, pattern);
             }
         }
+        let best = (best.0, masked(&unmasked, best.1));
         // The SVG renderer asserts this shape; checking it here keeps a broken invariant an
         // error instead of a panic.
         if width * width != best.1.len() {
@@ -71,7 +87,7 @@ impl Matrix {
     }
 
     /// Modules per side, without the quiet zone.
-    fn size(&self) -> u32 {
+    pub(super) fn size(&self) -> u32 {
         // A QR code has at most 177 modules per side, so this never saturates.
         u32::try_from(self.width).unwrap_or(u32::MAX)
     }
@@ -90,31 +106,19 @@ impl Matrix {
         self.draw_dark(canvas, x, y, module_px);
     }
 
-    /// Draws only the dark modules, for a canvas known to be white where the code goes (an
-    /// invite card's blank QR area): painting 270,000 white pixels white again was a tenth of
-    /// a card's drawing.
+    /// Draws only the dark modules, for a canvas known to be white where the code goes: painting
+    /// 270,000 white pixels white again was a tenth of a card's drawing.
     pub(super) fn draw_dark(&self, canvas: &mut Canvas, x: u32, y: u32, module_px: u32) {
         let origin_x = x.saturating_add(QUIET_ZONE * module_px);
         let origin_y = y.saturating_add(QUIET_ZONE * module_px);
-        for (row, modules) in (0u32..).zip(self.colors.chunks(self.width.max(1))) {
+        for row in 0..self.size() {
             let top = origin_y.saturating_add(row.saturating_mul(module_px));
             // Horizontal runs of dark modules are filled as one rectangle each.
-            let mut col = 0usize;
-            while col < modules.len() {
-                if modules.get(col) != Some(&Color::Dark) {
-                    col += 1;
-                    continue;
-                }
-                let start = col;
-                while modules.get(col) == Some(&Color::Dark) {
-                    col += 1;
-                }
-                let left = u32::try_from(start).unwrap_or(u32::MAX);
-                let run = u32::try_from(col - start).unwrap_or(u32::MAX);
+            for (first, length) in self.runs(row) {
                 canvas.fill_rect(
-                    origin_x.saturating_add(left.saturating_mul(module_px)),
+                    origin_x.saturating_add(first.saturating_mul(module_px)),
                     top,
-                    run.saturating_mul(module_px),
+                    length.saturating_mul(module_px),
                     module_px,
                     BLACK,
                 );
@@ -122,27 +126,50 @@ impl Matrix {
         }
     }
 
+    /// Draws module row `row` into one row of pixels (`line`, white where the code goes)
+    /// whose code starts, quiet zone included, at pixel `x`.
+    pub(super) fn draw_row(&self, row: u32, line: &mut [u8], x: u32, module_px: u32) {
+        let origin_x = x.saturating_add(QUIET_ZONE * module_px) as usize;
+        let module_px = module_px as usize;
+        for (first, length) in self.runs(row) {
+            let start = origin_x + first as usize * module_px;
+            let end = (start + length as usize * module_px).min(line.len());
+            if let Some(span) = line.get_mut(start.min(end)..end) {
+                span.fill(BLACK);
+            }
+        }
+    }
+
     /// The dark modules as horizontal runs: (row, first column, length), without the quiet
     /// zone, for vector output.
     pub(super) fn dark_runs(&self) -> Vec<(u32, u32, u32)> {
-        let mut runs = Vec::new();
-        for (row, modules) in (0u32..).zip(self.colors.chunks(self.width.max(1))) {
-            let mut col = 0usize;
-            while col < modules.len() {
-                if modules.get(col) != Some(&Color::Dark) {
-                    col += 1;
-                    continue;
-                }
-                let start = col;
-                while modules.get(col) == Some(&Color::Dark) {
-                    col += 1;
-                }
-                let first = u32::try_from(start).unwrap_or(u32::MAX);
-                let length = u32::try_from(col - start).unwrap_or(u32::MAX);
-                runs.push((row, first, length));
+        (0..self.size())
+            .flat_map(|row| {
+                self.runs(row)
+                    .map(move |(first, length)| (row, first, length))
+            })
+            .collect()
+    }
+
+    /// The runs of dark modules in module row `row`: (first column, length).
+    fn runs(&self, row: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let width = self.width.max(1);
+        let modules = self
+            .colors
+            .get(row as usize * width..(row as usize + 1) * width)
+            .unwrap_or_default();
+        let mut col = 0usize;
+        std::iter::from_fn(move || {
+            while modules.get(col).is_some_and(|&c| c != Color::Dark) {
+                col += 1;
             }
-        }
-        runs
+            let start = col;
+            while modules.get(col) == Some(&Color::Dark) {
+                col += 1;
+            }
+            // At most 177 modules a row: the columns fit a u32.
+            (col > start).then(|| (start as u32, (col - start) as u32))
+        })
     }
 
     /// The code as an SVG document at least `min_px` wide, quiet zone included. The SVG
@@ -157,8 +184,8 @@ impl Matrix {
     }
 }
 
-/// The code of `url` before masking, and its width in modules.
-fn unmasked(url: &str) -> Result<(QrCanvas, usize), RenderError> {
+/// The code of `url` before masking, its version and its width in modules.
+fn unmasked(url: &str) -> Result<(QrCanvas, Version, usize), RenderError> {
     let qr_error = |error| match error {
         QrError::DataTooLong => RenderError::DataTooLong { len: url.len() },
         other => RenderError::Qr(other),
@@ -172,7 +199,7 @@ fn unmasked(url: &str) -> Result<(QrCanvas, usize), RenderError> {
     canvas.draw_data(&codewords, &ec);
     // Versions are 21 to 177 modules wide, never negative.
     let width = usize::try_from(version.width()).unwrap_or(0);
-    Ok((canvas, width))
+    Ok((canvas, version, width))
 }
 
 /// The modules of `unmasked` with `pattern` applied, format information included.
@@ -182,21 +209,26 @@ fn masked(unmasked: &QrCanvas, pattern: MaskPattern) -> Vec<Color> {
     canvas.into_colors()
 }
 
-/// The specification's mask penalty (ISO/IEC 18004, 7.8.3): runs of five or more modules of
-/// one colour, 2x2 blocks of one colour, finder-like 1:1:3:1:1 patterns with four light
-/// modules on either side, and imbalance between dark and light. Lower is better: such codes
-/// have fewer features a scanner can mistake for finder patterns or lose track in.
-///
-/// Rows and columns are scored as bit sets, a few word operations per rule, because the
-/// straightforward loops branch on every module: on real (random-looking) codes they
-/// mispredicted enough to cost about 20 µs per mask, 160 µs of a 350 µs card.
-fn penalty(colors: &[Color], width: usize) -> u32 {
-    if width == 0 || width > Bits::CAPACITY || colors.len() != width * width {
-        return 0;
-    }
+/// The dark data modules of `unmasked` (those a mask flips), as rows and as columns.
+fn data_lines(unmasked: &QrCanvas, width: usize) -> (Vec<Bits>, Vec<Bits>) {
     let mut rows = vec![Bits::default(); width];
     let mut columns = vec![Bits::default(); width];
-    for (y, row) in colors.chunks_exact(width).enumerate() {
+    // At most 177 modules a side: the coordinates fit an i16.
+    for (y, row) in (0i16..).zip(rows.iter_mut()) {
+        for (x, column) in (0i16..).zip(columns.iter_mut()) {
+            let dark = unmasked.get(x, y) == Module::Unmasked(Color::Dark);
+            row.put(x as usize, dark);
+            column.put(y as usize, dark);
+        }
+    }
+    (rows, columns)
+}
+
+/// Rows and columns of `colors` (a `width`-wide code) as bit sets.
+fn lines(colors: &[Color], width: usize) -> (Vec<Bits>, Vec<Bits>) {
+    let mut rows = vec![Bits::default(); width];
+    let mut columns = vec![Bits::default(); width];
+    for (y, row) in colors.chunks_exact(width.max(1)).enumerate() {
         for (x, &colour) in row.iter().enumerate() {
             let dark = colour == Color::Dark;
             if let Some(bits) = rows.get_mut(y) {
@@ -207,10 +239,64 @@ fn penalty(colors: &[Color], width: usize) -> u32 {
             }
         }
     }
+    (rows, columns)
+}
 
+/// A version's code with no data, under each of the eight masks: the function patterns and
+/// the mask's format information, and the mask itself wherever data goes. Masking flips a
+/// data module where the mask is dark, so a code under a mask is its blank under that mask
+/// with the data's dark modules flipped (an exclusive or per row).
+struct Blank {
+    width: usize,
+    /// Rows and columns, in the order of [`MASKS`].
+    masks: Vec<(Vec<Bits>, Vec<Bits>)>,
+}
+
+impl Blank {
+    fn new(version: Version, width: usize) -> Self {
+        let mut canvas = QrCanvas::new(version, EC_LEVEL);
+        canvas.draw_all_functional_patterns();
+        let masks = MASKS
+            .into_iter()
+            .map(|pattern| lines(&masked(&canvas, pattern), width))
+            .collect();
+        Self { width, masks }
+    }
+}
+
+thread_local! {
+    /// The blanks of the versions this thread has encoded: a job's URLs are all one length,
+    /// so its cards share one.
+    static BLANKS: RefCell<Vec<Rc<Blank>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn blank(version: Version, width: usize) -> Rc<Blank> {
+    BLANKS.with(|cache| {
+        if let Some(found) = cache.borrow().iter().find(|b| b.width == width) {
+            return Rc::clone(found);
+        }
+        let made = Rc::new(Blank::new(version, width));
+        cache.borrow_mut().push(Rc::clone(&made));
+        made
+    })
+}
+
+/// The specification's mask penalty (ISO/IEC 18004, 7.8.3) of a code given as its rows and
+/// its columns: runs of five or more modules of one colour, 2x2 blocks of one colour,
+/// finder-like 1:1:3:1:1 patterns with four light modules on either side, and imbalance
+/// between dark and light. Lower is better: such codes have fewer features a scanner can
+/// mistake for finder patterns or lose track in.
+///
+/// Rows and columns are scored as bit sets, a few word operations per rule, because the
+/// straightforward loops branch on every module: on real (random-looking) codes they
+/// mispredicted enough to cost about 20 µs per mask, 160 µs of a 350 µs card.
+fn penalty(rows: &[Bits], columns: &[Bits], width: usize) -> u32 {
+    if width == 0 || width > Bits::CAPACITY || rows.len() != width || columns.len() != width {
+        return 0;
+    }
     let mut score: u32 = rows
         .iter()
-        .chain(&columns)
+        .chain(columns)
         .map(|&line| line_penalty(line, width))
         .sum();
 
@@ -223,7 +309,7 @@ fn penalty(colors: &[Color], width: usize) -> u32 {
     }
 
     let dark: u32 = rows.iter().map(|row| row.count()).sum();
-    let total = u32::try_from(colors.len()).unwrap_or(u32::MAX);
+    let total = u32::try_from(width * width).unwrap_or(u32::MAX);
     let percent = dark.saturating_mul(100) / total.max(1);
     score + 10 * (percent.abs_diff(50) / 5)
 }
@@ -355,14 +441,36 @@ mod tests {
             let reference = QrCode::with_error_correction_level(url.as_bytes(), EC_LEVEL)
                 .map_err(RenderError::Qr)?
                 .to_colors();
-            let (unmasked, width) = unmasked(url)?;
+            let (unmasked, version, width) = unmasked(url)?;
             assert_eq!(width * width, reference.len());
+            // Each mask's code, as the blank under that mask with the data flipped, is the
+            // code the crate masks: the penalties are those of the real codes.
+            let (data_rows, data_columns) = data_lines(&unmasked, width);
+            let blank = Blank::new(version, width);
+            for (&pattern, (rows, columns)) in MASKS.iter().zip(&blank.masks) {
+                let (real_rows, real_columns) = lines(&masked(&unmasked, pattern), width);
+                let flip = |a: &[Bits], b: &[Bits]| -> Vec<Bits> {
+                    a.iter().zip(b).map(|(&x, &y)| x ^ y).collect()
+                };
+                assert_eq!(flip(rows, &data_rows), real_rows, "{url}");
+                assert_eq!(flip(columns, &data_columns), real_columns, "{url}");
+            }
             assert!(
                 MASKS.iter().any(|&p| masked(&unmasked, p) == reference),
                 "{url}"
             );
-            let chosen = Matrix::encode(url)?;
-            assert!(MASKS.iter().any(|&p| masked(&unmasked, p) == chosen.colors));
+            // The chosen code is the first of the crate's eight with the lowest penalty.
+            let codes: Vec<Vec<Color>> = MASKS.iter().map(|&p| masked(&unmasked, p)).collect();
+            let scores: Vec<u32> = codes
+                .iter()
+                .map(|code| {
+                    let (rows, columns) = lines(code, width);
+                    penalty(&rows, &columns, width)
+                })
+                .collect();
+            let lowest = scores.iter().min().copied().unwrap_or_default();
+            let first = scores.iter().position(|&s| s == lowest).unwrap_or_default();
+            assert_eq!(Matrix::encode(url)?.colors, codes[first], "{url}");
         }
         Ok(())
     }
