@@ -22,11 +22,13 @@ use crate::domain::{Job, JobId};
 use crate::objects::ObjectKey;
 use crate::ports::{BlobStore, StoreError, StoreResult, Upload};
 
-/// Upload part size: S3's minimum is 5 MiB (except the last part).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Upload part size, exactly (S3's minimum, except for the last part): the part being
+/// filled and those uploading are most of the step's memory, and 336 MB of cards make 65
+/// parts, far below S3's 10,000.
+const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Segments fetched ahead of the one being written, and parts uploading at once. Each
-/// segment in hand is about 3.5 MB and each part 8 MiB, so these bound the step's memory
-/// (about 40 MB); more of either made no faster ZIP on two cores, only a bigger process.
+/// segment in hand is about 3.5 MB and each part 5 MiB, so these bound the step's memory
+/// (about 25 MB); more of either made no faster ZIP on two cores, only a bigger process.
 const FETCH_AHEAD: usize = 2;
 const UPLOADS_AT_ONCE: usize = 2;
 /// How often the builder records its progress on the job (one small write each time).
@@ -111,7 +113,7 @@ where
             }
             None => zip.finish(now).map_err(WorkError::Render)?,
         }
-        while let Some(part) = zip.take_part(if last { 0 } else { PART_SIZE }) {
+        while let Some(part) = zip.take_part(last) {
             if uploads.len() >= UPLOADS_AT_ONCE
                 && let Some(done) = uploads.join_next().await
             {
@@ -146,7 +148,9 @@ fn uploaded(
 /// while the central directory, which comes last, grows in memory (about 100 bytes a card).
 #[derive(Debug, Default)]
 struct ZipBuilder {
+    /// The part being filled, never full: a full one moves to `full`.
     out: Vec<u8>,
+    full: std::collections::VecDeque<Vec<u8>>,
     /// Bytes written so far, handed off or not: the next entry's offset.
     offset: u64,
     central: Vec<u8>,
@@ -259,17 +263,29 @@ impl ZipBuilder {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+    /// Appends `bytes`, cut into parts of exactly [`PART_SIZE`], each allocated once at that
+    /// size.
+    fn write(&mut self, mut bytes: &[u8]) {
         self.offset += bytes.len() as u64;
+        while !bytes.is_empty() {
+            if self.out.capacity() == 0 {
+                self.out.reserve_exact(PART_SIZE);
+            }
+            let room = PART_SIZE.saturating_sub(self.out.len());
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.out.extend_from_slice(now);
+            bytes = later;
+            if self.out.len() >= PART_SIZE {
+                self.full.push_back(std::mem::take(&mut self.out));
+            }
+        }
     }
 
-    /// The bytes written so far as the next part, once there are at least `min` of them
-    /// (and at least one).
-    fn take_part(&mut self, min: usize) -> Option<Vec<u8>> {
-        (!self.out.is_empty() && self.out.len() >= min).then(|| {
-            std::mem::replace(&mut self.out, Vec::with_capacity(PART_SIZE + PART_SIZE / 2))
-        })
+    /// The next full part; after the last bytes (`last`), whatever is left as the last part.
+    fn take_part(&mut self, last: bool) -> Option<Vec<u8>> {
+        self.full
+            .pop_front()
+            .or_else(|| (last && !self.out.is_empty()).then(|| std::mem::take(&mut self.out)))
     }
 }
 
@@ -420,8 +436,8 @@ mod tests {
         }
     }
 
-    /// 10 segments of 4 one-MiB cards: parts numbered from 1, every one but the last at least
-    /// S3's 5 MiB, and joined they are a ZIP that a ZIP library reads back: every card with
+    /// 10 segments of 4 one-MiB cards: parts numbered from 1, every one but the last exactly
+    /// S3's minimum of 5 MiB (the parts in hand are the step's memory), and joined they are a ZIP that a ZIP library reads back: every card with
     /// its bytes, unique names (the duplicate `李雷` numbered), UTF-8 flags, the cards' times
     /// and the manifest.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,9 +454,10 @@ mod tests {
         assert!(
             sizes[..sizes.len() - 1]
                 .iter()
-                .all(|&n| n >= 5 * 1024 * 1024),
+                .all(|&n| n == 5 * 1024 * 1024),
             "{sizes:?}"
         );
+        assert!(sizes.last().is_some_and(|&n| n > 0 && n <= 5 * 1024 * 1024));
         let zip: Vec<u8> = uploaded.into_iter().flat_map(|(_, b)| b).collect();
 
         let mut archive = ::zip::ZipArchive::new(std::io::Cursor::new(&zip))
