@@ -8,15 +8,10 @@ use tally::clock::SystemClock;
 use tally::config::Config;
 use tally_dev::{Stack, StackOptions, Storage};
 
-/// mimalloc rather than glibc's malloc: on the local stack (the engines, the SDK clients and the
-/// handlers in one process, their buffers freed on other threads than made them) glibc's
-/// allocator took a sixth of a ballot's CPU, and with mimalloc the same two cores take about
-/// 40 % more ballots a second (README, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() {
+    // mimalloc (linked by `tally_alloc`) with its purge delay set: see that crate.
+    tally_alloc::tune();
     if let Err(e) = run().await {
         eprintln!("tally-dev: {e}");
         std::process::exit(1);

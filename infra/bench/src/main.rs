@@ -16,9 +16,6 @@
 
 use std::io::Write;
 
-/// The dev server's allocator, so that the bench's stack runs as `tally-dev` does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use tally_bench::report::Section;
@@ -49,6 +46,9 @@ struct Options {
 }
 
 fn main() {
+    // The dev server's allocator and its settings, so that the bench's stack runs as
+    // `tally-dev` does.
+    tally_alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         // The child process of the render benchmark: one job, figures on stdout.
