@@ -33,36 +33,56 @@ fn guest_name(i: usize) -> String {
     format!("Guest {i:05} Example")
 }
 
-/// Renders `count` distinct cards on this thread and returns them.
-fn render_cards(from: usize, count: usize) -> Result<Vec<Vec<u8>>, String> {
+/// Cards each thread renders before it is timed: the first cards of a thread fill its caches
+/// (shape plans, glyph coverage, the QR code's blank per version), as the first chunk on a
+/// worker thread does once.
+const WARM_UP: usize = 100;
+/// Cards each thread is timed over.
+const CARDS_PER_THREAD: usize = 2_000;
+
+/// Renders `WARM_UP` and then `count` distinct cards on this thread, from guest `from`, and
+/// returns how long the `count` took and their size in bytes.
+fn render_cards(from: usize, count: usize) -> Result<(Duration, usize), String> {
     // As the worker does: what the cards share is set once, then each guest's card.
     let layout = CardLayout::new(QUESTION, None);
-    (from..from + count)
-        .map(|i| {
-            let (name, url) = (guest_name(i), invite_url(i));
-            layout
-                .png(&CardText {
-                    guest_name: &name,
-                    url: &url,
-                    short_url: None,
-                })
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    let card = |i: usize| {
+        let (name, url) = (guest_name(i), invite_url(i));
+        layout
+            .png(&CardText {
+                guest_name: &name,
+                url: &url,
+                short_url: None,
+            })
+            .map(|png| png.len())
+            .map_err(|e| e.to_string())
+    };
+    for i in from..from + WARM_UP {
+        card(i)?;
+    }
+    let started = Instant::now();
+    let mut bytes = 0;
+    for i in from + WARM_UP..from + WARM_UP + count {
+        bytes += card(i)?;
+    }
+    Ok((started.elapsed(), bytes))
 }
 
-/// Cards per second on one thread, and on every core at once (one thread per core).
-fn cards_per_second(threads: usize, per_thread: usize) -> Result<f64, String> {
-    let started = Instant::now();
+/// Cards per second on `threads` threads at once (one per core), counted from the slowest
+/// thread's time, and the cards' average size.
+fn cards_per_second(threads: usize, per_thread: usize) -> Result<(f64, usize), String> {
     let workers: Vec<_> = (0..threads)
-        .map(|t| std::thread::spawn(move || render_cards(t * per_thread, per_thread)))
+        .map(|t| std::thread::spawn(move || render_cards(t * (WARM_UP + per_thread), per_thread)))
         .collect();
+    let (mut slowest, mut bytes) = (Duration::ZERO, 0);
     for worker in workers {
-        worker
+        let (took, size) = worker
             .join()
             .map_err(|_| "a render thread panicked".to_owned())??;
+        slowest = slowest.max(took);
+        bytes += size;
     }
-    Ok((threads * per_thread) as f64 / started.elapsed().as_secs_f64())
+    let cards = threads * per_thread;
+    Ok((cards as f64 / slowest.as_secs_f64(), bytes / cards.max(1)))
 }
 
 /// What the child process reports about its job.
@@ -108,13 +128,12 @@ pub fn run(
 ) -> Result<RenderResult, String> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("tally-bench: render: cards on one core, then on {cores}");
-    // Warm-up (and the cards' average size): not counted.
-    let cards = render_cards(0, 200)?;
-    let card_bytes = cards.iter().map(Vec::len).sum::<usize>() / cards.len();
-    let (mut one, mut all) = (Vec::new(), Vec::new());
+    let (mut one, mut all, mut card_bytes) = (Vec::new(), Vec::new(), 0);
     for _ in 0..runs {
-        one.push(cards_per_second(1, 300)?);
-        all.push(cards_per_second(cores, 300)?);
+        let (rate, bytes) = cards_per_second(1, CARDS_PER_THREAD)?;
+        one.push(rate);
+        card_bytes = bytes;
+        all.push(cards_per_second(cores, CARDS_PER_THREAD)?.0);
     }
     let mut jobs = Vec::new();
     for run in 0..job_runs {
@@ -418,9 +437,9 @@ pub fn section(r: &RenderResult) -> Section {
     let mut section = Section::new("Rendering", &["what", "figure", "notes"]);
     section.note(format!(
         "Cards: `tally::render::CardLayout::png`, one layout per thread (a {}-byte grayscale PNG on average: QR code of \
-         a 67-character invite URL, name, question), timed over 300 cards per thread. \
+         a 67-character invite URL, name, question), timed over {} cards per thread after {} that fill its caches. \
          Medians of {} runs.",
-        r.card_bytes, r.runs
+        r.card_bytes, CARDS_PER_THREAD, WARM_UP, r.runs
     ));
     section.row(vec![
         "invite cards, one core".into(),
