@@ -31,7 +31,8 @@ const PURGE_DELAY_MS: c_long = 10;
 
 /// Sets the purge delay, unless `MIMALLOC_PURGE_DELAY` in the environment already chose one.
 /// Call it first thing in `main`; mimalloc reads the option whenever it schedules a purge, so
-/// it holds from then on.
+/// it holds from then on. Calling it is also what links this crate, and so its allocator, into
+/// a binary: one that never names the crate gets the system allocator.
 pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         set(PURGE_DELAY, PURGE_DELAY_MS);

@@ -277,9 +277,9 @@ impl CardLayout {
     /// The card's PNG. It reuses the rows the job encoded once unless this card drew into
     /// them (or, for the scan rows, into the row above them, which their encoding assumes),
     /// and writes the QR area from the code's modules: a module row is one row of pixels
-    /// encoded and then repeated, never drawn onto the canvas or compared, which was a
-    /// third of a card's time. Text that reaches into the QR area (only ever a tall mark on
-    /// a name) is drawn under the code and every row encoded from the canvas.
+    /// encoded and then repeated, never filled in on the canvas or compared with the row
+    /// above it. Text that reaches into the QR area (only ever a tall mark on a name) is
+    /// drawn under the code and every row encoded from the canvas.
     fn encode(&self, canvas: &Canvas, matrix: &Matrix) -> Vec<u8> {
         if canvas.touched(QR_ROWS) {
             return self.encode_drawn(&with_code(canvas, matrix), None);
