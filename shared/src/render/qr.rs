@@ -99,21 +99,15 @@ impl Matrix {
 
     /// Draws the code with its quiet zone, top-left corner at (`x`, `y`), each module a
     /// `module_px` square. The quiet zone is painted white explicitly, so the code scans
-    /// whatever the canvas held underneath.
+    /// whatever the canvas held underneath; then the dark modules go on top, a horizontal run
+    /// of them as one rectangle.
     pub(super) fn draw(&self, canvas: &mut Canvas, x: u32, y: u32, module_px: u32) {
         let side = self.size_with_quiet_zone().saturating_mul(module_px);
         canvas.fill_rect(x, y, side, side, WHITE);
-        self.draw_dark(canvas, x, y, module_px);
-    }
-
-    /// Draws only the dark modules, for a canvas known to be white where the code goes: painting
-    /// 270,000 white pixels white again was a tenth of a card's drawing.
-    pub(super) fn draw_dark(&self, canvas: &mut Canvas, x: u32, y: u32, module_px: u32) {
         let origin_x = x.saturating_add(QUIET_ZONE * module_px);
         let origin_y = y.saturating_add(QUIET_ZONE * module_px);
         for row in 0..self.size() {
             let top = origin_y.saturating_add(row.saturating_mul(module_px));
-            // Horizontal runs of dark modules are filled as one rectangle each.
             for (first, length) in self.runs(row) {
                 canvas.fill_rect(
                     origin_x.saturating_add(first.saturating_mul(module_px)),
@@ -211,32 +205,28 @@ fn masked(unmasked: &QrCanvas, pattern: MaskPattern) -> Vec<Color> {
 
 /// The dark data modules of `unmasked` (those a mask flips), as rows and as columns.
 fn data_lines(unmasked: &QrCanvas, width: usize) -> (Vec<Bits>, Vec<Bits>) {
-    let mut rows = vec![Bits::default(); width];
-    let mut columns = vec![Bits::default(); width];
     // At most 177 modules a side: the coordinates fit an i16.
-    for (y, row) in (0i16..).zip(rows.iter_mut()) {
-        for (x, column) in (0i16..).zip(columns.iter_mut()) {
-            let dark = unmasked.get(x, y) == Module::Unmasked(Color::Dark);
-            row.put(x as usize, dark);
-            column.put(y as usize, dark);
-        }
-    }
-    (rows, columns)
+    bit_lines(width, |x, y| {
+        unmasked.get(x as i16, y as i16) == Module::Unmasked(Color::Dark)
+    })
 }
 
 /// Rows and columns of `colors` (a `width`-wide code) as bit sets.
 fn lines(colors: &[Color], width: usize) -> (Vec<Bits>, Vec<Bits>) {
+    bit_lines(width, |x, y| {
+        colors.get(y * width + x) == Some(&Color::Dark)
+    })
+}
+
+/// A `width`-wide square of modules, dark where `dark(x, y)`, as rows and as columns.
+fn bit_lines(width: usize, dark: impl Fn(usize, usize) -> bool) -> (Vec<Bits>, Vec<Bits>) {
     let mut rows = vec![Bits::default(); width];
     let mut columns = vec![Bits::default(); width];
-    for (y, row) in colors.chunks_exact(width.max(1)).enumerate() {
-        for (x, &colour) in row.iter().enumerate() {
-            let dark = colour == Color::Dark;
-            if let Some(bits) = rows.get_mut(y) {
-                bits.put(x, dark);
-            }
-            if let Some(bits) = columns.get_mut(x) {
-                bits.put(y, dark);
-            }
+    for (y, row) in rows.iter_mut().enumerate() {
+        for (x, column) in columns.iter_mut().enumerate() {
+            let dark = dark(x, y);
+            row.put(x, dark);
+            column.put(y, dark);
         }
     }
     (rows, columns)
